@@ -1,0 +1,46 @@
+"""The ``fpgaflow`` command.
+
+Each module in :data:`COMMAND_MODULES` adds its subcommands with ``register(subparsers)``; a
+subcommand's handler takes the parsed arguments and returns the exit code. Modules import their
+heavy dependencies inside the handlers, so ``fpgaflow serve`` works with the runtime-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fpga_runtime.errors import FpgaflowError
+
+COMMAND_MODULES = (
+    "flows.cli.data",
+)
+
+
+class UsageError(Exception):
+    """A command-line problem reported as one line on stderr, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fpgaflow", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (UsageError, FpgaflowError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"fpgaflow {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The pipeline's one typed configuration (loadable from YAML, overridable from the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fpga_runtime.service import check_name
+
+FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", "ssd_vgg")
+STEPS = ("validate", "train", "package", "deploy")
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["head", "full"] = Field(default="head", description="'head': train on cached features; 'full': also unfreeze the last blocks.")
+    unfreeze_blocks: int = Field(default=1, ge=0, description="Blocks of the featurizer trained end to end in 'full' mode.")
+    hidden_units: int = Field(default=1024, ge=0, description="Units of the hidden dense layer; 0 = a linear head.")
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    learning_rate: float = Field(default=1e-2, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    epochs: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    early_stopping_patience: int = Field(default=4, ge=0, description="Epochs without validation-loss improvement before stopping; 0 disables.")
+    featurize_batch_size: int = Field(default=32, ge=1)
+
+
+class PipelineConfig(BaseModel):
+    """Everything a pipeline run needs besides the settings; every field has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path
+    model_name: str = Field(default="", description="Registered model name; empty = the data folder's name.")
+    featurizer: Literal[FEATURIZERS] = "resnet50"  # type: ignore[valid-type]
+    weights: str = Field(default="none", description="'imagenet', 'none' (seeded random init) or a weights file path.")
+    input_size: int = Field(default=224, ge=32, description="Square input side; the original service used 224.")
+    seed: int = 0
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    numerics: tuple[str, ...] = Field(default=("fp32", "int8", "msfp9"), description="Numeric formats to evaluate.")
+    serve_format: str = Field(default="auto", description="Format to package and deploy; 'auto' = the fastest one that passed its gate.")
+    msfp_block_size: int = Field(default=16, ge=1, description="Values sharing one exponent in msfp8/msfp9.")
+    max_accuracy_drop: float = Field(default=0.01, ge=0, description="Largest top-1 drop vs fp32 a format may show (fraction).")
+    target: Literal["local", "docker", "kubernetes"] = "local"
+    replicas: int = Field(default=1, ge=1)
+    base_image: str = Field(default="python:3.11-slim", description="Base image of the serving image.")
+    until: Literal[STEPS] = "deploy"  # type: ignore[valid-type]
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return Path(value).expanduser().resolve()
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_model_name(cls, value: str) -> str:
+        return check_name(value, "model name") if value else value
+
+    @property
+    def resolved_model_name(self) -> str:
+        return self.model_name or check_name(self.data_dir.name.replace(" ", "-"), "model name")
+
+
+def load_config(path: Path | None, **overrides) -> PipelineConfig:
+    """YAML file (optional) + overrides (None values ignored; 'training.x' keys nest)."""
+    raw: dict = yaml.safe_load(Path(path).read_text()) if path else {}
+    raw = raw or {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("training."):
+            raw.setdefault("training", {})[key.removeprefix("training.")] = value
+        else:
+            raw[key] = value
+    return PipelineConfig.model_validate(raw)
