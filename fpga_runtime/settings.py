@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Share of each class for the test split.")
     split_seed: int = Field(default=0, description="Seed of the stratified train/validation/test split.")
 
+    # -- emulated FPGA device and onnxruntime sessions -----------------------------------
+    ort_intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads per onnxruntime session (CPU stages and the emulated device); 0 lets onnxruntime choose.",
+    )
+    device_profile: str = Field(
+        default="arria10",
+        description="Device profile a node emulates: a bundled profile name (arria10, stratix10) or a YAML path.",
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.home = self.home.expanduser().resolve()

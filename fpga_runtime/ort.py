@@ -1,0 +1,35 @@
+"""The one place onnxruntime sessions are made: CPU stages and the emulated device both use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime
+
+from fpga_runtime.errors import InvalidServiceDefinition
+from fpga_runtime.settings import get_settings
+
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def make_session(model: str | Path | bytes, intra_op_threads: int | None = None) -> onnxruntime.InferenceSession:
+    """An inference session on the CPU provider with every graph optimisation enabled.
+
+    ``model`` is an ONNX file path or the serialized model. ``intra_op_threads`` overrides the
+    ``ort_intra_op_threads`` setting; 0 lets onnxruntime pick.
+    """
+    threads = get_settings().ort_intra_op_threads if intra_op_threads is None else intra_op_threads
+    if threads < 0:
+        raise ValueError(f"intra_op_threads must be 0 (automatic) or positive, got {threads}")
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise InvalidServiceDefinition(f"ONNX file {model} does not exist")
+    try:
+        return onnxruntime.InferenceSession(source, sess_options=options, providers=list(CPU_PROVIDERS))
+    except Exception as error:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
+        what = "the serialized model" if isinstance(model, bytes) else str(model)
+        raise InvalidServiceDefinition(f"onnxruntime cannot load {what}: {error}") from None
