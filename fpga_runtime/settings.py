@@ -59,6 +59,33 @@ class Settings(BaseSettings):
         description="Device profile a node emulates: a bundled profile name (arria10, stratix10) or a YAML path.",
     )
 
+    # -- image build (serving image, Docker engine) --------------------------------------
+    docker_host: str = Field(
+        default="",
+        description="Docker engine address (unix:///path.sock, tcp://host:port); empty = the docker SDK's "
+        "default (DOCKER_HOST or the local socket).",
+    )
+    docker_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds the docker client waits on one engine call (a build step can be slow)."
+    )
+    image_base: str = Field(
+        default="python:3.11-slim",
+        description="Default base image of the serving image on machines that reach a container registry.",
+    )
+    local_base_image: str = Field(
+        default="fpgaflow/python-base:bookworm",
+        description="Name of the base image scripts/base-image makes locally (Debian bookworm + python3-venv) "
+        "for machines without a registry.",
+    )
+    image_python_version: str = Field(
+        default="3.11",
+        pattern=r"^3\.\d+$",
+        description="Python version of the base image; the wheelhouse holds wheels for it.",
+    )
+    image_grpc_port: int = Field(
+        default=8500, ge=1, le=65535, description="gRPC port the serving container listens on (TF Serving's default)."
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.home = self.home.expanduser().resolve()
