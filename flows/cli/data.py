@@ -1,0 +1,67 @@
+"""Commands about the machine and the data: doctor, sample-data, validate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    doctor = subparsers.add_parser("doctor", help="What this machine offers the pipeline.")
+    doctor.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    doctor.set_defaults(handler=_doctor)
+
+    sample = subparsers.add_parser("sample-data", help="Write a real labelled image dataset (handwritten digits).")
+    sample.add_argument("directory", type=Path)
+    sample.add_argument("--size", type=int, default=64, help="Image side in pixels (default 64).")
+    sample.add_argument("--per-class", type=int, default=None, help="At most this many images per class.")
+    sample.set_defaults(handler=_sample_data)
+
+    validate = subparsers.add_parser("validate", help="Validate a folder-per-class dataset; non-zero exit on failure.")
+    validate.add_argument("directory", type=Path)
+    validate.add_argument("--skip-unreadable", action="store_true", help="Exclude undecodable files (loudly) instead of failing.")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(handler=_validate)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from flows.doctor import machine_report
+
+    report = machine_report()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        width = max(len(key) for key in report)
+        for key, value in report.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from tasks.sample_data import write_sample_data
+
+    counts = write_sample_data(args.directory, size=args.size, per_class=args.per_class)
+    print(f"wrote {sum(counts.values())} images in {len(counts)} classes to {args.directory}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from fpga_runtime.settings import Settings
+    from tasks.errors import DataValidationError
+    from tasks.intake import intake_dataset
+
+    settings = Settings(unreadable_policy="skip") if args.skip_unreadable else Settings()
+    try:
+        result = intake_dataset(args.directory, settings)
+    except DataValidationError as error:
+        print(f"fpgaflow validate: {error}")
+        return 1
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        print(f"{args.directory}: valid — {result.num_images} images, {result.num_classes} classes, "
+              f"split {result.split_counts}, fingerprint {result.dataset_fingerprint[:16]}")
+        for item in result.skipped:
+            print(f"  skipped {item.file}: {item.detail}")
+    return 0

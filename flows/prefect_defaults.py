@@ -1,0 +1,18 @@
+"""Prefect's defaults under fpgaflow: its home inside the project home, no telemetry.
+
+Set before Prefect is imported and only where the user has not set them already, so an existing
+Prefect profile or a `PREFECT_API_URL` of a real server always wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fpga_runtime.settings import get_settings
+
+
+def apply_prefect_defaults() -> None:
+    os.environ.setdefault("PREFECT_HOME", str(get_settings().home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A first start creates the database; on a busy 2-core machine that can take longer than 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets its own FPGAFLOW_HOME; small real images for the data tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fpga_runtime.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def fpgaflow_home(tmp_path_factory, monkeypatch) -> Path:
+    home = tmp_path_factory.mktemp("fpgaflow-home")
+    monkeypatch.setenv("FPGAFLOW_HOME", str(home))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """The sample digits dataset at 32 px, 30 images per class (300 JPEG files)."""
+    from tasks.sample_data import write_sample_data
+
+    directory = tmp_path_factory.mktemp("digits") / "digits"
+    write_sample_data(directory, size=32, per_class=30)
+    return directory
