@@ -48,6 +48,38 @@ class Settings(BaseSettings):
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Share of each class for the test split.")
     split_seed: int = Field(default=0, description="Seed of the stratified train/validation/test split.")
 
+    # -- training: featurizers, feature cache, fine-tuning ---------------------------------
+    imagenet_weights_dir: Path = Field(
+        default=Path("~/.keras/models"),
+        description="Directory searched for ImageNet weight files under their keras.applications file names "
+        "(the Keras cache by default); weights 'imagenet' fails with instructions when the file is not there.",
+    )
+    feature_cache: bool = Field(
+        default=True,
+        description="Keep computed features under <home>/cache/features, keyed by featurizer weights, dataset "
+        "and preprocessing, so a re-run skips featurizing.",
+    )
+
+    # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------
+    mlflow_experiment: str = Field(default="fpgaflow", description="MLflow experiment every pipeline run is logged to.")
+    mlflow_artifact_root: str = Field(
+        default="",
+        description="Artifact location given to the experiment when fpgaflow creates it; empty = "
+        "<home>/mlartifacts for a local backend (sqlite, postgresql, ...), the server's own artifact "
+        "store for an http(s) tracking server.",
+    )
+    onnx_opset: int = Field(default=17, ge=13, description="ONNX opset tf2onnx converts both stages to.")
+    parity_tolerance: float = Field(
+        default=1e-4,
+        ge=0,
+        description="Largest allowed Keras-vs-onnxruntime max absolute difference of a stage's output, "
+        "divided by max(1, largest absolute Keras output) so big feature values are compared relatively.",
+    )
+    parity_min_top1_agreement: float = Field(
+        default=0.99, ge=0, le=1, description="Smallest allowed share of held-out images whose top-1 class agrees."
+    )
+    parity_images: int = Field(default=32, ge=1, description="Held-out images the parity check runs on, at most.")
+
     # -- emulated FPGA device and onnxruntime sessions -----------------------------------
     ort_intra_op_threads: int = Field(
         default=0,
@@ -84,6 +116,32 @@ class Settings(BaseSettings):
     )
     image_grpc_port: int = Field(
         default=8500, ge=1, le=65535, description="gRPC port the serving container listens on (TF Serving's default)."
+    )
+
+    # -- model server (one node: gRPC APIs, health, metrics) ---------------------------------
+    server_host: str = Field(
+        default="127.0.0.1",
+        description="Interface a node binds; 0.0.0.0 inside a container so the port can be published.",
+    )
+    server_port: int = Field(default=8500, ge=0, le=65535, description="gRPC port of a node; 0 picks a free port.")
+    server_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="HTTP port of the node's Prometheus /metrics; 0 picks a free port; unset = no metrics endpoint.",
+    )
+    server_workers: int = Field(default=8, ge=1, description="Threads answering gRPC calls concurrently on a node.")
+    server_max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest gRPC request or response a node accepts or sends."
+    )
+    server_max_batch_size: int = Field(default=64, ge=1, description="Most images (or preprocessed inputs) in one request.")
+    server_shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="On SIGTERM, how long in-flight requests may run before they are cancelled."
+    )
+    server_api_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Keys accepted as 'authorization: Bearer <key>' metadata; empty = no authentication. "
+        "Two keys allow rotating one while clients still use the other (health checks stay open).",
     )
 
     @model_validator(mode="after")

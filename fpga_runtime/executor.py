@@ -1,0 +1,199 @@
+"""Runs a service definition: preprocess (CPU) → FPGA stage (emulated device) → CPU stages.
+
+One request is one pass: encoded images are decoded and preprocessed into one float32 batch,
+and each stage's outputs feed the next stage by name, with no re-encoding in between. A stage is
+a small plug-in (``load`` + ``run``) chosen by its target.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from fpga_runtime.device import EmulatedDevice
+from fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition
+from fpga_runtime.ort import make_session
+from fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess
+from fpga_runtime.service import ServiceDefinition, Stage, load_service
+from fpga_runtime.settings import get_settings
+
+# Names of the timings reported to ``on_timing``: one per kind of work a request does.
+PREPROCESS, FPGA, CPU = "preprocess", "fpga", "cpu"
+TimingObserver = Callable[[str, float], None]
+
+
+class StageRunner(Protocol):
+    stage: Stage
+    timing: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class FpgaStage:
+    """A stage on the emulated device, in the stage's numeric format."""
+
+    timing = FPGA
+
+    def __init__(self, stage: Stage, path: Path, device: EmulatedDevice) -> None:
+        self.stage = stage
+        self.device = device
+        device.load(path, stage.numeric_format)
+        self.input_names = device.input_names
+        self.output_names = device.output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.device.run(feeds)
+
+    def close(self) -> None:
+        self.device.unload()
+
+
+class CpuStage:
+    """A stage in an onnxruntime session on the host CPU."""
+
+    timing = CPU
+
+    def __init__(self, stage: Stage, path: Path, intra_op_threads: int | None = None) -> None:
+        self.stage = stage
+        self._session = make_session(path, intra_op_threads)
+        self.input_names = tuple(item.name for item in self._session.get_inputs())
+        self.output_names = tuple(item.name for item in self._session.get_outputs())
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = self._session.run(list(self.output_names), feeds)
+        except Exception as error:  # onnxruntime raises untyped errors
+            raise FpgaflowError(f"CPU stage {self.stage.name!r} failed: {error}") from None
+        return dict(zip(self.output_names, results))
+
+    def close(self) -> None:
+        self._session = None
+
+
+class ServiceExecutor:
+    """A loaded service: ``predict_encoded`` for image bytes, ``predict_preprocessed`` for float batches.
+
+    The service may have at most one FPGA stage: a node has one device, and a device holds one
+    model. ``on_timing(kind, seconds)`` is told the time each request spends in
+    :data:`PREPROCESS`, :data:`FPGA` and :data:`CPU` work.
+    """
+
+    def __init__(
+        self,
+        service_dir: str | Path,
+        device_profile: str | Path | None = None,
+        *,
+        intra_op_threads: int | None = None,
+        max_batch_size: int | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        on_timing: TimingObserver | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.directory = Path(service_dir)
+        self.service: ServiceDefinition = load_service(self.directory)
+        self.max_batch_size = max_batch_size or settings.server_max_batch_size
+        self.max_image_pixels = max_image_pixels
+        self.on_timing = on_timing
+        fpga_stages = [stage.name for stage in self.service.stages if stage.target == "FPGA"]
+        if len(fpga_stages) > 1:
+            raise InvalidServiceDefinition(
+                f"service {self.service.name!r} has {len(fpga_stages)} FPGA stages {fpga_stages}; a node's device holds one model"
+            )
+        first = self.service.stages[0]
+        if len(first.inputs) != 1:
+            raise InvalidServiceDefinition(
+                f"the first stage {first.name!r} must take one input (the image batch), it takes {[t.name for t in first.inputs]}"
+            )
+        self.input_name = first.inputs[0].name
+        self.device = EmulatedDevice(device_profile or settings.device_profile, intra_op_threads) if fpga_stages else None
+        self.stages: list[StageRunner] = []
+        try:
+            for stage in self.service.stages:
+                path = self.directory / stage.file
+                if stage.target == "FPGA":
+                    self.stages.append(FpgaStage(stage, path, self.device))
+                else:
+                    self.stages.append(CpuStage(stage, path, intra_op_threads))
+                _check_graph_matches(self.stages[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one preprocessed image (height, width, channels)."""
+        return (self.service.input_size, self.service.input_size, 3)
+
+    def predict_encoded(self, images: Sequence[bytes]) -> dict[str, np.ndarray]:
+        """Encoded images (JPEG, PNG, BMP) → the last stage's outputs, batch first."""
+        self._check_batch_size(len(images))
+        started = time.perf_counter()
+        batch = np.stack([self._preprocess_one(index, data) for index, data in enumerate(images)])
+        self._observe(PREPROCESS, time.perf_counter() - started)
+        return self._run_stages(batch)
+
+    def predict_preprocessed(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """A float32 batch [N, H, W, 3] already preprocessed → the last stage's outputs."""
+        batch = np.asarray(batch)
+        if batch.dtype != np.float32:
+            raise InvalidInput(f"preprocessed input must be float32, got {batch.dtype}")
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            expected = [-1, *self.input_shape]
+            raise InvalidInput(f"preprocessed input must have shape {expected} (-1: batch), got {list(batch.shape)}")
+        self._check_batch_size(batch.shape[0])
+        return self._run_stages(batch)
+
+    def close(self) -> None:
+        """Release the device and the sessions."""
+        for runner in self.stages:
+            runner.close()
+        self.stages = []
+
+    def _preprocess_one(self, index: int, data: bytes) -> np.ndarray:
+        try:
+            return preprocess(data, self.service.preprocessing, self.max_image_pixels)
+        except InvalidInput as error:
+            raise InvalidInput(f"image {index}: {error}") from None
+
+    def _check_batch_size(self, size: int) -> None:
+        if size < 1:
+            raise InvalidInput("the batch is empty: send at least one image")
+        if size > self.max_batch_size:
+            raise InvalidInput(f"batch of {size} exceeds the limit of {self.max_batch_size} per request")
+
+    def _run_stages(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.stages:
+            raise FpgaflowError(f"service {self.service.name!r} is closed")
+        tensors: dict[str, np.ndarray] = {self.input_name: batch}
+        outputs: dict[str, np.ndarray] = {}
+        for runner in self.stages:
+            feeds = {spec.name: tensors[spec.name] for spec in runner.stage.inputs}
+            started = time.perf_counter()
+            outputs = runner.run(feeds)
+            self._observe(runner.timing, time.perf_counter() - started)
+            tensors.update(outputs)
+        return outputs
+
+    def _observe(self, kind: str, seconds: float) -> None:
+        if self.on_timing is not None:
+            self.on_timing(kind, seconds)
+
+
+def _check_graph_matches(runner: StageRunner) -> None:
+    """The ONNX graph must take exactly the inputs service.json declares and produce its outputs."""
+    stage = runner.stage
+    declared_inputs = {spec.name for spec in stage.inputs}
+    declared_outputs = {spec.name for spec in stage.outputs}
+    if declared_inputs != set(runner.input_names) or not declared_outputs <= set(runner.output_names):
+        raise InvalidServiceDefinition(
+            f"stage {stage.name!r}: {stage.file} takes {sorted(runner.input_names)} and produces "
+            f"{sorted(runner.output_names)}, but service.json declares inputs {sorted(declared_inputs)} "
+            f"and outputs {sorted(declared_outputs)}"
+        )

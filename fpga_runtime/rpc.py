@@ -1,0 +1,75 @@
+"""gRPC plumbing shared by the protocol adapters: one exception → status mapping, API keys.
+
+Handlers are registered by full method path (``/package.Service/Method``) with
+``grpc.method_handlers_generic_handler``, which is how our own proto packages answer the
+standard TF Serving and Open Inference Protocol names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import grpc
+
+from fpga_runtime.errors import FpgaflowError, status_for
+from fpga_runtime.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+Behaviour = Callable[[object, grpc.ServicerContext], object]
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def unary_handler(
+    api: str, method: str, behaviour: Behaviour, request_type, response_type, metrics: ServerMetrics
+) -> grpc.RpcMethodHandler:
+    """A unary-unary handler that turns any exception into a clean status and counts every call.
+
+    The client gets the error's status and message (:func:`fpga_runtime.errors.status_for`),
+    never a stack trace; unexpected errors are logged here with theirs. The server goes on.
+    """
+
+    def handle(request, context: grpc.ServicerContext):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return behaviour(request, context)
+        except Exception as error:  # the one place every failure of a call becomes a status
+            code, detail = status_for(error)
+            if not isinstance(error, FpgaflowError):
+                log.exception("%s/%s failed unexpectedly", api, method)
+            elif code is grpc.StatusCode.INTERNAL:
+                log.error("%s/%s failed: %s", api, method, detail)
+            context.abort(code, detail)
+        finally:
+            metrics.record_call(api, method, code, time.perf_counter() - started)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+    )
+
+
+def method_path(service: str, method: str) -> str:
+    return f"/{service}/{method}"
+
+
+class ApiKeyInterceptor(grpc.ServerInterceptor):
+    """Requires ``authorization: Bearer <key>`` with one of ``keys`` on every call but health checks."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._accepted = {f"Bearer {key}" for key in keys}
+
+    def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
+            return continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        given = metadata.get("authorization")
+        if given in self._accepted:
+            return continuation(handler_call_details)
+        detail = "missing 'authorization: Bearer <key>' metadata" if given is None else "the API key is not valid"
+
+        def refuse(request, context: grpc.ServicerContext):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, detail)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
