@@ -2,15 +2,7 @@
 
 The TF Serving and Open Inference Protocol servicers only convert messages and call this; every
 problem is raised as an error of :mod:`fpga_runtime.errors`, which carries its gRPC status.
-
-Inputs (one of the two per request):
-
-- ``images``: encoded images (JPEG, PNG, BMP), a 1-D batch of byte strings ``[N]``;
-- ``input``: float32 ``[N, H, W, 3]``, already preprocessed with the service's preprocessing.
-
-Outputs: the last stage's outputs (``service.json``; the default one, usually ``probabilities``
-``[N, classes]``, is returned when a request names none), and for classification services
-``classes`` (int64 ``[N]``, top-1 class index) and ``class_names`` (bytes ``[N]``, top-1 name).
+Input and output names: :mod:`fpga_runtime.protocol`.
 """
 
 from __future__ import annotations
@@ -27,12 +19,9 @@ from fpga_runtime.codec import STRING
 from fpga_runtime.device import DeviceStats
 from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ModelNotReady
 from fpga_runtime.executor import ServiceExecutor, TimingObserver
+from fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, IMAGES_INPUT, PREPROCESSED_INPUT
 from fpga_runtime.service import ServiceDefinition, TensorSpec, load_service
 
-IMAGES_INPUT = "images"
-PREPROCESSED_INPUT = "input"
-CLASSES_OUTPUT = "classes"
-CLASS_NAMES_OUTPUT = "class_names"
 PLATFORM = "fpgaflow_onnx"
 
 

@@ -51,6 +51,15 @@ class InvalidServiceDefinition(FpgaflowError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class PredictionError(FpgaflowError):
+    """A call to a model server failed; ``status`` is the gRPC status the server (or the channel) gave."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{status.name}: {message}")
+        self.status = status
+        self.details = message
+
+
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and client-safe detail for any exception."""
     if isinstance(error, FpgaflowError):

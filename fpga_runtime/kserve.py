@@ -16,10 +16,10 @@ from fpga_runtime import codec
 from fpga_runtime.dataplane import DataPlane
 from fpga_runtime.metrics import ServerMetrics
 from fpga_runtime.proto import open_inference_pb2 as pb
-from fpga_runtime.rpc import method_path, unary_handler
+from fpga_runtime.protocol import OIP_SERVICE
+from fpga_runtime.rpc import unary_handler
 
 API = "kserve"
-SERVICE = "inference.GRPCInferenceService"
 SERVER_NAME = "fpgaflow"
 
 
@@ -28,10 +28,6 @@ def server_version() -> str:
         return package_metadata.version("fpgaflow")
     except package_metadata.PackageNotFoundError:
         return "unknown"
-
-
-def path(method: str) -> str:
-    return method_path(SERVICE, method)
 
 
 class InferenceServicer:
@@ -89,7 +85,7 @@ METHODS = (
 def generic_handler(data_plane: DataPlane, metrics: ServerMetrics) -> grpc.GenericRpcHandler:
     servicer = InferenceServicer(data_plane)
     return grpc.method_handlers_generic_handler(
-        SERVICE,
+        OIP_SERVICE,
         {
             method: unary_handler(API, method, getattr(servicer, attribute), request_type, response_type, metrics)
             for method, attribute, request_type, response_type in METHODS

@@ -1,8 +1,8 @@
 """gRPC plumbing shared by the protocol adapters: one exception → status mapping, API keys.
 
-Handlers are registered by full method path (``/package.Service/Method``) with
-``grpc.method_handlers_generic_handler``, which is how our own proto packages answer the
-standard TF Serving and Open Inference Protocol names.
+The adapters register their handlers with ``grpc.method_handlers_generic_handler`` under the
+standard service names, which is how messages of our own proto packages answer the TF Serving
+and Open Inference Protocol method paths.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import grpc
 
 from fpga_runtime.errors import FpgaflowError, status_for
 from fpga_runtime.metrics import ServerMetrics
+from fpga_runtime.protocol import AUTHORIZATION_METADATA, HEALTH_SERVICE, bearer
 
 log = logging.getLogger(__name__)
 Behaviour = Callable[[object, grpc.ServicerContext], object]
-HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 def unary_handler(
@@ -50,21 +50,17 @@ def unary_handler(
     )
 
 
-def method_path(service: str, method: str) -> str:
-    return f"/{service}/{method}"
-
-
 class ApiKeyInterceptor(grpc.ServerInterceptor):
     """Requires ``authorization: Bearer <key>`` with one of ``keys`` on every call but health checks."""
 
     def __init__(self, keys: tuple[str, ...]) -> None:
-        self._accepted = {f"Bearer {key}" for key in keys}
+        self._accepted = {bearer(key) for key in keys}
 
     def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        given = metadata.get("authorization")
+        given = metadata.get(AUTHORIZATION_METADATA)
         if given in self._accepted:
             return continuation(handler_call_details)
         detail = "missing 'authorization: Bearer <key>' metadata" if given is None else "the API key is not valid"

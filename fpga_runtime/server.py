@@ -21,6 +21,7 @@ from fpga_runtime import kserve, tfserving
 from fpga_runtime.dataplane import DataPlane
 from fpga_runtime.errors import FpgaflowError
 from fpga_runtime.metrics import ServerMetrics
+from fpga_runtime.protocol import OIP_SERVICE, TF_SERVICE
 from fpga_runtime.rpc import ApiKeyInterceptor
 from fpga_runtime.service import ServiceDefinition, load_service
 from fpga_runtime.settings import Settings, get_settings
@@ -119,7 +120,7 @@ class ModelServer:
         ready = self.data_plane.ready()
         self.metrics.ready.set(1 if ready else 0)
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in (OVERALL, tfserving.SERVICE, kserve.SERVICE):
+        for name in (OVERALL, TF_SERVICE, OIP_SERVICE):
             self.health.set(name, status)
 
 

@@ -5,7 +5,7 @@ Registered under the standard method paths, so official TF Serving clients work 
 - ``model_spec.name``: the model (empty: the only model of the node); ``version`` or
   ``version_label``: the model version (unset: the newest); ``signature_name``: empty or
   ``serving_default``. Anything else → NOT_FOUND.
-- Inputs and outputs: see :mod:`fpga_runtime.dataplane` (``images`` DT_STRING ``[N]`` or
+- Inputs and outputs: see :mod:`fpga_runtime.protocol` (``images`` DT_STRING ``[N]`` or
   ``input`` DT_FLOAT ``[N, H, W, 3]``; ``output_filter`` empty = the default output).
 - GetModelMetadata ``metadata_field``: ``signature_def`` (a ``SignatureDefMap``, the default)
   and ``class_names`` (a DT_STRING ``TensorProto`` of the class names, in index order).
@@ -21,20 +21,19 @@ from fpga_runtime.dataplane import DataPlane, ModelMetadata
 from fpga_runtime.errors import InvalidInput, ModelNotFound
 from fpga_runtime.metrics import ServerMetrics
 from fpga_runtime.proto import tf_serving_pb2 as pb
-from fpga_runtime.rpc import method_path, unary_handler
+from fpga_runtime.protocol import (
+    CLASS_NAMES_FIELD,
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD_NAME,
+    SIGNATURE_DEF_FIELD,
+    SIGNATURE_DEF_MAP_TYPE_URL,
+    TENSOR_PROTO_TYPE_URL,
+    TF_SERVICE,
+)
+from fpga_runtime.rpc import unary_handler
 
 API = "tfserving"
-SERVICE = "tensorflow.serving.PredictionService"
-PREDICT = method_path(SERVICE, "Predict")
-GET_MODEL_METADATA = method_path(SERVICE, "GetModelMetadata")
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD_NAME = "tensorflow/serving/predict"
-SIGNATURE_DEF_FIELD = "signature_def"
-CLASS_NAMES_FIELD = "class_names"
 METADATA_FIELDS = (SIGNATURE_DEF_FIELD, CLASS_NAMES_FIELD)
-# Type URLs of the messages official clients unpack (their names in TensorFlow's packages).
-SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
-TENSOR_PROTO_TYPE_URL = "type.googleapis.com/tensorflow.TensorProto"
 
 
 def requested_version(spec: pb.ModelSpec) -> str:
@@ -114,7 +113,7 @@ class TfServingServicer:
 def generic_handler(data_plane: DataPlane, metrics: ServerMetrics) -> grpc.GenericRpcHandler:
     servicer = TfServingServicer(data_plane)
     return grpc.method_handlers_generic_handler(
-        SERVICE,
+        TF_SERVICE,
         {
             "Predict": unary_handler(API, "Predict", servicer.predict, pb.PredictRequest, pb.PredictResponse, metrics),
             "GetModelMetadata": unary_handler(

@@ -15,6 +15,7 @@ from fpga_runtime.errors import FpgaflowError
 
 COMMAND_MODULES = (
     "flows.cli.data",
+    "flows.cli.serving",
 )
 
 
