@@ -56,7 +56,9 @@ class DeviceStats:
 
 
 @dataclass(frozen=True)
-class _Input:
+class DeviceInput:
+    """An input of the loaded graph; None in ``shape`` is a free dimension (the batch)."""
+
     name: str
     dtype: type
     shape: tuple[int | None, ...]
@@ -71,7 +73,7 @@ class EmulatedDevice:
         self._execution = threading.Lock()
         self._counters = threading.Lock()
         self._session = None
-        self._inputs: tuple[_Input, ...] = ()
+        self._inputs: tuple[DeviceInput, ...] = ()
         self._output_names: tuple[str, ...] = ()
         self._loaded: LoadedModel | None = None
         self._cost: CostReport | None = None
@@ -94,7 +96,7 @@ class EmulatedDevice:
             )
         session = make_session(path, self._intra_op_threads)
         inputs = tuple(
-            _Input(
+            DeviceInput(
                 name=item.name,
                 dtype=ORT_DTYPES.get(item.type, np.float32),
                 shape=tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in item.shape),
@@ -129,6 +131,10 @@ class EmulatedDevice:
     @property
     def loaded(self) -> LoadedModel | None:
         return self._loaded
+
+    @property
+    def inputs(self) -> tuple[DeviceInput, ...]:
+        return self._inputs
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -1,7 +1,10 @@
 """Per-layer cost of an ONNX graph at batch 1, and the device latency model built on it.
 
 A layer is a node that multiplies and accumulates (Conv, ConvTranspose, Gemm, MatMul), an
-elementwise, normalisation or pooling node, or a node that holds weights. Weights are the
+elementwise, normalisation or pooling node, or a node that holds weights. Nodes named
+``<numeric format>/...`` are the pipeline's emulation of that format on a CPU (the block floating
+point rounding of activations); the device computes in the format natively, so they cost
+nothing here, and neither do QuantizeLinear/DequantizeLinear pairs. Weights are the
 constant inputs of a layer (initializers, Constant nodes, and anything computed only from them,
 such as the DequantizeLinear of an int8 weight); each constant is counted once, at the first
 layer that reads it, and stored at the numeric format's bits per weight. Shapes come from ONNX
@@ -24,6 +27,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, shape_inference
 
 from fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
+from fpga_runtime.numerics import numeric_format as numeric_format_named
 from fpga_runtime.profiles import DeviceProfile
 
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -157,13 +161,11 @@ class CostReport:
 
 
 def weight_bits_of(numeric_format: str) -> float:
-    """Bits one weight takes in a numeric format (from the numerics format table)."""
-    from fpga_runtime.numerics import FORMATS
-
+    """Bits one weight takes in on-chip memory in a numeric format (default block size for block formats)."""
     try:
-        return float(FORMATS[numeric_format].weight_bits)
-    except KeyError:
-        raise InvalidInput(f"unknown numeric format {numeric_format!r}; known formats: {', '.join(FORMATS)}") from None
+        return numeric_format_named(numeric_format).bits_per_weight
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
 
 
 def graph_cost(model: str | Path | onnx.ModelProto, numeric_format: str) -> GraphCost:
@@ -174,8 +176,9 @@ def graph_cost(model: str | Path | onnx.ModelProto, numeric_format: str) -> Grap
     constants = _constant_tensors(graph)
     counted: set[str] = set()
     layers = []
+    emulation = f"{numeric_format}/"
     for index, node in enumerate(graph.node):
-        if node.output and all(name in constants for name in node.output):
+        if node.name.startswith(emulation) or (node.output and all(name in constants for name in node.output)):
             continue
         label = node.name or f"{node.op_type}_{index}"
         weights = [name for name in _weight_inputs(node, constants) if name not in counted]

@@ -16,6 +16,7 @@ from fpga_runtime.errors import FpgaflowError
 COMMAND_MODULES = (
     "flows.cli.data",
     "flows.cli.serving",
+    "flows.cli.device",
 )
 
 
