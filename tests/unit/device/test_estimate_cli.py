@@ -61,10 +61,10 @@ def test_narrow_format_service_fits_the_tiny_device(graphs, tmp_path, tiny_profi
 def test_default_device_comes_from_settings(service_dir, monkeypatch, capsys):
     from fpga_runtime.settings import get_settings
 
-    monkeypatch.setenv("FPGAFLOW_DEVICE_PROFILE", "stratix10")
+    monkeypatch.setenv("FPGAFLOW_DEVICE_PROFILE", "arria10")
     get_settings.cache_clear()
     assert main(["estimate", str(service_dir), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["device"] == "stratix10"
+    assert json.loads(capsys.readouterr().out)["device"] == "arria10"
 
 
 def test_unknown_profile_is_a_clean_error(service_dir, capsys):
