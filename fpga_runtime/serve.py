@@ -44,14 +44,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.wait_until_ready()
     except BaseException:
-        server.stop(0)
+        server.stop(0).wait()
         raise
     print(f"listening on {_address(host, bound_port)}", flush=True)
     if server.metrics_port is not None:
         print(f"metrics on http://{_address(host, server.metrics_port)}/metrics", flush=True)
     stop_requested.wait()
     logging.getLogger(__name__).info("stopping: draining in-flight calls for up to %s s", settings.server_shutdown_grace_seconds)
-    server.stop()
+    server.stop().wait()
     return 0
 
 

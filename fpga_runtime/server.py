@@ -3,8 +3,8 @@
 ``create_server(service_dir, "127.0.0.1:0") -> (server, port)`` binds (port 0 = a free port);
 ``server.start()`` starts answering and loads the model in the background (health says
 NOT_SERVING and predictions get UNAVAILABLE until it is loaded); ``server.wait_until_ready()``;
-``server.stop(grace)`` stops taking calls, lets in-flight ones finish for up to ``grace`` seconds
-and releases the device.
+``server.stop(grace).wait()`` stops taking calls, lets in-flight ones finish for up to ``grace``
+seconds and releases the device.
 """
 
 from __future__ import annotations
@@ -95,13 +95,24 @@ class ModelServer:
         if self._load_errors:
             raise self._load_errors[0]
 
-    def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight calls finish for up to ``grace`` s, then release everything."""
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Refuse new calls now, let in-flight calls finish for up to ``grace`` s, then release everything.
+
+        Returns at once; the event is set when the last call has finished and the device is released.
+        """
         grace = self.settings.server_shutdown_grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
-        self._server.stop(grace).wait()
-        self.metrics.stop_http()
-        self.data_plane.close()
+        drained = self._server.stop(grace)
+        stopped = threading.Event()
+
+        def release_when_drained() -> None:
+            drained.wait()
+            self.metrics.stop_http()
+            self.data_plane.close()
+            stopped.set()
+
+        threading.Thread(target=release_when_drained, name="fpgaflow-stop", daemon=True).start()
+        return stopped
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout)

@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     score.add_argument("--token", default=None, help="API key, sent as 'authorization: Bearer <key>'.")
     score.add_argument("--ssl", action="store_true", help="Use TLS with the system's root certificates.")
     score.add_argument("--timeout", type=float, default=10.0, help="Deadline of each attempt, seconds (default 10).")
+    score.add_argument("--retries", type=int, default=5, help="Retries on UNAVAILABLE or DEADLINE_EXCEEDED (default 5).")
     score.set_defaults(handler=_score)
 
 
@@ -38,12 +39,21 @@ def _score(args: argparse.Namespace) -> int:
     host, separator, port = args.address.rpartition(":")
     if not separator or not host or not port.isdigit():
         raise UsageError(f"--address must be HOST:PORT, got {args.address!r}")
+    if args.timeout <= 0 or args.retries < 0:
+        raise UsageError("--timeout must be positive and --retries 0 or more")
     missing = [str(path) for path in args.images if not path.is_file()]
     if missing:
         raise UsageError(f"no such image file: {', '.join(missing)}")
-    with PredictionClient(
-        host.strip("[]"), int(port), use_ssl=args.ssl, access_token=args.token, service_name=args.model, timeout=args.timeout
-    ) as client:
+    client = PredictionClient(
+        host.strip("[]"),
+        int(port),
+        use_ssl=args.ssl,
+        access_token=args.token,
+        service_name=args.model,
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+    with client:
         for path in args.images:
             probabilities = client.score_file(path)
             print(path)
