@@ -1,0 +1,35 @@
+"""`fpgaflow promote`: give a reviewed model version the ``champion`` alias."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    promote = subparsers.add_parser(
+        "promote",
+        help="Make a model version the champion (refused unless its parity and numerics gates passed).",
+    )
+    promote.add_argument("name", help="Registered model name.")
+    promote.add_argument("version", help="Model version number.")
+    promote.add_argument("--json", action="store_true", help="Print the result as one JSON line.")
+    promote.set_defaults(handler=_promote)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from tasks.errors import PipelineStepError
+    from tasks.registry import CHAMPION_ALIAS, promote
+
+    try:
+        promotion = promote(args.name, args.version)
+    except PipelineStepError as error:
+        print(f"fpgaflow promote: refused: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(promotion.model_dump()))
+    else:
+        previous = f" (was version {promotion.previous_champion})" if promotion.previous_champion else ""
+        print(f"{promotion.name} version {promotion.version} is now {CHAMPION_ALIAS}{previous}")
+    return 0
