@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "flows.cli.serving",
     "flows.cli.device",
     "flows.cli.registry",
+    "flows.cli.image",
 )
 
 
