@@ -145,6 +145,28 @@ class Settings(BaseSettings):
         "Two keys allow rotating one while clients still use the other (health checks stay open).",
     )
 
+    # -- FPGA numerics: int8 calibration, per-format accuracy gate ---------------------------
+    max_accuracy_drop: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Largest top-1 test accuracy drop vs fp32 (a fraction: 0.01 = 1 point) a numeric format "
+        "may show and still pass its gate.",
+    )
+    int8_calibration_images: int = Field(
+        default=64, ge=1, description="Preprocessed training images int8 calibration runs through the model, at most."
+    )
+    int8_calibration_method: str = Field(
+        default="minmax",
+        pattern="^(minmax|entropy|percentile)$",
+        description="How int8 calibration turns observed activations into ranges (onnxruntime's MinMax, Entropy, Percentile).",
+    )
+    int8_per_channel: bool = Field(default=True, description="Quantize int8 weights with one scale per output channel.")
+    int8_reduce_range: bool = Field(
+        default=False,
+        description="Quantize int8 weights to 7 bits: avoids integer saturation on x86 CPUs without VNNI at a small accuracy cost.",
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.home = self.home.expanduser().resolve()

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "flows.cli.device",
     "flows.cli.registry",
     "flows.cli.image",
+    "flows.cli.numerics",
 )
 
 

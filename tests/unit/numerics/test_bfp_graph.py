@@ -1,0 +1,178 @@
+"""The in-graph block floating point quantizer and the graph rewrite, against the numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fpga_runtime.numerics import bfp_quantize, numeric_format
+from tasks.bfp_onnx import apply_block_float, block_quantizer_model
+
+IR_VERSION = 10  # onnxruntime 1.31 loads IR <= 13; onnx.helper defaults to a newer one
+
+
+def run(model: onnx.ModelProto, **feeds) -> np.ndarray:
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def edge_case_tensor(shape: tuple[int, ...], axis: int, rng: np.random.Generator) -> np.ndarray:
+    """Blocks of powers of two, their float32 neighbours, rounding ties, denormals, zeros and huge values."""
+    scale = np.exp2(rng.integers(-30, 30, shape)).astype(np.float32)
+    kind = rng.integers(0, 7, shape)
+    power = np.exp2(rng.integers(-20, 20, shape)).astype(np.float32)
+    values = np.select(
+        [kind == 0, kind == 1, kind == 2, kind == 3, kind == 4, kind == 5],
+        [
+            power,
+            np.nextafter(power, np.float32(0)),
+            power * np.float32(1.5) + power * np.float32(0.125),
+            np.float32(1e-41) * rng.integers(1, 100, shape),
+            np.float32(0),
+            np.float32(3e5) * rng.standard_normal(shape),
+        ],
+        default=rng.standard_normal(shape) * scale,
+    ).astype(np.float32)
+    values *= rng.choice(np.array([-1, 1], np.float32), shape)
+    zero_block = [slice(None)] * len(shape)
+    zero_block[axis] = slice(0, min(16, shape[axis]))
+    values[(0,) * (axis) + tuple(zero_block[axis:])] = 0.0
+    return values
+
+
+CASES = [
+    # shape, axis, block size: channels a multiple of the block, shorter than it, and with a short last block
+    ((2, 32, 5, 3), 1, 16),
+    ((1, 3, 9, 9), 1, 16),
+    ((2, 37, 4, 4), 1, 16),
+    ((6, 64), 1, 16),
+    ((2, 5, 40), 2, 8),
+    ((48, 7), 0, 16),
+]
+
+
+@pytest.mark.parametrize("name", ["msfp8", "msfp9"])
+@pytest.mark.parametrize(("shape", "axis", "block_size"), CASES)
+@pytest.mark.parametrize("opset", [17, 18])
+def test_in_graph_quantizer_equals_reference_bit_for_bit(name, shape, axis, block_size, opset):
+    fmt = numeric_format(name, block_size)
+    model = block_quantizer_model(shape, axis, fmt, ir_version=IR_VERSION, opset=opset)
+    rng = np.random.default_rng(abs(hash((name, shape, axis, opset))) % 2**32)
+    for values in (edge_case_tensor(shape, axis, rng), rng.standard_normal(shape).astype(np.float32) * 40):
+        expected = bfp_quantize(values, fmt.mantissa_bits, fmt.exponent_bits, fmt.block_size, axis=axis)
+        actual = run(model, x=values)
+        assert actual.dtype == np.float32 and actual.shape == values.shape
+        assert np.array_equal(actual.view(np.uint32), expected.view(np.uint32))
+
+
+def test_in_graph_quantizer_handles_infinities_like_the_reference():
+    fmt = numeric_format("msfp8", 4)
+    values = np.array([[np.inf, 1.0, -np.inf, 5e4, 2.0, 0.5, 0.0, 0.25]], np.float32)
+    actual = run(block_quantizer_model((1, 8), 1, fmt, ir_version=IR_VERSION), x=values)
+    assert np.array_equal(actual, bfp_quantize(values, 2, block_size=4))
+
+
+def test_nan_stays_nan_and_never_turns_its_block_into_other_numbers():
+    fmt = numeric_format("msfp9", 16)
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((4, 64)).astype(np.float32)
+    values[0, 0] = values[1, 20] = values[2, 47] = np.nan  # first, middle and last position of a block
+    actual = run(block_quantizer_model((4, 64), 1, fmt, ir_version=IR_VERSION), x=values)
+    expected = bfp_quantize(values, fmt.mantissa_bits, block_size=16)
+    assert np.all(np.isnan(actual[np.isnan(values)]))
+    blocks_with_nan = np.isnan(values.reshape(4, 4, 16)).any(axis=-1)
+    clean = ~np.repeat(blocks_with_nan, 16, axis=1)
+    assert np.array_equal(actual[clean], expected[clean])
+    unclean = ~clean & ~np.isnan(values)
+    assert np.all((actual[unclean] == expected[unclean]) | np.isnan(actual[unclean]))
+
+
+def _model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "layers", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_branches_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """x -> Conv(w1) -> relu, which feeds two Convs (w2, w3) that are added; then a Gemm with transB."""
+    w1 = rng.normal(0, 0.3, (24, 3, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.2, (8, 24, 1, 1)).astype(np.float32)
+    w3 = rng.normal(0, 0.2, (8, 24, 3, 3)).astype(np.float32)
+    w4 = rng.normal(0, 0.2, (5, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Conv", ["r1", "w3"], ["c3"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "c3"], ["sum"]),
+        helper.make_node("GlobalAveragePool", ["sum"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w4"], ["y"], transB=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+        [numpy_helper.from_array(array, name) for name, array in (("w1", w1), ("w2", w2), ("w3", w3), ("w4", w4))],
+    )
+
+
+def test_weights_are_rounded_offline_along_the_input_channels():
+    model = conv_branches_model(np.random.default_rng(0))
+    fmt = numeric_format("msfp9", 16)
+    prepared = apply_block_float(model, fmt)
+    original = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    rounded = {tensor.name: numpy_helper.to_array(tensor) for tensor in prepared.graph.initializer}
+    weight_axes = {"w1": 1, "w2": 1, "w3": 1, "w4": 1}  # Conv [O, I, kh, kw]: I; Gemm with transB [N, K]: K
+    for node in prepared.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            weight = node.input[1]
+            source = next(name for name in weight_axes if weight.startswith(f"msfp9/{name}"))
+            assert np.array_equal(rounded[weight], bfp_quantize(original[source], 3, block_size=16, axis=weight_axes[source]))
+    assert not set(weight_axes) & set(rounded), "the fp32 weights are dropped once no node reads them"
+
+
+def test_a_shared_activation_is_quantized_once_and_every_matmul_input_is_quantized():
+    prepared = apply_block_float(conv_branches_model(np.random.default_rng(0)), numeric_format("msfp8"))
+    onnx.checker.check_model(prepared)
+    ops = [node.op_type for node in prepared.graph.node]
+    assert ops.count("ReduceMax") == 3  # x, the shared relu output, the Gemm input
+    produced_by = {output: node.op_type for node in prepared.graph.node for output in node.output}
+    for node in prepared.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            assert produced_by.get(node.input[0]) in ("Mul", "Reshape", "Slice")
+
+
+def test_rewritten_layer_computes_on_block_floating_point_operands():
+    rng = np.random.default_rng(5)
+    weights = rng.normal(0, 1, (40, 6)).astype(np.float32)
+    model = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    values = rng.normal(0, 3, (7, 40)).astype(np.float32)
+    actual = run(apply_block_float(model, numeric_format("msfp8", 16)), x=values)
+    expected = bfp_quantize(values, 2, block_size=16, axis=1) @ bfp_quantize(weights, 2, block_size=16, axis=0)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(actual, values @ weights, rtol=1e-3)
+
+
+def test_refuses_what_it_cannot_emulate():
+    model = conv_branches_model(np.random.default_rng(0))
+    broken = onnx.ModelProto.FromString(model.SerializeToString())
+    broken.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full((24, 3, 3, 3), np.nan, np.float32), "w1"))
+    with pytest.raises(ValueError, match="'w1' of Conv node .* NaN"):
+        apply_block_float(broken, numeric_format("msfp9"))
+    with pytest.raises(ValueError, match="not a block floating point format"):
+        apply_block_float(model, numeric_format("int8"))
+    old = onnx.ModelProto.FromString(model.SerializeToString())
+    old.opset_import[0].version = 11
+    with pytest.raises(ValueError, match="opset 11"):
+        apply_block_float(old, numeric_format("msfp9"))
