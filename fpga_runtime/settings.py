@@ -167,6 +167,25 @@ class Settings(BaseSettings):
         description="Quantize int8 weights to 7 bits: avoids integer saturation on x86 CPUs without VNNI at a small accuracy cost.",
     )
 
+    # -- orchestration: retraining, data watch, monitoring (Prefect flows) -------------------
+    retrain_min_improvement: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="Test accuracy (a fraction) by which a retrained candidate must beat the champion, both scored "
+        "on the same current test split, to replace it: promoted only when candidate minus champion is greater "
+        "than this. 0 = any strict improvement; a negative value also accepts a candidate that much worse.",
+    )
+    monitor_min_accuracy: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Holdout accuracy (a fraction) below which the monitor flow emits fpgaflow.model.degraded.",
+    )
+    monitor_batch_size: int = Field(
+        default=16, ge=1, description="Images per Predict request when the monitor flow scores a holdout folder."
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.home = self.home.expanduser().resolve()

@@ -1,0 +1,34 @@
+"""`monitor`: score a labelled holdout folder against the deployed service; emit
+`fpgaflow.model.degraded` when the accuracy falls below the threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from tasks.errors import PipelineStepError
+from tasks.events import MODEL_DEGRADED
+from tasks.monitoring import emit_model_degraded_task, monitor_endpoint_task, result_description
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(endpoint: str, data_dir: str, model_name: str, threshold: float | None = None) -> dict:
+    """``endpoint`` is the gateway or node (``HOST:PORT``), ``data_dir`` a folder per class, ``threshold``
+    an accuracy (default: the ``monitor_min_accuracy`` setting). Artifact ``monitor-accuracy``: per-class table."""
+    result = monitor_endpoint_task(endpoint, Path(data_dir), model_name, threshold)
+    print(result_description(result))
+    event_id = emit_model_degraded_task(result) if result.degraded else None
+    if result.degraded and event_id is None:
+        raise PipelineStepError(f"{model_name} is degraded but the Prefect API did not take the {MODEL_DEGRADED} event")
+    return {
+        "model_name": model_name,
+        "endpoint": endpoint,
+        "data_dir": result.data_dir,
+        "accuracy": result.report.accuracy,
+        "images": result.report.images,
+        "threshold": result.threshold,
+        "degraded": result.degraded,
+        "event_id": event_id,
+        "skipped": list(result.skipped),
+    }
