@@ -149,13 +149,13 @@ def classifier_signature(classifier):
     )
 
 
-def logged_classifier_uri(client: MlflowClient, experiment_id: str, run_id: str) -> str | None:
-    """``models:/<id>`` of the classifier already logged by this run (a retried step), if any."""
+def logged_classifier_id(client: MlflowClient, experiment_id: str, run_id: str) -> str | None:
+    """Model id of the classifier this run already logged (a retried step), if any."""
     models = client.search_logged_models(
         [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{LOGGED_MODEL_NAME}'"
     )
     ready = [model for model in models if model.status == LoggedModelStatus.READY]
-    return f"models:/{ready[0].model_id}" if ready else None
+    return ready[0].model_id if ready else None
 
 
 def log_classifier(
@@ -166,7 +166,7 @@ def log_classifier(
     cpu_model_path: Path,
     class_names: Sequence[str],
 ) -> str:
-    """Log the trained classifier as an MLflow Keras model of the run; returns its ``models:/`` URI.
+    """Log the trained classifier as an MLflow Keras model of the run; returns its model id.
 
     The logged model is created in the run's experiment explicitly: left to itself, MLflow would
     file a model logged outside an active run under the default experiment (``./mlruns``).
@@ -194,7 +194,7 @@ def log_classifier(
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         metadata={"class_names": list(class_names)},
     )
-    return info.model_uri
+    return info.model_id
 
 
 def register_trained_model(
@@ -213,14 +213,15 @@ def register_trained_model(
     if version is None:
         run = client.get_run(run_id)
         experiment_id = run.info.experiment_id
-        source = logged_classifier_uri(client, experiment_id, run_id) or log_classifier(
+        model_id = logged_classifier_id(client, experiment_id, run_id) or log_classifier(
             client, experiment_id, run_id, fpga_model_path, cpu_model_path, class_names
         )
         ensure_registered_model(client, model_name)
         version = client.create_model_version(
             model_name,
-            source,
+            f"models:/{model_id}",
             run_id=run_id,
+            model_id=model_id,
             tags={
                 TAG_RUN_ID: run_id,
                 TAG_DATASET_FINGERPRINT: run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),

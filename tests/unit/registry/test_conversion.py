@@ -25,7 +25,7 @@ from tasks.conversion import (
     run_onnx,
 )
 
-from .conftest import INPUT_SIZE, build_stages, save_stages
+from tests.fixtures.keras_stages import INPUT_SIZE, build_stages, save_stages
 
 
 def test_both_stages_convert_with_exact_tensor_names_and_pinned_opset(converted, conversion_settings):

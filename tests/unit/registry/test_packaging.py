@@ -13,7 +13,7 @@ from fpga_runtime.settings import Settings
 from tasks.conversion import CPU_STAGE_FILE, FPGA_STAGE_FILE
 from tasks.packaging import default_service_dir, package_service
 
-from .conftest import CLASS_NAMES, FEATURE_DIM, INPUT_SIZE
+from tests.fixtures.keras_stages import CLASS_NAMES, FEATURE_DIM, INPUT_SIZE
 
 SOURCE = {"mlflow_run_id": "0123abcd", "dataset_fingerprint": "f" * 64}
 

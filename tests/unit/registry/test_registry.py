@@ -38,7 +38,7 @@ from tasks.tracking import (
     start_pipeline_run,
 )
 
-from .conftest import CLASS_NAMES, INPUT_SIZE
+from tests.fixtures.keras_stages import CLASS_NAMES, INPUT_SIZE
 
 FINGERPRINT = "ab" * 32
 HISTORY = [
@@ -320,7 +320,7 @@ def test_a_retry_after_logging_the_model_reuses_it(chain, client, registry_setti
 
     experiment_id = mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
     run_id = client.create_run(experiment_id).info.run_id
-    logged_uri = log_classifier(client, experiment_id, run_id, *stage_files, CLASS_NAMES)
+    model_id = log_classifier(client, experiment_id, run_id, *stage_files, CLASS_NAMES)
     registered = register_trained_model(run_id, "pets-retry", *stage_files, CLASS_NAMES, registry_settings)
-    assert registered.source == logged_uri
+    assert registered.source == f"models:/{model_id}"
     assert len(client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")) == 1
