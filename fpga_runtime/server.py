@@ -34,6 +34,8 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        # gRPC shares ports by default; a second node on a busy port must fail, not split its traffic.
+        ("grpc.so_reuseport", 0),
     ]
 
 

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpga_runtime import codec
-from fpga_runtime.errors import ResourceExhausted
+from fpga_runtime.errors import FpgaflowError, ResourceExhausted
 from fpga_runtime.executor import PREPROCESS, ServiceExecutor
 from fpga_runtime.metrics import ServerMetrics
 from fpga_runtime.proto import open_inference_pb2 as oip
@@ -185,3 +185,8 @@ def test_a_model_that_does_not_fit_the_device_fails_loading_with_both_sizes(serv
             assert raised.value.code() is grpc.StatusCode.INTERNAL and "failed to load" in raised.value.details()
     finally:
         node.stop(0).wait()
+
+
+def test_a_port_in_use_is_refused_instead_of_shared(server):
+    with pytest.raises(FpgaflowError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        ModelServer(f"127.0.0.1:{server.port}")
