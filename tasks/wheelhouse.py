@@ -59,7 +59,7 @@ def _run_pip(arguments: list[str], what: str, environment: dict[str, str] | None
         raise WheelhouseError(f"{what} failed (pip exit {completed.returncode}):\n{tail}")
 
 
-def _copy_sources(root: Path, source: Path) -> None:
+def copy_project_sources(root: Path, source: Path) -> None:
     """The files a wheel is built from: the project files and every top-level package."""
     source.mkdir(parents=True)
     for name in PROJECT_FILES:
@@ -87,7 +87,7 @@ def build_project_wheel(cache_root: Path, root: Path | None = None) -> Path:
     cache_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_root) as scratch:
         source = Path(scratch) / "source"
-        _copy_sources(root, source)
+        copy_project_sources(root, source)
         cached = cache_root / f"{PROJECT_NAME}-{_tree_digest(source)}"
         existing = sorted(cached.glob(f"{PROJECT_NAME}-*.whl"))
         if existing:

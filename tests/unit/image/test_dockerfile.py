@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -25,6 +26,7 @@ from tests.fixtures.lineage_service import LINEAGE
 # Docker's reference grammar: lowercase path components, tag of word characters, dots, dashes.
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+REQUIREMENTS = ["grpcio==1.85.1", "numpy<3,>=2.0", "onnxruntime==1.31.1"]
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
@@ -41,7 +43,7 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def dockerfile(service_dir) -> str:
     service = load_service(service_dir)
-    return render_dockerfile("fpgaflow/python-base:bookworm", "fpgaflow-0.1.0-py3-none-any.whl",
+    return render_dockerfile("fpgaflow/python-base:bookworm", "fpgaflow-0.1.0-py3-none-any.whl", REQUIREMENTS,
                              image_labels(service, "fpgaflow/python-base:bookworm"), 8500)
 
 
@@ -74,10 +76,14 @@ def test_both_stages_start_from_the_given_base_and_install_into_a_venv_from_the_
     steps = instructions(dockerfile)
     froms = [arguments for keyword, arguments in steps if keyword == "FROM"]
     assert froms == ["fpgaflow/python-base:bookworm AS install", "fpgaflow/python-base:bookworm"]
-    (install,) = [arguments for keyword, arguments in steps if keyword == "RUN" and "pip install" in arguments]
-    assert f"python3 -m venv {VENV}" in install
-    assert "--no-index" in install and "--find-links /build/wheels" in install
-    assert "/build/runtime/fpgaflow-0.1.0-py3-none-any.whl" in install
+    requirements, runtime = [arguments for keyword, arguments in steps if keyword == "RUN" and "pip install" in arguments]
+    assert requirements.startswith(f"python3 -m venv {VENV} ")
+    assert shlex.split(requirements)[-len(REQUIREMENTS):] == REQUIREMENTS
+    assert runtime.endswith("/build/runtime/fpgaflow-0.1.0-py3-none-any.whl")
+    for install in (requirements, runtime):
+        assert f"{VENV}/bin/pip install --no-index" in install and "--find-links /build/wheels" in install
+    # The requirements layer comes before the fpgaflow wheel is copied in: source changes keep it cached.
+    assert steps.index(("COPY", "wheels /build/wheels")) < steps.index(("RUN", requirements)) < steps.index(("COPY", "runtime /build/runtime"))
     assert ("COPY", f"--from=install {VENV} {VENV}") in steps
     assert ("COPY", f"service {SERVICE_PATH}") in steps
 

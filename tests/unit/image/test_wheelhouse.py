@@ -6,7 +6,15 @@ import hashlib
 
 from packaging.requirements import Requirement
 
-from tasks.wheelhouse import build_project_wheel, ensure_wheelhouse, platform_tags, wheel_requirements, wheelhouse_key
+from tasks.wheelhouse import (
+    copy_project_sources,
+    build_project_wheel,
+    ensure_wheelhouse,
+    platform_tags,
+    project_root,
+    wheel_requirements,
+    wheelhouse_key,
+)
 
 
 def test_the_wheel_declares_the_runtime_requirements_and_none_of_the_pipeline_extras(tmp_path):
@@ -17,11 +25,13 @@ def test_the_wheel_declares_the_runtime_requirements_and_none_of_the_pipeline_ex
 
 
 def test_the_same_sources_give_the_same_wheel_bytes_and_a_cached_wheel_is_reused(tmp_path):
-    first = build_project_wheel(tmp_path / "a")
-    second = build_project_wheel(tmp_path / "b")
+    sources = tmp_path / "sources"
+    copy_project_sources(project_root(), sources)  # a snapshot: the work tree may change while the test runs
+    first = build_project_wheel(tmp_path / "a", root=sources)
+    second = build_project_wheel(tmp_path / "b", root=sources)
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     stamp = first.stat().st_mtime_ns
-    assert build_project_wheel(tmp_path / "a") == first
+    assert build_project_wheel(tmp_path / "a", root=sources) == first
     assert first.stat().st_mtime_ns == stamp
 
 
