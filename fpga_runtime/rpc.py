@@ -11,14 +11,24 @@ import logging
 import time
 from typing import Callable
 
-import grpc
+from dataclasses import dataclass
 
-from fpga_runtime.errors import FpgaflowError, status_for
+import grpc
+from google.protobuf.message import DecodeError
+
+from fpga_runtime.errors import FpgaflowError, InvalidInput, status_for
 from fpga_runtime.metrics import ServerMetrics
 from fpga_runtime.protocol import AUTHORIZATION_METADATA, HEALTH_SERVICE, bearer
 
 log = logging.getLogger(__name__)
 Behaviour = Callable[[object, grpc.ServicerContext], object]
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """What the deserializer hands on when the request bytes are not the expected message."""
+
+    problem: str
 
 
 def unary_handler(
@@ -30,10 +40,18 @@ def unary_handler(
     never a stack trace; unexpected errors are logged here with theirs. The server goes on.
     """
 
+    def deserialize(data: bytes):
+        try:
+            return request_type.FromString(data)
+        except DecodeError as error:
+            return _Undecodable(f"the request is not a valid {request_type.DESCRIPTOR.name}: {error}")
+
     def handle(request, context: grpc.ServicerContext):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            if isinstance(request, _Undecodable):
+                raise InvalidInput(request.problem)
             return behaviour(request, context)
         except Exception as error:  # the one place every failure of a call becomes a status
             code, detail = status_for(error)
@@ -46,7 +64,7 @@ def unary_handler(
             metrics.record_call(api, method, code, time.perf_counter() - started)
 
     return grpc.unary_unary_rpc_method_handler(
-        handle, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+        handle, request_deserializer=deserialize, response_serializer=response_type.SerializeToString
     )
 
 

@@ -8,7 +8,7 @@ from fpga_runtime import codec
 from fpga_runtime.preprocessing import preprocess
 from fpga_runtime.proto import tf_serving_pb2 as tfs
 from fpga_runtime.proto import tf_tensor_pb2 as tf
-from fpga_runtime.protocol import SIGNATURE_DEF_MAP_TYPE_URL, TENSOR_PROTO_TYPE_URL
+from fpga_runtime.protocol import SIGNATURE_DEF_MAP_TYPE_URL, TENSOR_PROTO_TYPE_URL, TF_PREDICT
 from fpga_runtime.server import ModelServer, create_server
 from fpga_runtime.service import load_service
 from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities, write_tiny_service
@@ -135,6 +135,15 @@ def test_the_server_keeps_answering_after_bad_requests(channel, images):
     _call_error(tf_predict(channel), _request({"images": [b"garbage"]}))
     response = tf_predict(channel)(_request({"images": images[:1]}), timeout=TIMEOUT)
     assert codec.tensor_proto_to_numpy(response.outputs["probabilities"]).shape == (1, len(CLASS_NAMES))
+
+
+def test_bytes_that_are_not_a_predict_request_are_invalid_argument(channel, images):
+    raw_predict = channel.unary_unary(TF_PREDICT)
+    with pytest.raises(grpc.RpcError) as raised:
+        raw_predict(b"\x0a\xff\xff\xff", timeout=TIMEOUT)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid PredictRequest" in raised.value.details()
+    assert tf_predict(channel)(_request({"images": images[:1]}), timeout=TIMEOUT).outputs["probabilities"]
 
 
 def test_not_loaded_yet_is_unavailable(service_dir, images):
