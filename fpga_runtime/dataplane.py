@@ -8,7 +8,7 @@ Input and output names: :mod:`fpga_runtime.protocol`.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -191,7 +191,11 @@ class DataPlane:
         return self.resolve(name, version).state is ModelState.READY
 
     def metadata(self, name: str, version: str = "") -> ModelMetadata:
-        return self.resolve(name, version).metadata
+        """The model's metadata; ``versions`` lists every version of it this server holds."""
+        entry = self.resolve(name, version)
+        with self._lock:
+            versions = [key_version for key_name, key_version in self._models if key_name == entry.service.name]
+        return replace(entry.metadata, versions=tuple(sorted(versions, key=_version_key)))
 
     def device_stats(self) -> list[tuple[str, str, DeviceStats]]:
         """(model, version, stats) of every loaded model that runs on a device."""

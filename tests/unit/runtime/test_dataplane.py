@@ -141,6 +141,7 @@ def test_newest_version_is_the_default_and_names_are_required_with_several_model
         plane.load(service_dir, "arria10")
         plane.load(write_tiny_service(tmp_path / "v10", name="tiny", version="10", seed=5), "arria10")
         assert plane.resolve("tiny").service.version == "10"
+        assert plane.metadata("tiny", "3").versions == ("3", "10")
         plane.load(write_tiny_service(tmp_path / "other", name="other"), "arria10")
         with pytest.raises(ModelNotFound, match=r"name the model: this server holds \['other', 'tiny'\]"):
             plane.resolve("")
