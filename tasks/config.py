@@ -48,7 +48,7 @@ class PipelineConfig(BaseModel):
     max_accuracy_drop: float = Field(default=0.01, ge=0, description="Largest top-1 drop vs fp32 a format may show (fraction).")
     target: Literal["local", "docker", "kubernetes"] = "local"
     replicas: int = Field(default=1, ge=1)
-    base_image: str = Field(default="python:3.11-slim", description="Base image of the serving image.")
+    base_image: str = Field(default="", description="Base image of the serving image; empty = the image_base setting.")
     until: Literal[STEPS] = "deploy"  # type: ignore[valid-type]
 
     @field_validator("data_dir")
