@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from fpga_runtime.preprocessing import PreprocessSpec, preprocess
+from fpga_runtime.preprocessing import PreprocessSpec
 from fpga_runtime.settings import Settings, get_settings
 from tasks.artifacts import publish_table
 from tasks.errors import PipelineStepError
@@ -191,7 +191,7 @@ def convert_stages(
     first); call :func:`ensure_parity` to fail the step.
     """
     settings = settings or get_settings()
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).resolve()
     fpga_model, cpu_model = load_keras_model(fpga_model_path), load_keras_model(cpu_model_path)
     images = check_held_out(held_out_images, tuple(fpga_model.inputs[0].shape))[: settings.parity_images]
 
@@ -228,12 +228,18 @@ def ensure_parity(report: ConversionReport) -> ConversionReport:
     return report
 
 
-def load_held_out_images(paths: Sequence[Path], spec: PreprocessSpec, limit: int) -> np.ndarray:
-    """Preprocess up to ``limit`` images spread evenly over ``paths`` (e.g. the test split)."""
+def load_held_out_images(paths: Sequence[str | Path], spec: PreprocessSpec, limit: int | None = None) -> np.ndarray:
+    """Preprocess at most ``limit`` (default: the parity_images setting) images spread evenly over ``paths``.
+
+    Give it the test split's paths, so parity is proven on images training never saw.
+    """
+    from tasks.featurize import load_images
+
     if not paths:
         raise ValueError("no held-out images given for the parity check")
+    limit = limit or get_settings().parity_images
     chosen = sorted({int(index) for index in np.linspace(0, len(paths) - 1, num=min(limit, len(paths)))})
-    return np.stack([preprocess(Path(paths[index]).read_bytes(), spec) for index in chosen])
+    return load_images([paths[index] for index in chosen], spec)
 
 
 @task(name="convert-to-onnx", cache_policy=NO_CACHE)

@@ -80,6 +80,15 @@ class RegisteredVersion(BaseModel):
     run_id: str
     source: str
 
+    def service_source(self, dataset_fingerprint: str) -> dict[str, str]:
+        """The lineage a service definition carries (``service.json`` ``source``)."""
+        return {
+            "model_uri": f"models:/{self.name}/{self.version}",
+            "logged_model": self.source,
+            "mlflow_run_id": self.run_id,
+            "dataset_fingerprint": dataset_fingerprint,
+        }
+
 
 class PublishedVersion(BaseModel):
     """A version with its service definition and gate results attached."""

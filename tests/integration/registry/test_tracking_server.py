@@ -86,7 +86,8 @@ def test_pipeline_registry_steps_against_a_tracking_server(tracking_server, tmp_
     run_id = start_pipeline_run(config, "cd" * 32, settings)
     experiment = client.get_experiment_by_name("team")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
-    version = register_trained_model(run_id, "pets", fpga_path, cpu_path, CLASS_NAMES, settings).version
+    registered = register_trained_model(run_id, "pets", fpga_path, cpu_path, CLASS_NAMES, settings)
+    version = registered.version
     report = convert_stages(fpga_path, cpu_path, held_out_like(6), tmp_path / "onnx", settings)
     log_conversion(run_id, report, settings)
     outcomes = {"fp32": {"accuracy": 0.75, "delta": 0.0, "passed": True}}
@@ -99,7 +100,7 @@ def test_pipeline_registry_steps_against_a_tracking_server(tracking_server, tmp_
         numeric_format="fp32",
         fpga_onnx=report.fpga_onnx,
         cpu_onnx=report.cpu_onnx,
-        source={"mlflow_run_id": run_id},
+        source=registered.service_source("cd" * 32),
         settings=settings,
     )
     published = publish_version("pets", version, service_dir, report, outcomes, settings)

@@ -23,6 +23,7 @@ from tasks.registry import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     PromotionRefused,
+    RegisteredVersion,
     pipeline_summary,
     promote,
     publish_version,
@@ -68,7 +69,7 @@ def write_inputs(directory: Path) -> SimpleNamespace:
     return SimpleNamespace(report=report, splits=splits, confusion=confusion)
 
 
-def run_pipeline_until_registration(settings, inputs, stage_files, preprocess_spec, data_dir) -> tuple[str, str]:
+def run_pipeline_until_registration(settings, inputs, stage_files, preprocess_spec, data_dir) -> RegisteredVersion:
     config = PipelineConfig(data_dir=data_dir, model_name="pets", featurizer="resnet50", weights="none", input_size=INPUT_SIZE)
     run_id = start_pipeline_run(config, FINGERPRINT, settings)
     log_data_lineage(run_id, inputs.report, inputs.splits, settings)
@@ -81,23 +82,22 @@ def run_pipeline_until_registration(settings, inputs, stage_files, preprocess_sp
         featurizer_info={"name": "resnet50", "feature_dim": 8, "parameter_count": 1234567, "mac_count": 98765432, "preprocessing": preprocess_spec},
         settings=settings,
     )
-    registered = register_trained_model(run_id, "pets", *stage_files, CLASS_NAMES, settings)
-    return run_id, registered.version
+    return register_trained_model(run_id, "pets", *stage_files, CLASS_NAMES, settings)
 
 
-def package_and_publish(settings, version, report, preprocess_spec, outcomes, numeric_format, run_id):
+def package_and_publish(settings, registered, report, preprocess_spec, outcomes, numeric_format):
     service_dir = package_service(
         name="pets",
-        version=version,
+        version=registered.version,
         class_names=CLASS_NAMES,
         preprocessing=preprocess_spec,
         numeric_format=numeric_format,
         fpga_onnx=report.fpga_onnx,
         cpu_onnx=report.cpu_onnx,
-        source={"mlflow_run_id": run_id, "dataset_fingerprint": FINGERPRINT},
+        source=registered.service_source(FINGERPRINT),
         settings=settings,
     )
-    return publish_version("pets", version, service_dir, report, outcomes, settings)
+    return publish_version("pets", registered.version, service_dir, report, outcomes, settings)
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +116,13 @@ def chain(registry_settings, stage_files, held_out_images, preprocess_spec, tmp_
     """One complete pipeline run that passes every gate, registered twice to prove idempotency."""
     work = tmp_path_factory.mktemp("chain")
     inputs = write_inputs(work / "inputs")
-    run_id, version = run_pipeline_until_registration(registry_settings, inputs, stage_files, preprocess_spec, work / "pets")
+    registered = run_pipeline_until_registration(registry_settings, inputs, stage_files, preprocess_spec, work / "pets")
+    run_id, version = registered.run_id, registered.version
     retried = register_trained_model(run_id, "pets", *stage_files, CLASS_NAMES, registry_settings)
     report = convert_stages(*stage_files, held_out_images, work / "onnx", registry_settings)
     log_conversion(run_id, report, registry_settings)
     log_numerics(run_id, PASSING, registry_settings)
-    published = package_and_publish(registry_settings, version, report, preprocess_spec, PASSING, "int8", run_id)
+    published = package_and_publish(registry_settings, registered, report, preprocess_spec, PASSING, "int8")
     finish_run(run_id, settings=registry_settings)
     return SimpleNamespace(run_id=run_id, version=version, retried=retried, report=report, published=published, work=work)
 
@@ -210,7 +211,12 @@ def test_service_downloaded_from_mlflow_loads_and_scores(chain, client, held_out
     local = Path(client.download_artifacts(chain.run_id, "service", str(tmp_path)))
     service = load_service(local)
     assert (service.name, service.version, service.numeric_format) == ("pets", chain.version, "int8")
-    assert service.source["mlflow_run_id"] == chain.run_id
+    assert service.source == {
+        "model_uri": f"models:/pets/{chain.version}",
+        "logged_model": chain.retried.source,
+        "mlflow_run_id": chain.run_id,
+        "dataset_fingerprint": FINGERPRINT,
+    }
     features = run_onnx(local / service.stages[0].file, FPGA_INPUT, held_out_images[:2])
     probabilities = run_onnx(local / service.stages[1].file, FEATURES, features)
     assert probabilities.shape == (2, len(CLASS_NAMES))
@@ -255,17 +261,18 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     chain, client, registry_settings, stage_files, preprocess_spec, tmp_path, monkeypatch, capsys
 ):
     inputs = write_inputs(tmp_path / "inputs")
-    run_id, version = run_pipeline_until_registration(registry_settings, inputs, stage_files, preprocess_spec, tmp_path / "pets")
+    registered = run_pipeline_until_registration(registry_settings, inputs, stage_files, preprocess_spec, tmp_path / "pets")
+    version = registered.version
     assert int(version) > int(chain.version)
 
     with pytest.raises(PromotionRefused, match=f"pets version {version} cannot become champion: it has no gate results"):
         promote("pets", version, registry_settings)
 
-    published = package_and_publish(registry_settings, version, chain.report, preprocess_spec, PASSING, "int8", run_id)
+    published = package_and_publish(registry_settings, registered, chain.report, preprocess_spec, PASSING, "int8")
     assert published.gates_passed
     assert str(client.get_model_version_by_alias("pets", CANDIDATE_ALIAS).version) == version
 
-    published = package_and_publish(registry_settings, version, chain.report, preprocess_spec, PASSING, "msfp8", run_id)
+    published = package_and_publish(registry_settings, registered, chain.report, preprocess_spec, PASSING, "msfp8")
     assert not published.gates_passed
     assert CANDIDATE_ALIAS not in client.get_registered_model("pets").aliases
     tags = client.get_model_version("pets", version).tags
@@ -288,6 +295,12 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     assert "model 'pets' has no version 999 in the registry" in capsys.readouterr().err
     assert main(["promote", "pets", chain.version, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"name": "pets", "version": chain.version, "previous_champion": chain.version}
+
+    from tasks.registry import promote_task
+
+    with pytest.raises(PromotionRefused):
+        promote_task.fn("pets", version)
+    assert promote_task.fn("pets", chain.version).version == chain.version
 
 
 def test_a_parity_failure_blocks_the_version(chain, registry_settings, preprocess_spec):

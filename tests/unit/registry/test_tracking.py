@@ -126,6 +126,21 @@ def test_no_flow_run_outside_a_flow():
     assert prefect_flow_run() == (None, None)
 
 
+def test_flow_run_id_and_ui_url_become_lineage_tags(monkeypatch):
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+
+    from tasks.tracking import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL, lineage_tags
+
+    flow_run_id = "0b1c6f4e-7d0a-4c55-9a53-2f7e1d3c9b10"
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run_id)
+    assert prefect_flow_run() == (flow_run_id, None)
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.internal:4200"}):
+        tags = lineage_tags("pets", "ab" * 32)
+    assert tags[TAG_FLOW_RUN_ID] == flow_run_id
+    assert tags[TAG_FLOW_RUN_URL] == f"http://prefect.internal:4200/flow-runs/flow-run/{flow_run_id}"
+    assert tags["fpgaflow.dataset_fingerprint"] == "ab" * 32
+
+
 def test_model_card_before_numerics_says_pending():
     card = ModelCard(name="pets", version="2", test_metrics={"f1_macro": 0.5, "accuracy": 0.6}, weights="imagenet")
     text = card.markdown()
