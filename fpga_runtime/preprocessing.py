@@ -67,8 +67,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Ima
             image = ImageOps.exif_transpose(image)
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InvalidInput(f"not a decodable image: {error}") from None
+    except UnidentifiedImageError:
+        raise InvalidInput(f"not a decodable image ({len(data)} bytes): expected JPEG, PNG or BMP") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InvalidInput(f"image refused: {error}") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InvalidInput(f"corrupt or truncated image: {error}") from None
     return image.convert("RGB")
