@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "flows.cli.data",
     "flows.cli.serving",
     "flows.cli.device",
+    "flows.cli.featurizers",
     "flows.cli.registry",
     "flows.cli.image",
     "flows.cli.numerics",

@@ -1,0 +1,25 @@
+"""`fpgaflow featurizers`: facts as JSON, and a clean error when weights are missing."""
+
+from __future__ import annotations
+
+import json
+
+from flows.cli import main
+
+
+def test_json_facts_of_one_featurizer(capsys):
+    assert main(["featurizers", "--name", "vgg16", "--input-size", "32", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["name"], facts["input_size"], facts["feature_dim"], facts["weights"]) == ("vgg16", 32, 4096, "none")
+    assert facts["preprocessing"]["crop"] == 32 and facts["mac_count"] > 0
+
+
+def test_missing_imagenet_weights_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FPGAFLOW_IMAGENET_WEIGHTS_DIR", str(tmp_path))
+    from fpga_runtime.settings import get_settings
+
+    get_settings.cache_clear()
+    assert main(["featurizers", "--name", "resnet50", "--weights", "imagenet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("fpgaflow featurizers: error: ImageNet weights for resnet50 are not available")
+    assert str(tmp_path) in error
