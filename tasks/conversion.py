@@ -171,10 +171,10 @@ def parity_problems(stages: dict[str, StageParity], tolerance: float, min_top1_a
 def check_held_out(images: np.ndarray, input_shape: tuple) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"held-out images must be a non-empty [N,H,W,C] array, got shape {images.shape}")
+        raise PipelineStepError(f"held-out images must be a non-empty [N,H,W,C] array, got shape {images.shape}")
     expected = tuple(input_shape[1:])
     if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"held-out images have shape {images.shape[1:]} per image; the FPGA stage expects {expected}")
+        raise PipelineStepError(f"held-out images have shape {images.shape[1:]} per image; the FPGA stage expects {expected}")
     return images
 
 
@@ -236,7 +236,7 @@ def load_held_out_images(paths: Sequence[str | Path], spec: PreprocessSpec, limi
     from tasks.featurize import load_images
 
     if not paths:
-        raise ValueError("no held-out images given for the parity check")
+        raise PipelineStepError("no held-out images given for the parity check")
     limit = limit or get_settings().parity_images
     chosen = sorted({int(index) for index in np.linspace(0, len(paths) - 1, num=min(limit, len(paths)))})
     return load_images([paths[index] for index in chosen], spec)

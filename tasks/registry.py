@@ -188,7 +188,7 @@ def log_classifier(
     classifier = compose_classifier(load_keras_model(fpga_model_path), load_keras_model(cpu_model_path))
     classes = int(classifier.outputs[0].shape[-1])
     if classes != len(class_names):
-        raise ValueError(f"the CPU stage scores {classes} classes but {len(class_names)} class names were given")
+        raise PipelineStepError(f"the CPU stage scores {classes} classes but {len(class_names)} class names were given")
     logged = client.create_logged_model(
         experiment_id, name=LOGGED_MODEL_NAME, source_run_id=run_id, params=client.get_run(run_id).data.params
     )
@@ -310,7 +310,7 @@ def publish_version(
     service_dir = Path(service_dir)
     service = load_service(service_dir)
     if (service.name, service.version) != (model_name, version):
-        raise ValueError(
+        raise PipelineStepError(
             f"{service_dir} holds service {service.name!r} version {service.version}, not {model_name!r} version {version}"
         )
     run_id = model_version.run_id

@@ -36,12 +36,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 
 from fpga_runtime.settings import Settings, get_settings
 from tasks.config import PipelineConfig
 from tasks.conversion import ConversionReport
+from tasks.errors import PipelineStepError
 from tasks.model_card import Gate
 
 TAG_MODEL_NAME = "fpgaflow.model_name"
@@ -83,12 +84,16 @@ def coerce_outcomes(outcomes: Mapping[str, Any]) -> dict[str, FormatOutcome]:
     """Per-format results of the numerics step (models, mappings or attribute objects) → FormatOutcome."""
     coerced = {}
     for numeric_format, outcome in outcomes.items():
-        if isinstance(outcome, FormatOutcome):
-            coerced[numeric_format] = outcome
-        elif isinstance(outcome, Mapping):
-            coerced[numeric_format] = FormatOutcome.model_validate(dict(outcome))
-        else:
-            coerced[numeric_format] = FormatOutcome.model_validate(outcome, from_attributes=True)
+        try:
+            if isinstance(outcome, FormatOutcome):
+                coerced[numeric_format] = outcome
+            elif isinstance(outcome, Mapping):
+                coerced[numeric_format] = FormatOutcome.model_validate(dict(outcome))
+            else:
+                coerced[numeric_format] = FormatOutcome.model_validate(outcome, from_attributes=True)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+            raise PipelineStepError(f"numerics result for {numeric_format!r} is not usable: {problems}") from None
     return coerced
 
 
@@ -211,7 +216,7 @@ def start_pipeline_run(
     """Open the MLflow run of one pipeline run: config as params, lineage as tags. Returns the run id."""
     settings = settings or get_settings()
     if not dataset_fingerprint:
-        raise ValueError("dataset_fingerprint is empty: the intake step must fingerprint the dataset before tracking starts")
+        raise PipelineStepError("dataset_fingerprint is empty: the intake step must fingerprint the dataset before tracking starts")
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(client, settings)
     run = client.create_run(
@@ -272,7 +277,7 @@ def evaluation_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise ValueError(f"{what} must be a number, got {value!r}")
+        raise PipelineStepError(f"{what} must be a number, got {value!r}")
     return float(value)
 
 
@@ -319,7 +324,7 @@ def log_training(
     if featurizer_info is not None:
         info = to_jsonable_python(featurizer_info)
         if not isinstance(info, dict):
-            raise ValueError(f"featurizer_info must be a mapping or a pydantic model, got {type(featurizer_info).__name__}")
+            raise PipelineStepError(f"featurizer_info must be a mapping or a pydantic model, got {type(featurizer_info).__name__}")
         client.log_dict(run_id, info, f"{ARTIFACT_EVALUATION_DIR}/featurizer.json")
         scalars = {key: value for key, value in info.items() if isinstance(value, (str, int, float, bool))}
         client.log_batch(run_id, params=[Param(f"{FEATURIZER_PARAM_PREFIX}{key}", str(value)) for key, value in scalars.items()])
@@ -354,7 +359,7 @@ def log_numerics(run_id: str, outcomes: Mapping[str, Any], settings: Settings | 
         for measure in ("accuracy", "delta"):
             value = getattr(outcome, measure)
             if not math.isfinite(value):
-                raise ValueError(f"numerics result for {numeric_format!r} has a non-finite {measure}: {value}")
+                raise PipelineStepError(f"numerics result for {numeric_format!r} has a non-finite {measure}: {value}")
             metrics.append(Metric(numerics_metric(numeric_format, measure), value, timestamp, 0))
     client = mlflow_client(settings)
     _log_metrics(client, run_id, metrics)

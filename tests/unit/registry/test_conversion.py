@@ -25,6 +25,7 @@ from tasks.conversion import (
     run_onnx,
 )
 
+from tasks.errors import PipelineStepError
 from tests.fixtures.keras_stages import INPUT_SIZE, build_stages, save_stages
 
 
@@ -125,7 +126,7 @@ def test_a_two_output_model_is_refused_with_its_counts(tmp_path):
 
 def test_held_out_images_of_the_wrong_size_are_refused(stage_files, tmp_path, conversion_settings):
     wrong = np.zeros((2, 16, 16, 3), np.float32)
-    with pytest.raises(ValueError, match=r"held-out images have shape \(16, 16, 3\) per image; the FPGA stage expects \(32, 32, 3\)"):
+    with pytest.raises(PipelineStepError, match=r"held-out images have shape \(16, 16, 3\) per image; the FPGA stage expects \(32, 32, 3\)"):
         convert_stages(*stage_files, wrong, tmp_path, conversion_settings)
 
 
@@ -141,5 +142,5 @@ def test_load_held_out_images_preprocesses_an_even_spread(tmp_path, preprocess_s
     assert images.shape == (4, INPUT_SIZE, INPUT_SIZE, 3)
     red_means = images[..., 0].mean(axis=(1, 2)) + preprocess_spec.mean[0]
     np.testing.assert_allclose(red_means, [0, 60, 120, 180], atol=1e-3)
-    with pytest.raises(ValueError, match="no held-out images"):
+    with pytest.raises(PipelineStepError, match="no held-out images"):
         load_held_out_images([], preprocess_spec, limit=4)

@@ -18,6 +18,7 @@ from fpga_runtime.service import load_service
 from fpga_runtime.settings import Settings, get_settings
 from tasks.config import PipelineConfig
 from tasks.conversion import FEATURES, FPGA_INPUT, convert_stages, run_onnx
+from tasks.errors import PipelineStepError
 from tasks.packaging import package_service
 from tasks.registry import (
     CANDIDATE_ALIAS,
@@ -267,6 +268,8 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
 
     with pytest.raises(PromotionRefused, match=f"pets version {version} cannot become champion: it has no gate results"):
         promote("pets", version, registry_settings)
+    with pytest.raises(PipelineStepError, match=f"holds service 'pets' version {chain.version}, not 'pets' version {version}"):
+        publish_version("pets", version, chain.published.service_dir, chain.report, PASSING, registry_settings)
 
     published = package_and_publish(registry_settings, registered, chain.report, preprocess_spec, PASSING, "int8")
     assert published.gates_passed
@@ -323,7 +326,7 @@ def test_unknown_versions_and_wrong_class_counts_are_refused(chain, registry_set
     run_id = mlflow_client(registry_settings).create_run(
         mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
     ).info.run_id
-    with pytest.raises(ValueError, match="the CPU stage scores 3 classes but 2 class names were given"):
+    with pytest.raises(PipelineStepError, match="the CPU stage scores 3 classes but 2 class names were given"):
         register_trained_model(run_id, "pets", *stage_files, ("cat", "dog"), registry_settings)
 
 

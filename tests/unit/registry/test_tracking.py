@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from fpga_runtime.settings import Settings
+from tasks.errors import PipelineStepError
 from tasks.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
 from tasks.tracking import (
     FormatOutcome,
@@ -66,7 +67,7 @@ def test_history_metrics_use_the_epoch_as_step():
 
 
 def test_history_metrics_refuse_a_non_number_by_name():
-    with pytest.raises(ValueError, match=r"history\[0\]\['lr'\] must be a number, got 'fast'"):
+    with pytest.raises(PipelineStepError, match=r"history\[0\]\['lr'\] must be a number, got 'fast'"):
         history_metrics([{"lr": "fast"}])
 
 
@@ -94,7 +95,7 @@ def test_outcomes_are_accepted_as_models_mappings_or_attribute_objects():
     )
     assert outcomes["int8"] == FormatOutcome(accuracy=0.89, delta=-0.01, passed=True)
     assert outcomes["msfp9"].message == "too far"
-    with pytest.raises(ValueError, match="passed"):
+    with pytest.raises(PipelineStepError, match="numerics result for 'int8' is not usable: passed: Field required"):
         coerce_outcomes({"int8": {"accuracy": 0.89, "delta": -0.01}})
 
 
@@ -160,7 +161,7 @@ def test_model_card_fits_the_registry_description_limit():
 def test_a_non_finite_accuracy_is_refused_before_logging(tmp_path):
     from tasks.tracking import log_numerics
 
-    with pytest.raises(ValueError, match="numerics result for 'int8' has a non-finite accuracy: nan"):
+    with pytest.raises(PipelineStepError, match="numerics result for 'int8' has a non-finite accuracy: nan"):
         log_numerics("any-run", {"int8": {"accuracy": math.nan, "delta": 0.0, "passed": False}}, Settings(home=tmp_path))
 
 
