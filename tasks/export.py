@@ -96,6 +96,6 @@ def load_model(directory: Path) -> ExportedModel:
     )
 
 
-@task(name="export-model", cache_policy=NO_CACHE)
+@task(name="export-model", cache_policy=NO_CACHE, persist_result=False)
 def export_model_task(featurizer: Featurizer, head: keras.Model, class_names: Sequence[str], directory: Path) -> ModelFiles:
     return export_model(featurizer, head, class_names, directory)

@@ -169,7 +169,7 @@ def feature_cache_dir(settings: Settings | None = None) -> Path | None:
     return settings.home / "cache" / "features" if settings.feature_cache else None
 
 
-@task(name="featurize", cache_policy=NO_CACHE)
+@task(name="featurize", cache_policy=NO_CACHE, persist_result=False)
 def featurize_splits_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str,
                           extractor: FeatureExtractor, spec: PreprocessSpec, batch_size: int = 32) -> FeatureSet:
     return featurize_splits(splits, class_names, dataset_fingerprint, extractor, spec, batch_size, feature_cache_dir())

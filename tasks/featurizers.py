@@ -241,6 +241,6 @@ def layer_blocks(model: keras.Model, name: str) -> list[tuple[str, int]]:
     return blocks
 
 
-@task(name="build-featurizer", cache_policy=NO_CACHE)
+@task(name="build-featurizer", cache_policy=NO_CACHE, persist_result=False)
 def build_featurizer_task(name: str, weights: str = "none", input_size: int = 224, seed: int = 0) -> Featurizer:
     return build_featurizer(name, weights, input_size, seed)

@@ -83,7 +83,7 @@ def _markdown(outcome: TrainingOutcome) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", cache_policy=NO_CACHE, persist_result=False)
 def train_step_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
                     output_dir: Path) -> TrainingOutcome:
     outcome = train_step(splits, class_names, dataset_fingerprint, config, output_dir)

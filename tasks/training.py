@@ -198,13 +198,13 @@ def fine_tune_full(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFra
     return TrainedStages(tuned, head_model, head.history + _history(fitted, len(head.history)))
 
 
-@task(name="train-head", cache_policy=NO_CACHE)
+@task(name="train-head", cache_policy=NO_CACHE, persist_result=False)
 def train_head_task(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
                     val_labels: np.ndarray, num_classes: int, config: TrainingConfig, seed: int = 0) -> TrainedHead:
     return train_head(train_features, train_labels, val_features, val_labels, num_classes, config, seed)
 
 
-@task(name="fine-tune-full", cache_policy=NO_CACHE)
+@task(name="fine-tune-full", cache_policy=NO_CACHE, persist_result=False)
 def fine_tune_full_task(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFrame, class_names: Sequence[str],
                         config: TrainingConfig, seed: int = 0) -> TrainedStages:
     return fine_tune_full(featurizer, head, splits, class_names, config, seed)
