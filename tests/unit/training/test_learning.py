@@ -4,6 +4,7 @@ feature cache, and exports two stages that reproduce its predictions from the sa
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ def test_learns_well_above_chance(trained):
     assert summary["featurizer"] == {"name": "resnet50", "input_size": 64, "feature_dim": 2048}
     assert {"accuracy", "f1_macro", "auc_ovr"} <= set(summary["metrics"])
     assert Path(outcome.evaluation.confusion_matrix_png).is_file()
+    assert pickle.loads(pickle.dumps(outcome)) == outcome  # plain data: the flow persists it as a task result
 
 
 def test_same_seed_gives_the_same_metrics_from_scratch_and_from_the_cache(trained, digits, digits_dir, tmp_path):
