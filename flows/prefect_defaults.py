@@ -1,4 +1,5 @@
-"""Prefect's defaults under fpgaflow: its home inside the project home, no telemetry.
+"""Process defaults under fpgaflow: Prefect's home inside the project home, no telemetry, and
+TensorFlow's C++ start-up chatter kept out of the run log.
 
 Set before Prefect is imported and only where the user has not set them already, so an existing
 Prefect profile or a `PREFECT_API_URL` of a real server always wins.
@@ -16,3 +17,4 @@ def apply_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A first start creates the database; on a busy 2-core machine that can take longer than 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

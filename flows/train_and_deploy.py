@@ -1,17 +1,56 @@
-"""`train_and_deploy`: from a folder of labelled images to a deployed service, one task per step."""
+"""`train_and_deploy`: from a folder of labelled images to a deployed service, one task per step.
+
+Steps whose inputs are unchanged (same data fingerprint, same parameters, same fpgaflow version)
+are read back from Prefect's result cache, so a re-run resumes after the last finished step.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+
 from prefect import flow
+from prefect.cache_policies import CachePolicy
 from prefect.runtime import flow_run
 
+from fpga_runtime.settings import get_settings
 from tasks.config import STEPS, PipelineConfig
-from tasks.intake import validate_data
+from tasks.conversion import ensure_parity, convert_stages_task, load_held_out_images
+from tasks.intake import load_splits, validate_data
+from tasks.numerics_step import evaluate_numerics_task
+from tasks.packaging import package_service_task
+from tasks.registry import pipeline_summary, publish_version_task, register_trained_model_task
+from tasks.tracking import (
+    finish_run_task,
+    log_data_lineage_task,
+    log_numerics_task,
+    log_training_task,
+    start_pipeline_run_task,
+)
+from tasks.train_step import train_step_task
+
+# Fields that change where a run ends or deploys, not what it computes.
+NOT_IN_CACHE_KEY = {"until", "target", "replicas", "base_image"}
 
 
 def _reached(config: PipelineConfig, step: str) -> bool:
     """True once ``step`` is the last one the run was asked to do."""
     return STEPS.index(step) >= STEPS.index(config.until)
+
+
+def run_key(config: PipelineConfig, dataset_fingerprint: str) -> str:
+    """Identifies what a run computes: data, parameters and the fpgaflow version."""
+    parameters = config.model_dump(mode="json", exclude=NOT_IN_CACHE_KEY)
+    text = json.dumps([dataset_fingerprint, parameters, metadata.version("fpgaflow")], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cached(task, key: str, step: str):
+    """The task with its result persisted and reused under ``step`` of this run key."""
+    return task.with_options(cache_policy=CachePolicy.from_cache_key_fn(lambda *_: f"fpgaflow-{key}-{step}"),
+                             persist_result=True)
 
 
 @flow(name="train_and_deploy", log_prints=True)
@@ -22,4 +61,46 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     summary.update(intake.summary())
     if _reached(config, "validate"):
         return summary
-    raise NotImplementedError
+
+    key = run_key(config, intake.dataset_fingerprint)
+    run_dir = get_settings().home / "runs" / config.resolved_model_name / key
+    splits = load_splits(intake.split_path)
+    mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint)
+    cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
+    trained = cached(train_step_task, key, "train")(splits, intake.class_names, intake.dataset_fingerprint, config,
+                                                    run_dir / "train")
+    evaluation = trained.evaluation
+    cached(log_training_task, key, "log-training")(mlflow_run_id, trained.history, evaluation.metrics, evaluation.per_class,
+                      Path(evaluation.confusion_matrix_png) if evaluation.confusion_matrix_png else None,
+                      trained.featurizer)
+    summary.update(trained.summary())
+    if _reached(config, "train"):
+        finish_run_task(mlflow_run_id)
+        return summary
+
+    model_name = config.resolved_model_name
+    files = trained.model_files
+    registered = register_trained_model_task(mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage,
+                                             intake.class_names)
+    spec = trained.featurizer.preprocessing
+    test_paths = list(splits.loc[splits["split"] == "test", "path"])
+    conversion = cached(convert_stages_task, key, "convert")(mlflow_run_id, files.fpga_stage, files.cpu_stage,
+                                                             load_held_out_images(test_paths, spec), run_dir / "onnx")
+    ensure_parity(conversion)
+    numerics = cached(evaluate_numerics_task, key, "numerics")(conversion.fpga_onnx, conversion.cpu_onnx, splits,
+                                                               intake.class_names, intake.dataset_fingerprint, spec,
+                                                               config, run_dir / "numerics")
+    outcomes = numerics.results
+    cached(log_numerics_task, key, "log-numerics")(mlflow_run_id, outcomes)
+    service_dir = package_service_task(
+        model_name, registered.version, intake.class_names, spec, numerics.serve_format,
+        numerics.served.fpga_onnx, numerics.served.cpu_onnx,
+        {**registered.service_source(intake.dataset_fingerprint), "featurizer": trained.featurizer.name,
+         "flow_run_id": summary["flow_run_id"]},
+    )
+    published = publish_version_task(model_name, registered.version, service_dir, conversion, outcomes)
+    summary.update(pipeline_summary(published))
+    summary["serve_format"] = numerics.serve_format
+    summary["gates_passed"] = published.gates_passed
+    finish_run_task(mlflow_run_id)
+    return summary

@@ -45,7 +45,7 @@ class PipelineConfig(BaseModel):
     numerics: tuple[str, ...] = Field(default=("fp32", "int8", "msfp9"), description="Numeric formats to evaluate.")
     serve_format: str = Field(default="auto", description="Format to package and deploy; 'auto' = the fastest one that passed its gate.")
     msfp_block_size: int = Field(default=16, ge=1, description="Values sharing one exponent in msfp8/msfp9.")
-    max_accuracy_drop: float = Field(default=0.01, ge=0, description="Largest top-1 drop vs fp32 a format may show (fraction).")
+    max_accuracy_drop: float | None = Field(default=None, ge=0, description="Largest top-1 drop vs fp32 a format may show (fraction); None = the max_accuracy_drop setting.")
     target: Literal["local", "docker", "kubernetes"] = "local"
     replicas: int = Field(default=1, ge=1)
     base_image: str = Field(default="", description="Base image of the serving image; empty = the image_base setting.")
