@@ -13,7 +13,10 @@ from fpga_runtime.settings import get_settings
 
 
 def apply_prefect_defaults() -> None:
-    os.environ.setdefault("PREFECT_HOME", str(get_settings().home / "prefect"))
+    if "PREFECT_HOME" not in os.environ:
+        prefect_home = get_settings().home / "prefect"
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A first start creates the database; on a busy 2-core machine that can take longer than 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

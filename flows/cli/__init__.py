@@ -12,12 +12,14 @@ import importlib
 import sys
 
 from fpga_runtime.errors import FpgaflowError
+from tasks.errors import PipelineStepError
 
 COMMAND_MODULES = (
     "flows.cli.data",
     "flows.cli.serving",
     "flows.cli.device",
     "flows.cli.featurizers",
+    "flows.cli.run",
     "flows.cli.registry",
     "flows.cli.image",
     "flows.cli.numerics",
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (UsageError, FpgaflowError, FileNotFoundError, NotADirectoryError) as error:
+    except (UsageError, FpgaflowError, PipelineStepError, FileNotFoundError, NotADirectoryError) as error:
         print(f"fpgaflow {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
