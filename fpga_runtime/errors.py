@@ -60,6 +60,14 @@ class PredictionError(FpgaflowError):
         self.details = message
 
 
+class UpstreamError(FpgaflowError):
+    """A node, or the cluster gateway, answered a forwarded call with an error: passed on with its status and message."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and client-safe detail for any exception."""
     if isinstance(error, FpgaflowError):

@@ -119,6 +119,48 @@ class Settings(BaseSettings):
         default=8500, ge=1, le=65535, description="gRPC port the serving container listens on (TF Serving's default)."
     )
 
+    # -- cluster: gateway, placement, health checks, deployment targets ----------------------
+    cluster_target: str = Field(
+        default="local",
+        pattern="^(local|docker)$",
+        description="Where `fpgaflow cluster up` runs the nodes: 'local' processes or 'docker' containers.",
+    )
+    cluster_nodes: int = Field(default=2, ge=1, description="Nodes (emulated FPGAs, one model each) a new cluster has.")
+    cluster_gateway_host: str = Field(default="127.0.0.1", description="Interface the cluster gateway binds (loopback by default).")
+    cluster_gateway_port: int = Field(
+        default=8500, ge=0, le=65535, description="gRPC port of the cluster gateway (TF Serving's default); 0 picks a free port."
+    )
+    cluster_health_interval_seconds: float = Field(
+        default=0.5, gt=0, description="How often the gateway checks each node's gRPC health and looks for dead nodes to restart."
+    )
+    cluster_health_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one health check of a node.")
+    cluster_request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Deadline of a request the gateway forwards when the client set none; retries stay within it."
+    )
+    cluster_node_start_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long a node may take to start, load its model and answer."
+    )
+    cluster_drain_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a replica taken out of rotation (scale down, update, undeploy) may finish its in-flight requests.",
+    )
+    cluster_stats_window_seconds: float = Field(
+        default=60.0, gt=0, description="Window of the request rates and p50/p99 latencies the cluster status reports."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig the kubernetes target applies manifests with; unset = ~/.kube/config when present."
+    )
+    kubernetes_namespace: str = Field(default="default", description="Namespace the kubernetes target deploys into.")
+    kubernetes_cpu_request: str = Field(default="1", description="CPU request of one FPGA-node container.")
+    kubernetes_memory_request: str = Field(default="2Gi", description="Memory request (and limit) of one FPGA-node container.")
+    kubernetes_max_replicas: int = Field(
+        default=8, ge=1, description="Most pods the HorizontalPodAutoscaler may run per model (never fewer than the replicas asked)."
+    )
+    kubernetes_target_cpu_percent: int = Field(
+        default=70, ge=1, le=100, description="Average CPU utilisation the HorizontalPodAutoscaler keeps the pods at."
+    )
+
     # -- model server (one node: gRPC APIs, health, metrics) ---------------------------------
     server_host: str = Field(
         default="127.0.0.1",

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "flows.cli.registry",
     "flows.cli.image",
     "flows.cli.numerics",
+    "flows.cli.cluster",
 )
 
 

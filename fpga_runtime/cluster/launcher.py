@@ -1,0 +1,74 @@
+"""What a deployment target provides to the cluster: starting, watching and stopping nodes.
+
+The controller decides which node runs what; a launcher makes it happen on its target (the
+``local`` target: processes on this machine, :mod:`fpga_runtime.cluster.local`; the ``docker``
+target: containers, ``tasks/cluster_docker.py``). A launcher is named by ``module:Class`` in the
+cluster state and built as ``Class(cluster_name, settings, cluster_directory)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fpga_runtime.cluster.state import NodeRecord
+from fpga_runtime.errors import FpgaflowError
+from fpga_runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What one node is to run: a whole service, or segment ``segment`` of a split one."""
+
+    node_id: str
+    model: str
+    version: str
+    service_dir: str
+    image: str | None
+    device_profile: str
+    segment: int | None = None
+    next_hop: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    """A started node: ``address`` is where the gateway reaches it; ``pid`` or ``container`` identify it."""
+
+    address: str
+    pid: int | None = None
+    container: str | None = None
+    log: str | None = None
+
+
+class Launcher(Protocol):
+    requires_image: bool
+
+    def start(self, spec: NodeSpec) -> NodeProcess:
+        """Start the node and return once it answers (its model loaded); raise with the node's own error otherwise."""
+
+    def next_hop_address(self, process: NodeProcess) -> str:
+        """Where the node before it in a chain reaches this node."""
+
+    def alive(self, node: NodeRecord) -> bool:
+        """The node's process or container is still running (it may be a node started by an earlier gateway)."""
+
+    def stop(self, node: NodeRecord, grace: float) -> None:
+        """Stop the node: up to ``grace`` seconds for in-flight calls, then forcibly."""
+
+    def close(self) -> None:
+        """The cluster is going down: remove everything this target made for it (networks ...)."""
+
+    def release(self) -> None:
+        """The gateway exits but the cluster stays: let go of clients and handles, leave the nodes running."""
+
+
+def load_launcher(path: str, cluster_name: str, settings: Settings, directory: Path) -> Launcher:
+    """Build the launcher ``module:Class`` names."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        launcher_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise FpgaflowError(f"cannot load the cluster launcher {path!r}: {error}") from None
+    return launcher_class(cluster_name, settings, directory)
