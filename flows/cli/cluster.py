@@ -1,0 +1,183 @@
+"""The emulated FPGA cluster: `fpgaflow cluster up|status|down`, `fpgaflow deploy`, `undeploy`, `scale`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flows.cli import UsageError
+
+TARGETS = ("local", "docker")
+
+
+def register(subparsers) -> None:
+    cluster = subparsers.add_parser("cluster", help="The emulated FPGA cluster: nodes behind one gateway.")
+    commands = cluster.add_subparsers(dest="cluster_command", required=True, metavar="CLUSTER_COMMAND")
+    up = commands.add_parser("up", help="Start the cluster's gateway (a new cluster, or the saved one again, re-adopting its nodes).")
+    up.add_argument("--nodes", type=int, help="Nodes (one emulated FPGA each); default: the cluster_nodes setting, or the saved size.")
+    up.add_argument("--device", help="Device profile of every node (default: the device_profile setting).")
+    up.add_argument("--target", choices=TARGETS, help="Nodes as local processes or Docker containers (default: the cluster_target setting).")
+    up.add_argument("--port", type=int, help="Gateway port; 0 picks a free one (default: the cluster_gateway_port setting).")
+    up.add_argument("--json", action="store_true", help="Print the cluster status as one JSON object.")
+    up.set_defaults(handler=_up)
+    status = commands.add_parser("status", help="Nodes, models, health, request rates and p50/p99 latency.")
+    status.add_argument("--json", action="store_true", help="Print one JSON object (nodes: id, address, pid/container, model, healthy).")
+    status.set_defaults(handler=_status)
+    down = commands.add_parser("down", help="Stop every node and the gateway; remove what the cluster made.")
+    down.add_argument("--json", action="store_true")
+    down.set_defaults(handler=_down)
+
+    deploy = subparsers.add_parser("deploy", help="Deploy a model version onto the cluster (rolling update if another version runs).")
+    deploy.add_argument("reference", metavar="NAME@ALIAS|NAME@VERSION|SERVICE_DIR")
+    deploy.add_argument("--replicas", type=int, default=1, help="Replicas (default 1).")
+    deploy.add_argument("--target", choices=("local", "docker", "kubernetes"),
+                        help="Default: the running cluster's target, else the cluster_target setting.")
+    deploy.add_argument("--image", help="Serving image to run (docker, kubernetes); default: build it.")
+    deploy.add_argument("--base-image", help="Base image when the serving image is built (default: the image_base setting).")
+    deploy.add_argument("--device", help="Device profile of a cluster this command starts (default: the device_profile setting).")
+    deploy.add_argument("--json", action="store_true")
+    deploy.set_defaults(handler=_deploy)
+
+    undeploy = subparsers.add_parser("undeploy", help="Stop serving a model; its nodes become free.")
+    undeploy.add_argument("name")
+    undeploy.add_argument("--json", action="store_true")
+    undeploy.set_defaults(handler=_undeploy)
+
+    scale = subparsers.add_parser("scale", help="Change the number of replicas of a deployed model.")
+    scale.add_argument("name")
+    scale.add_argument("--replicas", type=int, required=True)
+    scale.add_argument("--json", action="store_true")
+    scale.set_defaults(handler=_scale)
+
+
+def _settings():
+    from fpga_runtime.settings import get_settings
+
+    return get_settings()
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, default=str))
+
+
+def _up(args: argparse.Namespace) -> int:
+    from fpga_runtime.cluster.daemon import cluster_client, start_gateway
+    from tasks.cluster_targets import LAUNCHERS
+
+    if args.nodes is not None and args.nodes < 1:
+        raise UsageError(f"--nodes must be at least 1, got {args.nodes}")
+    settings = _settings()
+    target = args.target or settings.cluster_target
+    start_gateway(settings, nodes=args.nodes, device=args.device, target=args.target, launcher=LAUNCHERS[target], port=args.port)
+    with cluster_client(settings) as client:
+        status = client.status()
+    if args.json:
+        _print_json(status)
+    else:
+        _print_status(status)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fpga_runtime.cluster.daemon import cluster_client
+
+    with cluster_client(_settings()) as client:
+        status = client.status()
+    if args.json:
+        _print_json(status)
+    else:
+        _print_status(status)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from fpga_runtime.cluster.daemon import stop_cluster
+
+    result = stop_cluster(_settings())
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"cluster down: stopped {len(result['stopped_nodes'])} node(s), undeployed {', '.join(result['undeployed']) or 'nothing'}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    if args.replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
+    from tasks.deploy import deploy
+    from tasks.errors import PipelineStepError
+
+    try:
+        result = deploy(args.reference, target=args.target, replicas=args.replicas, image=args.image,
+                        base_image=args.base_image, device=args.device)
+    except PipelineStepError as error:
+        print(f"fpgaflow deploy: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json({"model": result.model, "version": result.version, **result.summary(), "nodes": result.nodes,
+                     "service_dir": result.service_dir})
+    else:
+        split = f", split across {result.parts} devices each" if result.parts > 1 else ""
+        print(f"deployed {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
+              f"endpoint {result.endpoint}")
+        if not result.applied:
+            print(f"not applied: {result.reason}")
+    return 0
+
+
+def _undeploy(args: argparse.Namespace) -> int:
+    from fpga_runtime.cluster.daemon import cluster_client
+
+    with cluster_client(_settings()) as client:
+        result = client.undeploy(args.name)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"undeployed {result['name']}; freed {', '.join(result['freed_nodes'])}")
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    if args.replicas < 1:
+        raise UsageError(f"--replicas must be at least 1 (to stop serving, use undeploy), got {args.replicas}")
+    from fpga_runtime.cluster.daemon import cluster_client
+
+    with cluster_client(_settings()) as client:
+        result = client.scale(args.name, args.replicas)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['name']} version {result['version']}: {result['replicas']} replica(s), endpoint {result['endpoint']}")
+    return 0
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    cells = [header, *[[_cell(value) for value in row] for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells)
+
+
+def _print_status(status: dict) -> None:
+    gateway = status["gateway"] or {}
+    print(f"cluster {status['name']}: {status['target']} target, {len(status['nodes'])} {status['device']} node(s), "
+          f"gateway {gateway.get('address')} (pid {gateway.get('pid')})")
+    print()
+    print(_table(
+        ["NODE", "ADDRESS", "PID" if status["target"] == "local" else "CONTAINER", "MODEL", "SEGMENT", "HEALTHY", "RESTARTS"],
+        [[node["id"], node["address"], node["pid"] if status["target"] == "local" else node["container"],
+          f"{node['model']} {node['version']}" if node["model"] else None, node["segment"],
+          "yes" if node["healthy"] else "NO", node["restarts"]] for node in status["nodes"]],
+    ))
+    if status["models"]:
+        print()
+        print(_table(
+            ["MODEL", "VERSION", "REPLICAS", "HEALTHY", "NODES/REPLICA", "REQ/S", "P50 MS", "P99 MS", "REQUESTS", "FAILED"],
+            [[model["name"], ",".join(model["versions"]), model["replicas"], model["healthy_replicas"], model["nodes_per_replica"],
+              model["rate_per_second"], model["p50_ms"], model["p99_ms"], model["requests"], model["failed"]]
+             for model in status["models"]],
+        ))

@@ -1,0 +1,119 @@
+"""Real clusters for the tests: a gateway process and node processes (or containers), always cleaned up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from fpga_runtime.client import PredictionClient
+from fpga_runtime.cluster.daemon import cluster_client, start_gateway, stop_cluster
+from fpga_runtime.cluster.processes import terminate
+from fpga_runtime.cluster.state import StateStore, cluster_dir
+from fpga_runtime.settings import Settings
+from tasks.cluster_targets import LAUNCHERS
+from tests.fixtures.tiny_service import encoded_images
+
+WAIT_SECONDS = 60
+
+
+def eventually(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, what: str = "the condition"):
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        pause.wait(0.1)
+
+
+def kill_leftovers(settings: Settings) -> None:
+    """Whatever a failed test left running: the gateway and every node process of the saved state."""
+    state = StateStore(cluster_dir(settings)).load()
+    if state is None:
+        return
+    for node in state.nodes:
+        terminate(node.pid, 0)
+    if state.gateway is not None:
+        terminate(state.gateway.pid, 0)
+
+
+@contextmanager
+def running_cluster(home: Path, nodes: int, device: str | None = None, target: str = "local") -> Iterator[Settings]:
+    settings = Settings(home=home)
+    start_gateway(settings, nodes=nodes, device=device, target=target, launcher=LAUNCHERS[target], port=0)
+    try:
+        yield settings
+    finally:
+        try:
+            stop_cluster(settings)
+        finally:
+            kill_leftovers(settings)
+
+
+def status(settings: Settings) -> dict:
+    with cluster_client(settings) as client:
+        return client.status()
+
+
+def gateway_client(settings: Settings, model: str = "", **options) -> PredictionClient:
+    host, port = status(settings)["gateway"]["address"].rsplit(":", 1)
+    return PredictionClient(host, int(port), service_name=model, retries=0, timeout=30, **options)
+
+
+class Load:
+    """Scores images through the gateway from a thread, without client retries, counting every failure."""
+
+    def __init__(self, settings: Settings, model: str, max_requests: int = 5000) -> None:
+        self._client = gateway_client(settings, model)
+        self._images = encoded_images(2)
+        self._max = max_requests
+        self._stop = threading.Event()
+        self._progress = threading.Condition()
+        self.succeeded = 0
+        self.failures: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for _ in range(self._max):
+            if self._stop.is_set():
+                break
+            try:
+                self._client.score_images(self._images)
+                outcome = None
+            except Exception as error:  # every failure is what the test counts
+                outcome = str(error)
+            with self._progress:
+                if outcome is None:
+                    self.succeeded += 1
+                else:
+                    self.failures.append(outcome)
+                self._progress.notify_all()
+        with self._progress:
+            self._stop.set()
+            self._progress.notify_all()
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+    def wait_for(self, more: int, timeout: float = WAIT_SECONDS) -> None:
+        """Block until ``more`` further requests succeeded."""
+        with self._progress:
+            target = self.succeeded + more
+            if not self._progress.wait_for(lambda: self.succeeded >= target or self._stop.is_set(), timeout):
+                pytest.fail(f"the load did not reach {target} successful requests within {timeout} s")
+            if self.succeeded < target:
+                pytest.fail(f"the load stopped after {self.succeeded} requests; failures: {self.failures[:3]}")

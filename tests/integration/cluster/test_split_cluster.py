@@ -1,0 +1,64 @@
+"""A model too large for one device: split across two nodes, chained node to node, answering as the unsplit model."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from fpga_runtime.client import PredictionClient
+from fpga_runtime.cluster.daemon import cluster_client
+from fpga_runtime.errors import UpstreamError
+from fpga_runtime.server import create_server
+from tasks.deploy import deploy
+from tests.fixtures.split_service import small_device_profile, write_residual_service
+from tests.fixtures.tiny_service import encoded_images
+from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status
+
+pytestmark = pytest.mark.slow
+
+
+def unsplit_probabilities(service_dir, images) -> np.ndarray:
+    """The same model on one node whose device is large enough to hold it whole."""
+    node, port = create_server(service_dir, "127.0.0.1:0", device_profile="arria10")
+    node.start()
+    try:
+        node.wait_until_ready(60)
+        with PredictionClient("127.0.0.1", port, retries=0) as client:
+            return client.score_images(images)
+    finally:
+        node.stop(0).wait()
+
+
+def test_a_model_split_across_two_devices_answers_as_the_unsplit_one_and_survives_a_node_kill(tmp_path):
+    service_dir = write_residual_service(tmp_path / "deep")
+    profile = small_device_profile(tmp_path / "profiles")
+    images = encoded_images(4)
+    with running_cluster(tmp_path / "home", nodes=2, device=str(profile)) as settings:
+        with cluster_client(settings) as client, pytest.raises(UpstreamError, match="does not fit one small-fpga device"):
+            client.deploy(str(service_dir), 1)
+
+        result = deploy(service_dir, replicas=1, settings=settings)
+        assert result.parts == 2 and result.nodes == [["node-1", "node-2"]]
+        nodes = status(settings)["nodes"]
+        assert [(node["segment"], node["healthy"]) for node in nodes] == [(1, True), (2, True)]
+
+        with gateway_client(settings) as scorer:
+            split = scorer.score_images(images)
+        np.testing.assert_allclose(split, unsplit_probabilities(service_dir, images), rtol=0, atol=1e-6)
+
+        with Load(settings, "deep") as load:
+            load.wait_for(5)
+            os.kill(nodes[1]["pid"], signal.SIGKILL)
+            restarted = eventually(
+                lambda: all(n["healthy"] and n["pid"] not in (None, nodes[1]["pid"]) for n in status(settings)["nodes"]),
+                what="the chain restarted",
+            )
+            load.wait_for(5)
+        assert restarted and load.failures == []  # requests waited for the chain to come back
+        after = status(settings)["nodes"]
+        assert after[1]["restarts"] == 1 and after[0]["pid"] != nodes[0]["pid"]  # the chain restarts whole
+        with gateway_client(settings) as scorer:
+            np.testing.assert_allclose(scorer.score_images(images), split, rtol=0, atol=1e-6)
