@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fpga_runtime.settings import Settings, get_settings
+from tasks.errors import PipelineStepError
 from tasks.events import DATASET_UPDATED, dataset_resource, emit, folder_key
 from tasks.files import write_text_atomic
 from tasks.manifest import build_manifest, dataset_fingerprint
@@ -63,7 +64,7 @@ def last_fingerprint(data_dir: Path, settings: Settings | None = None) -> Record
     try:
         return RecordedFingerprint.model_validate_json(path.read_text())
     except ValidationError as error:
-        raise ValueError(
+        raise PipelineStepError(
             f"{path} (the last fingerprint of {data_dir}) is not a valid record: {error.errors()[0]['msg']}; "
             "delete it to start watching the folder afresh"
         ) from None

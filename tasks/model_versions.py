@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from fpga_runtime.errors import FpgaflowError, ModelNotFound
+from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound
 from fpga_runtime.service import check_name, load_service
 from fpga_runtime.settings import Settings, get_settings
 from tasks.files import replace_directory_atomic
@@ -62,7 +62,7 @@ def version_by_alias_or_number(client: MlflowClient, name: str, alias_or_version
     check_name(name, "model name")
     reference = str(alias_or_version).strip()
     if not reference:
-        raise ValueError("give a model version number or an alias, got an empty string")
+        raise InvalidInput("give a model version number or an alias, got an empty string")
     if reference.isdigit():
         return get_version(client, name, reference)
     model_version = version_by_alias(client, name, reference)

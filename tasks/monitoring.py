@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from fpga_runtime.client import PredictionClient
 from fpga_runtime.settings import Settings, get_settings
 from tasks.artifacts import publish_table
+from tasks.errors import PipelineStepError
 from tasks.events import MODEL_DEGRADED, emit, model_resource
 from tasks.scoring import AccuracyReport, folder_images, score_images, top1_names
 
@@ -35,7 +36,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8500`` for IPv6) → (host, port)."""
     host, separator, port = endpoint.strip().rpartition(":")
     if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint must be HOST:PORT, got {endpoint!r}")
+        raise PipelineStepError(f"endpoint must be HOST:PORT, got {endpoint!r}")
     return host.strip("[]"), int(port)
 
 
@@ -56,16 +57,17 @@ def monitor_endpoint(
     settings = settings or get_settings()
     threshold = settings.monitor_min_accuracy if threshold is None else threshold
     if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be an accuracy between 0 and 1, got {threshold}")
+        raise PipelineStepError(f"threshold must be an accuracy between 0 and 1, got {threshold}")
     host, port = parse_endpoint(endpoint)
-    images, skipped = folder_images(Path(data_dir))
+    data_dir = Path(data_dir).expanduser().resolve()
+    images, skipped = folder_images(data_dir)
     if not images:
-        raise ValueError(f"{data_dir} holds no decodable images in class folders to score")
+        raise PipelineStepError(f"{data_dir} holds no decodable images in class folders to score")
     with PredictionClient(host, port, access_token=access_token, service_name=model_name) as client:
         class_names = client.class_names()
         unknown = sorted({image.label for image in images} - set(class_names))
         if len(unknown) == len({image.label for image in images}):
-            raise ValueError(
+            raise PipelineStepError(
                 f"none of the holdout classes {unknown} is a class of the served model ({', '.join(class_names)})"
             )
 
@@ -76,7 +78,7 @@ def monitor_endpoint(
     return MonitorResult(
         endpoint=endpoint,
         model_name=model_name,
-        data_dir=str(Path(data_dir).expanduser().resolve()),
+        data_dir=str(data_dir),
         threshold=threshold,
         report=report,
         skipped=tuple(skipped),
@@ -96,7 +98,7 @@ def degraded_payload(result: MonitorResult) -> dict:
 
 def emit_model_degraded(result: MonitorResult) -> str | None:
     if not result.model_name:
-        raise ValueError("a degraded model must be named: give the model name so the event can say which model to retrain")
+        raise PipelineStepError("a degraded model must be named: give the model name so the event can say which model to retrain")
     return emit(MODEL_DEGRADED, model_resource(result.model_name), degraded_payload(result))
 
 

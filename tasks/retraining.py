@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from fpga_runtime.settings import Settings, get_settings
 from tasks.artifacts import publish_markdown
-from tasks.config import PipelineConfig, TrainingConfig, load_config
+from tasks.config import PipelineConfig, load_config
+from tasks.errors import PipelineStepError
 from tasks.model_versions import ResolvedVersion, find_champion
 from tasks.scoring import AccuracyReport, LabelledImage, score_service_dir
 from tasks.tracking import mlflow_client
@@ -52,6 +53,18 @@ def _is_tuple_field(model: type[BaseModel], name: str) -> bool:
     return get_origin(model.model_fields[name].annotation) is tuple
 
 
+def _section(name: str) -> type[BaseModel] | None:
+    """The model of a nested config section (``training``, ...), or None for a plain field."""
+    annotation = PipelineConfig.model_fields[name].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _param_value(model: type[BaseModel], name: str, value: str):
+    if value == "None":  # how ``tracking.flatten`` writes an unset optional field
+        return None
+    return tuple(part for part in value.split(",") if part) if _is_tuple_field(model, name) else value
+
+
 def config_from_params(params: Mapping[str, str]) -> dict:
     """The pipeline config recorded as MLflow run params (``tracking.flatten`` of the config) → raw config.
 
@@ -59,11 +72,14 @@ def config_from_params(params: Mapping[str, str]) -> dict:
     """
     raw: dict = {}
     for key, value in params.items():
-        section, _, field = key.partition(".")
-        if field and section == "training" and field in TrainingConfig.model_fields:
-            raw.setdefault("training", {})[field] = value
-        elif not field and key in PipelineConfig.model_fields:
-            raw[key] = tuple(part for part in value.split(",") if part) if _is_tuple_field(PipelineConfig, key) else value
+        name, _, field = key.partition(".")
+        if name not in PipelineConfig.model_fields:
+            continue
+        section = _section(name)
+        if section is None and not field:
+            raw[name] = _param_value(PipelineConfig, name, value)
+        elif section is not None and field in section.model_fields:
+            raw.setdefault(name, {})[field] = _param_value(section, field, value)
     return raw
 
 
@@ -76,12 +92,12 @@ def retrain_config(
     if config_path:
         return load_config(Path(config_path), **overrides)
     if not model_name and not data_dir:
-        raise ValueError("retrain needs a data folder or a model name (the champion's run names its data folder)")
+        raise PipelineStepError("retrain needs a data folder or a model name (the champion's run names its data folder)")
     name = model_name or PipelineConfig(data_dir=Path(data_dir)).resolved_model_name
     champion = find_champion(name, settings)
     base = config_from_params(mlflow_client(settings).get_run(champion.run_id).data.params) if champion else {}
     if not data_dir and "data_dir" not in base:
-        raise ValueError(f"model {name!r} has no champion to take the data folder from: give the data folder")
+        raise PipelineStepError(f"model {name!r} has no champion to take the data folder from: give the data folder")
     base.update({key: value for key, value in overrides.items() if value is not None})
     return PipelineConfig.model_validate(base)
 

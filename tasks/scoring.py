@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from fpga_runtime.executor import ServiceExecutor
+from tasks.errors import PipelineStepError
 from tasks.intake import load_splits
 from tasks.manifest import build_manifest
 
@@ -81,7 +82,7 @@ def split_images(split_path: Path, split: str = "test") -> list[LabelledImage]:
     splits = load_splits(split_path)
     chosen = splits[splits["split"] == split]
     if chosen.empty:
-        raise ValueError(f"the split manifest {split_path} has no {split!r} images")
+        raise PipelineStepError(f"the split manifest {split_path} has no {split!r} images")
     return [LabelledImage(Path(row.path), str(row.label)) for row in chosen.itertuples()]
 
 
@@ -115,7 +116,7 @@ def score_service_dir(service_dir: Path, images: Sequence[LabelledImage], batch_
     try:
         service = executor.service
         if service.task != "classification":
-            raise ValueError(f"{service_dir} is a {service.task} service: only classification services are scored by accuracy")
+            raise PipelineStepError(f"{service_dir} is a {service.task} service: only classification services are scored by accuracy")
 
         def scorer(encoded: list[bytes]) -> list[str]:
             return top1_names(executor.predict_encoded(encoded)[service.default_output], service.class_names)

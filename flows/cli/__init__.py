@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "flows.cli.image",
     "flows.cli.numerics",
     "flows.cli.cluster",
+    "flows.cli.operations",
 )
 
 

@@ -15,6 +15,7 @@ from tasks.dataset_watch import (
     record_fingerprint,
     state_path,
 )
+from tasks.errors import PipelineStepError
 from tasks.events import DATASET_RESOURCE_PREFIX, DATASET_UPDATED, RESOURCE_ID, dataset_resource, folder_key
 from tasks.manifest import build_manifest, dataset_fingerprint
 from tests.fixtures.tiny_service import encoded_images
@@ -97,7 +98,7 @@ def test_a_corrupt_state_file_is_named_in_the_error(data_dir):
     record_fingerprint(data_dir, "a" * 64, 4)
     state_path(data_dir).write_text("{not json")
 
-    with pytest.raises(ValueError, match=r"datasets/.*\.json.*not a valid record.*delete it"):
+    with pytest.raises(PipelineStepError, match=r"datasets/.*\.json.*not a valid record.*delete it"):
         check_dataset(data_dir)
 
 

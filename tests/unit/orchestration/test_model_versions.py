@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from fpga_runtime.errors import ModelNotFound
+from fpga_runtime.errors import InvalidInput, ModelNotFound
 from fpga_runtime.service import load_service
 from fpga_runtime.settings import Settings
 from tasks.config import PipelineConfig
@@ -53,7 +53,7 @@ def test_unknown_model_and_unknown_number_are_not_found(registry):
         resolve_version("fish", CHAMPION_ALIAS, registry)
     with pytest.raises(ModelNotFound, match="no version 9"):
         resolve_version("pets", "9", registry)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidInput, match="empty"):
         resolve_version("pets", " ", registry)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from fpga_runtime.server import create_server
 from fpga_runtime.settings import Settings
+from tasks.errors import PipelineStepError
 from tasks.events import MODEL_DEGRADED, MODEL_RESOURCE_PREFIX, RESOURCE_ID, model_resource
 from tasks.monitoring import degraded_payload, emit_model_degraded, monitor_endpoint, parse_endpoint, result_description
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
@@ -65,19 +66,19 @@ def test_holdout_classes_the_model_does_not_know_are_named(endpoint, tmp_path, h
     (tmp_path / "zebra").mkdir()
     (tmp_path / "zebra" / "1.jpg").write_bytes(next(holdout_dir.rglob("*.jpg")).read_bytes())
 
-    with pytest.raises(ValueError, match=r"none of the holdout classes \['zebra'\].*cat, dog, fox"):
+    with pytest.raises(PipelineStepError, match=r"none of the holdout classes \['zebra'\].*cat, dog, fox"):
         monitor_endpoint(endpoint, tmp_path, "tiny")
 
 
 def test_bad_arguments_are_clear_errors(endpoint, holdout_dir, tmp_path):
-    with pytest.raises(ValueError, match="HOST:PORT"):
+    with pytest.raises(PipelineStepError, match="HOST:PORT"):
         monitor_endpoint("localhost", holdout_dir, "tiny")
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(PipelineStepError, match="between 0 and 1"):
         monitor_endpoint(endpoint, holdout_dir, "tiny", threshold=80)
-    with pytest.raises(ValueError, match="no decodable images"):
+    with pytest.raises(PipelineStepError, match="no decodable images"):
         monitor_endpoint(endpoint, tmp_path, "tiny")
     result = monitor_endpoint(endpoint, holdout_dir, "", threshold=1.0)
-    with pytest.raises(ValueError, match="must be named"):
+    with pytest.raises(PipelineStepError, match="must be named"):
         emit_model_degraded(result)
 
 
@@ -85,5 +86,5 @@ def test_parse_endpoint():
     assert parse_endpoint("gateway.local:8500") == ("gateway.local", 8500)
     assert parse_endpoint("[::1]:9000") == ("::1", 9000)
     for bad in ("8500", ":8500", "host:", "host:port", "host:70000"):
-        with pytest.raises(ValueError):
+        with pytest.raises(PipelineStepError):
             parse_endpoint(bad)

@@ -7,6 +7,7 @@ import yaml
 
 from fpga_runtime.settings import Settings
 from tasks.config import PipelineConfig, TrainingConfig
+from tasks.errors import PipelineStepError
 from tasks.model_versions import find_champion, resolve_version
 from tasks.registry import CHAMPION_ALIAS
 from tasks.retraining import (
@@ -139,9 +140,9 @@ def test_without_a_champion_the_defaults_and_the_folder_name_apply(registry, tmp
     config = retrain_config(data_dir=str(data_dir), settings=settings)
 
     assert config.resolved_model_name == "birds" and config.featurizer == "resnet50"
-    with pytest.raises(ValueError, match="no champion to take the data folder from"):
+    with pytest.raises(PipelineStepError, match="no champion to take the data folder from"):
         retrain_config(model_name="birds", settings=settings)
-    with pytest.raises(ValueError, match="data folder or a model name"):
+    with pytest.raises(PipelineStepError, match="data folder or a model name"):
         retrain_config(settings=settings)
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.errors import PipelineStepError
+
 from tasks.scoring import (
     LabelledImage,
     accuracy_report,
@@ -76,7 +78,7 @@ def test_split_images_reads_one_split(tmp_path):
     ).to_csv(manifest, index=False)
 
     assert split_images(manifest) == [LabelledImage(Path("/a/1.jpg"), "7"), LabelledImage(Path("/b/3.jpg"), "1")]
-    with pytest.raises(ValueError, match="no 'val' images"):
+    with pytest.raises(PipelineStepError, match="no 'val' images"):
         split_images(manifest, "val")
 
 

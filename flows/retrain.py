@@ -1,0 +1,48 @@
+"""`retrain`: train a candidate on the current data, compare it with the champion on the same test split,
+promote and roll it out only if it is better (setting ``retrain_min_improvement``)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.deploy_model import deploy_model
+from flows.train_and_deploy import train_and_deploy
+from tasks.intake import validate_data
+from tasks.model_versions import find_champion_task, resolve_version_task
+from tasks.registry import promote_task
+from tasks.retraining import decide_task, retrain_config_task, score_version_task
+from tasks.scoring import split_images
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(data_dir: str = "", model_name: str = "", config_path: str = "", roll_out: bool = True) -> dict:
+    """Retrain ``model_name`` on ``data_dir`` (either may be empty: the model name defaults to the folder's
+    name, the folder to the one the champion was trained on). The config is the YAML file ``config_path``
+    when given, else the champion's own. Artifact ``retrain-decision``: both versions' accuracy and why.
+    ``roll_out`` deploys a promoted candidate to the config's target."""
+    config = retrain_config_task(data_dir, model_name, config_path)
+    name = config.resolved_model_name
+    intake = validate_data(config.data_dir)
+    summary = train_and_deploy(config)
+    candidate = resolve_version_task(name, str(summary["model_version"]))
+    champion = find_champion_task(name)
+    images = split_images(intake.split_path)
+    candidate_score = score_version_task(candidate, images)
+    champion_score = score_version_task(champion, images) if champion and champion.version != candidate.version else None
+    decision = decide_task(candidate_score, champion_score, candidate.gates_passed)
+    print(decision.reason)
+    result = {
+        "model_name": name,
+        "candidate_version": candidate.version,
+        "champion_version": champion.version if champion else None,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "candidate_accuracy": candidate_score.report.accuracy,
+        "champion_accuracy": champion_score.report.accuracy if champion_score else None,
+        "training_flow_run_id": summary.get("flow_run_id"),
+    }
+    if decision.promote:
+        promote_task(name, candidate.version)
+        if roll_out:
+            result["deployment"] = deploy_model(name, candidate.version, target=config.target, replicas=config.replicas)
+    return result

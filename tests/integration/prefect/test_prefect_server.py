@@ -1,0 +1,209 @@
+"""prefect.yaml against a real `prefect server start`: deployments, schedules and event triggers.
+
+The ephemeral Prefect API runs no scheduler and no automations, so this is the one place they are
+seen working: `prefect deploy --all` from the repository, then the check_data and monitor flows run
+as `fpgaflow` commands against the server, and their events must make the server's triggers
+create `retrain` flow runs with parameters taken from the events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import yaml
+
+from fpga_runtime.server import create_server
+from tasks.dataset_watch import check_dataset, record_fingerprint
+from tasks.events import DATASET_UPDATED, MODEL_DEGRADED
+from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
+from tests.fixtures.tiny_service import encoded_images, write_tiny_service
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+WORK_POOL = "fpgaflow-process"
+STARTUP_SECONDS = 240
+TRIGGER_SECONDS = 60
+POLL_SECONDS = 0.25
+COMMAND_SECONDS = 300
+
+
+def free_port() -> int:
+    """A port free right now (`prefect server start` cannot bind port 0 itself)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def poll(fetch, seconds: float, what: str):
+    """Call ``fetch`` until it returns something truthy; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = fetch()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {seconds} s")
+        time.sleep(POLL_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    log_path = work / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    api = httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"prefect server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            return api.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        poll(healthy, STARTUP_SECONDS, "healthy Prefect server")
+        yield SimpleNamespace(api=api, env=env, log=log_path)
+    finally:
+        api.close()
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run(command: list[str], env: dict, cwd: Path = REPOSITORY) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def deployments(server) -> dict[str, dict]:
+    """`prefect deploy --all` from the repository into the server's process work pool."""
+    created = run([str(BIN / "prefect"), "work-pool", "create", WORK_POOL, "--type", "process"], server.env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], server.env)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    return {item["name"]: item for item in server.api.post("/deployments/filter", json={}).json()}
+
+
+def flow_runs_of(server, deployment: dict) -> list[dict]:
+    body = {"deployments": {"id": {"any_": [deployment["id"]]}}}
+    return server.api.post("/flow_runs/filter", json=body).json()
+
+
+def events_named(server, name: str) -> list[dict]:
+    """Events the server has stored under ``name`` (it stores them a moment after they arrive)."""
+    body = {"filter": {"event": {"name": [name]}}}
+    return poll(lambda: server.api.post("/events/filter", json=body).json()["events"], TRIGGER_SECONDS, f"stored {name} event")
+
+
+def fpgaflow(arguments: list[str], server, home: Path) -> tuple[int, dict]:
+    """Run an `fpgaflow` command against the server; its exit code and the JSON line it ends with."""
+    result = run([str(BIN / "fpgaflow"), *arguments, "--json"], {**server.env, "FPGAFLOW_HOME": str(home)})
+    lines = result.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("{"), result.stdout[-2000:] + result.stderr[-3000:]
+    return result.returncode, json.loads(lines[-1])
+
+
+def test_every_deployment_of_prefect_yaml_is_created_with_its_schedule(deployments):
+    spec = yaml.safe_load((REPOSITORY / "prefect.yaml").read_text())
+
+    assert set(deployments) == {item["name"] for item in spec["deployments"]}
+    assert set(deployments) == {"train-and-deploy", "deploy-model", "check-data", "retrain", "monitor"}
+    for name, deployment in deployments.items():
+        assert deployment["work_pool_name"] == WORK_POOL
+        assert deployment["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPOSITORY)}}
+        ], name
+    schedules = {name: [item["schedule"] for item in deployment["schedules"]] for name, deployment in deployments.items()}
+    assert schedules["check-data"] == [{"cron": "0 2 * * *", "timezone": "UTC", "day_or": True}]
+    assert schedules["retrain"] == [{"cron": "0 3 * * 0", "timezone": "UTC", "day_or": True}]
+    assert schedules["monitor"] == [{"cron": "0 * * * *", "timezone": "UTC", "day_or": True}]
+    assert schedules["train-and-deploy"] == schedules["deploy-model"] == []
+
+
+def test_the_scheduler_creates_the_scheduled_runs(server, deployments):
+    runs = poll(lambda: flow_runs_of(server, deployments["check-data"]), TRIGGER_SECONDS, "scheduled check-data run")
+
+    assert {run["state_type"] for run in runs} == {"SCHEDULED"}
+    assert all(run["expected_start_time"][11:19] == "02:00:00" for run in runs)
+
+
+def test_a_changed_data_folder_makes_the_trigger_start_retrain(server, deployments, tmp_path, fpgaflow_home):
+    data_dir = tmp_path / "pets"
+    for label, images in (("cat", encoded_images(2, seed=1)), ("dog", encoded_images(2, seed=2))):
+        (data_dir / label).mkdir(parents=True)
+        for index, image in enumerate(images):
+            (data_dir / label / f"{index}.jpg").write_bytes(image)
+    baseline = check_dataset(data_dir)
+    record_fingerprint(data_dir, baseline.fingerprint, baseline.num_images)
+    (data_dir / "dog" / "new.jpg").write_bytes(encoded_images(1, seed=3)[0])
+
+    code, summary = fpgaflow(["check-data", str(data_dir), "--model", "pets"], server, fpgaflow_home)
+
+    assert code == 0 and summary["changed"] and summary["event_id"]
+    assert summary["previous_fingerprint"] == baseline.fingerprint
+    (event,) = events_named(server, DATASET_UPDATED)
+    assert event["id"] == summary["event_id"]
+    assert event["payload"]["fingerprint"] == event["resource"]["fpgaflow.fingerprint"] == summary["fingerprint"]
+
+    def triggered():
+        return [run for run in flow_runs_of(server, deployments["retrain"]) if run["parameters"].get("model_name") == "pets"]
+
+    (retrain_run,) = poll(triggered, TRIGGER_SECONDS, "retrain run triggered by the dataset event")
+    assert retrain_run["parameters"] == {"data_dir": str(data_dir.resolve()), "model_name": "pets"}
+    assert retrain_run["created_by"]["type"] == "AUTOMATION"
+    assert retrain_run["state_type"] == "SCHEDULED"
+
+
+def test_a_degraded_model_makes_the_trigger_start_retrain(server, deployments, tmp_path, fpgaflow_home):
+    service_dir = write_tiny_service(tmp_path / "service", name="tiny", version="1")
+    holdout = write_labelled_folder(tmp_path / "holdout", service_dir)
+    node, port = create_server(service_dir, "127.0.0.1:0", device_profile="arria10")
+    node.start()
+    try:
+        node.wait_until_ready(60)
+        code, summary = fpgaflow(
+            ["monitor", str(holdout), "--endpoint", f"127.0.0.1:{port}", "--model", "tiny", "--threshold", "0.9"],
+            server,
+            fpgaflow_home,
+        )
+    finally:
+        node.stop(0).wait()
+
+    assert code == 1 and summary["degraded"] and summary["event_id"]
+    assert summary["accuracy"] == HOLDOUT_CORRECT / HOLDOUT_IMAGES
+    (event,) = events_named(server, MODEL_DEGRADED)
+    assert event["id"] == summary["event_id"]
+    assert event["resource"]["prefect.resource.id"] == "fpgaflow.model.tiny"
+    assert event["payload"]["threshold"] == 0.9
+
+    def triggered():
+        return [run for run in flow_runs_of(server, deployments["retrain"]) if run["parameters"].get("model_name") == "tiny"]
+
+    (retrain_run,) = poll(triggered, TRIGGER_SECONDS, "retrain run triggered by the degraded event")
+    assert retrain_run["parameters"] == {"data_dir": "", "model_name": "tiny"}
+    assert retrain_run["created_by"]["type"] == "AUTOMATION"
