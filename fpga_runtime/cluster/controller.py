@@ -164,6 +164,7 @@ class Controller:
         with self._state_lock:
             placement = self.state.placements[name].model_copy(deep=True)
         replicas = self.gateway.router.replicas(name)
+        routed = {replica["key"]: replica for replica in replicas}
         return {
             "name": name,
             "version": placement.version,
@@ -173,7 +174,14 @@ class Controller:
             "healthy_replicas": sum(1 for replica in replicas if replica["healthy"] and not replica["draining"]),
             "nodes_per_replica": len(placement.replicas[0].nodes) if placement.replicas else 0,
             "versions": sorted({replica.version for replica in placement.replicas}),
-            "placement": [{"version": replica.version, "nodes": replica.nodes} for replica in placement.replicas],
+            "placement": [
+                {
+                    "version": replica.version,
+                    "nodes": replica.nodes,
+                    "requests": routed.get(self._key(name, replica), {}).get("forwarded", 0),
+                }
+                for replica in placement.replicas
+            ],
             "endpoint": self.gateway.address,
             **self.gateway.router.stats(name),
         }

@@ -53,6 +53,7 @@ class ReplicaSpec:
 class _Replica:
     spec: ReplicaSpec
     outstanding: int = 0
+    forwarded: int = 0
     draining: bool = False
 
 
@@ -162,6 +163,7 @@ class Router:
                     "healthy": self._healthy(replica),
                     "draining": replica.draining,
                     "outstanding": replica.outstanding,
+                    "forwarded": replica.forwarded,
                 }
                 for replica in self._routes.get(model, [])
             ]
@@ -246,8 +248,10 @@ class Router:
                     raise ModelNotFound(f"model {model!r} has no version {version!r} deployed; versions: {versions}")
                 usable = [replica for replica in replicas if self._usable(replica, version)]
                 if usable:
-                    chosen = min(usable, key=lambda replica: replica.outstanding)
+                    # Fewest requests in flight; among equals, the one that was sent the fewest so far.
+                    chosen = min(usable, key=lambda replica: (replica.outstanding, replica.forwarded))
                     chosen.outstanding += 1
+                    chosen.forwarded += 1
                     return chosen, self._channel(chosen.spec.entry)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

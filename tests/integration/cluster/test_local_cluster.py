@@ -83,6 +83,7 @@ def test_two_replicas_answer_both_apis_like_the_model_and_status_names_every_nod
         assert node["container"] is None
     (model,) = state["models"]
     assert (model["name"], model["version"], model["replicas"], model["healthy_replicas"]) == ("tiny", "1", 2, 2)
+    assert [replica["requests"] for replica in model["placement"]] == [1, 1]  # one at a time: they take turns
     assert model["requests"] >= 2 and model["failed"] == 0 and model["p50_ms"] > 0 and model["p99_ms"] >= model["p50_ms"]
 
 
