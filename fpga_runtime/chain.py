@@ -38,6 +38,7 @@ from fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from fpga_runtime.proto import tf_serving_pb2 as pb
 from fpga_runtime.protocol import AUTHORIZATION_METADATA, bearer
 from fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
+from fpga_runtime.serve import _address
 from fpga_runtime.server import OVERALL, ModelServer, grpc_options
 from fpga_runtime.service import ServiceDefinition, Stage, load_service
 from fpga_runtime.settings import Settings, get_settings
@@ -203,10 +204,6 @@ class SegmentServer:
         for name, array in self.executor.run_segment(feeds).items():
             response.outputs[name].CopyFrom(codec.numpy_to_tensor_proto(array))
         return response
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def serve(args: argparse.Namespace) -> int:

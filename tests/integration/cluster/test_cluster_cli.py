@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 def fpgaflow(home, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess:
     completed = subprocess.run(
         [sys.executable, "-m", "flows", *arguments],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "FPGAFLOW_HOME": str(home)},
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "FPGAFLOW_HOME": str(home), "FPGAFLOW_CLUSTER_GATEWAY_PORT": "0"},
     )
     assert completed.returncode == expect, f"fpgaflow {' '.join(arguments)}: exit {completed.returncode}\n{completed.stdout}\n{completed.stderr}"
     return completed
@@ -78,12 +79,16 @@ def test_cluster_commands_end_to_end(tmp_path):
         missing = fpgaflow(home, "undeploy", "tiny", expect=2)
         assert "'tiny' is not deployed" in missing.stderr
 
-        fpgaflow(home, "deploy", "tiny@1", "--replicas", "1")
-        node_pids = [node["pid"] for node in json.loads(fpgaflow(home, "cluster", "status", "--json").stdout)["nodes"] if node["pid"]]
-        down = json.loads(fpgaflow(home, "cluster", "down", "--json").stdout)
-        assert down["undeployed"] == ["tiny"]
-        assert all(wait_for_exit(pid, 30) for pid in [up["gateway"]["pid"], *node_pids])
-        gone = fpgaflow(home, "cluster", "status", expect=2)
-        assert "no cluster" in gone.stderr
+        assert json.loads(fpgaflow(home, "cluster", "down", "--json").stdout)["undeployed"] == []
+        assert wait_for_exit(up["gateway"]["pid"], 30)
+        assert "no cluster" in fpgaflow(home, "cluster", "status", expect=2).stderr
+
+        # With no cluster running, deploy starts one (cluster_nodes nodes) and leaves the service running.
+        fpgaflow(home, "deploy", "tiny@1")
+        restarted = json.loads(fpgaflow(home, "cluster", "status", "--json").stdout)
+        assert [(node["id"], node["model"]) for node in restarted["nodes"]] == [("node-1", "tiny"), ("node-2", None)]
+        pids = [restarted["gateway"]["pid"], restarted["nodes"][0]["pid"]]
+        assert json.loads(fpgaflow(home, "cluster", "down", "--json").stdout)["undeployed"] == ["tiny"]
+        assert all(wait_for_exit(pid, 30) for pid in pids)
     finally:
         kill_leftovers(Settings(home=home))

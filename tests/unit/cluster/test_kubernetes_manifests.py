@@ -112,3 +112,20 @@ def test_object_names_are_dns_labels():
     assert object_name("Resnet_50.cats") == "fpgaflow-resnet-50-cats"
     long = object_name("m" * 80, segment=3)
     assert len(long) <= 63 and long.endswith("-s3")
+
+
+def test_fpgaflow_deploy_to_kubernetes_without_a_kubeconfig_writes_the_manifests(tmp_path, monkeypatch, capsys):
+    import json
+
+    from flows.cli import main
+    from fpga_runtime.settings import get_settings
+
+    monkeypatch.setenv("FPGAFLOW_KUBECONFIG", str(tmp_path / "absent"))
+    get_settings.cache_clear()
+    service_dir = write_tiny_service(tmp_path / "svc", name="tiny", version="4")
+    assert main(["deploy", str(service_dir), "--target", "kubernetes", "--image", IMAGE, "--replicas", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["target"], summary["replicas"], summary["image"]) == ("kubernetes", 2, IMAGE)
+    assert summary["endpoint"] == "fpgaflow-tiny.default.svc:8500" and "kubectl apply -f" in summary["deploy_reason"]
+    written = get_settings().home / "kubernetes" / "fpgaflow-tiny" / "manifests.yaml"
+    assert [m["kind"] for m in yaml.safe_load_all(written.read_text())] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
