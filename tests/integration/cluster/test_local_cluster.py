@@ -8,6 +8,7 @@ import signal
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fpga_runtime import codec
 from fpga_runtime.cluster.daemon import cluster_client, gateway_running, start_gateway
@@ -71,8 +72,17 @@ def test_two_replicas_answer_both_apis_like_the_model_and_status_names_every_nod
     with grpc.insecure_channel(status(cluster)["gateway"]["address"]) as channel:
         infer = channel.unary_unary(oip_method("ModelInfer"), oip.ModelInferRequest.SerializeToString, oip.ModelInferResponse.FromString)
         response = infer(request, timeout=30)
+        ready = channel.unary_unary(oip_method("ModelReady"), oip.ModelReadyRequest.SerializeToString, oip.ModelReadyResponse.FromString)
+        metadata = channel.unary_unary(
+            oip_method("ModelMetadata"), oip.ModelMetadataRequest.SerializeToString, oip.ModelMetadataResponse.FromString
+        )
+        assert ready(oip.ModelReadyRequest(name="tiny"), timeout=10).ready
+        described = metadata(oip.ModelMetadataRequest(name="tiny"), timeout=10)
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert response.model_name == "tiny" and response.model_version == "1"
     np.testing.assert_allclose(codec.infer_outputs_to_numpy(response)["probabilities"], probabilities[:1], rtol=1e-5, atol=1e-6)
+    assert described.versions == ["1"] and {t.name for t in described.inputs} == {"images", "input"}
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
 
     state = status(cluster)
     assert [node["id"] for node in state["nodes"]] == ["node-1", "node-2", "node-3"]
@@ -110,7 +120,8 @@ def test_a_node_killed_mid_load_fails_no_request_and_is_restarted(cluster, tiny)
         load.wait_for(20)
     assert load.failures == []
     assert restarted["pid"] != victim["pid"] and restarted["restarts"] == 1
-    assert status(cluster)["models"][0]["healthy_replicas"] == 2
+    (model,) = status(cluster)["models"]
+    assert model["healthy_replicas"] == 2 and model["retried"] >= 1  # requests that met the dead node went elsewhere
 
 
 def test_a_rolling_update_fails_no_request_and_ends_on_the_new_version(cluster, client, services, tiny):
@@ -184,3 +195,14 @@ def test_the_gateway_restarts_with_its_placements_and_adopts_the_nodes_still_run
         with gateway_client(settings) as scorer:
             np.testing.assert_allclose(scorer.score_images(images), reference_probabilities(services["v1"], images), rtol=1e-5, atol=1e-6)
     kill_leftovers(settings)
+
+
+def test_api_keys_are_checked_at_the_gateway_and_passed_on_to_the_nodes(tmp_path, services, monkeypatch):
+    monkeypatch.setenv("FPGAFLOW_SERVER_API_KEYS", '["primary", "secondary"]')
+    with running_cluster(tmp_path / "home", nodes=1) as settings:
+        with cluster_client(settings) as client:
+            client.deploy(str(services["v1"]), 1)
+        with gateway_client(settings, access_token="secondary") as scorer:
+            assert scorer.score_images(encoded_images(1)).shape == (1, 3)
+        with gateway_client(settings) as scorer, pytest.raises(Exception, match="UNAUTHENTICATED"):
+            scorer.score_images(encoded_images(1))
