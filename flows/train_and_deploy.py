@@ -17,11 +17,15 @@ from prefect.runtime import flow_run
 
 from fpga_runtime.settings import get_settings
 from tasks.config import STEPS, PipelineConfig
-from tasks.conversion import ensure_parity, convert_stages_task, load_held_out_images
+from tasks.conversion import convert_stages_task, ensure_parity, load_held_out_images
+from tasks.deploy import deploy_task
+from tasks.image_build import ImageBuildFailed, build_image_task
 from tasks.intake import load_splits, validate_data
 from tasks.numerics_step import evaluate_numerics_task
 from tasks.packaging import package_service_task
 from tasks.registry import pipeline_summary, publish_version_task, register_trained_model_task
+from tasks.scoring import split_images
+from tasks.smoke import smoke_test_task
 from tasks.tracking import (
     finish_run_task,
     log_data_lineage_task,
@@ -51,6 +55,18 @@ def cached(task, key: str, step: str):
     """The task with its result persisted and reused under ``step`` of this run key."""
     return task.with_options(cache_policy=CachePolicy.from_cache_key_fn(lambda *_: f"fpgaflow-{key}-{step}"),
                              persist_result=True)
+
+
+def _serving_image(service_dir: Path, config: PipelineConfig) -> tuple[str | None, str]:
+    """The image build step: (tag, "") or, where the local target does not need it, (None, why not)."""
+    state = build_image_task(service_dir, base_image=config.base_image or None, return_state=True)
+    try:
+        result = state.result()
+    except ImageBuildFailed as error:
+        if config.target != "local":
+            raise
+        return None, str(error)
+    return result.image, result.reason
 
 
 @flow(name="train_and_deploy", log_prints=True)
@@ -103,4 +119,17 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     summary["serve_format"] = numerics.serve_format
     summary["gates_passed"] = published.gates_passed
     finish_run_task(mlflow_run_id)
+    if _reached(config, "package"):
+        return summary
+
+    image, image_reason = _serving_image(service_dir, config)
+    deployed = deploy_task(service_dir, target=config.target, replicas=config.replicas, image=image,
+                           base_image=config.base_image or None)
+    summary.update(deployed.summary())
+    summary["image"] = image
+    if image is None:
+        summary["image_reason"] = image_reason
+    if deployed.applied:
+        held_out = split_images(Path(intake.split_path))[: get_settings().smoke_test_images]
+        summary["smoke_test"] = smoke_test_task(deployed.endpoint, service_dir, held_out).summary()
     return summary

@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Share of each class for the test split.")
     split_seed: int = Field(default=0, description="Seed of the stratified train/validation/test split.")
 
+    # -- pipeline smoke test ---------------------------------------------------------------
+    smoke_test_images: int = Field(default=16, ge=1, description="Held-out test images scored through the deployed service.")
+
+    # -- detection data intake (images/ + annotations/ + labels.txt) -------------------------
+    detection_min_images: int = Field(
+        default=10, ge=3, description="Fewest annotated images a detection dataset may have (train, val and test need one each)."
+    )
+    detection_min_objects_per_label: int = Field(
+        default=1, ge=0, description="Fewest annotated objects each label of labels.txt must have across the dataset."
+    )
+
     # -- training: featurizers, feature cache, fine-tuning ---------------------------------
     imagenet_weights_dir: Path = Field(
         default=Path("~/.keras/models"),

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from fpga_runtime.executor import ServiceExecutor
+from fpga_runtime.executor import CpuStage
+from fpga_runtime.preprocessing import preprocess
+from fpga_runtime.service import load_service
 from tasks.errors import PipelineStepError
 from tasks.intake import load_splits
 from tasks.manifest import build_manifest
@@ -110,17 +112,44 @@ def top1_names(probabilities: np.ndarray, class_names: Sequence[str]) -> list[st
     return [class_names[index] for index in probabilities.argmax(axis=1)]
 
 
+class OfflineService:
+    """A service definition's stages run in this process: the same preprocessing and the same ONNX graphs
+    (numeric format included) a node runs, every stage on the host CPU. A device's on-chip memory
+    limits where a stage can be placed (the cluster splits one too big for a device), not what it
+    computes, so it does not apply here.
+    """
+
+    def __init__(self, service_dir: Path) -> None:
+        self.service_dir = Path(service_dir)
+        self.service = load_service(self.service_dir)
+        self._runners = [CpuStage(stage, self.service_dir / stage.file) for stage in self.service.stages]
+        self._input_name = self.service.stages[0].inputs[0].name
+
+    def outputs(self, encoded: Sequence[bytes]) -> dict[str, np.ndarray]:
+        tensors = {self._input_name: np.stack([preprocess(data, self.service.preprocessing) for data in encoded])}
+        for runner in self._runners:
+            tensors.update(runner.run({spec.name: tensors[spec.name] for spec in runner.stage.inputs}))
+        return tensors
+
+    def close(self) -> None:
+        for runner in self._runners:
+            runner.close()
+
+    def __enter__(self) -> "OfflineService":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def score_service_dir(service_dir: Path, images: Sequence[LabelledImage], batch_size: int) -> AccuracyReport:
-    """Run a service definition's stages in this process (preprocessing, emulated device, CPU stages)."""
-    executor = ServiceExecutor(service_dir)
-    try:
-        service = executor.service
+    """Accuracy of a service definition run in this process (:class:`OfflineService`)."""
+    with OfflineService(service_dir) as offline:
+        service = offline.service
         if service.task != "classification":
             raise PipelineStepError(f"{service_dir} is a {service.task} service: only classification services are scored by accuracy")
 
         def scorer(encoded: list[bytes]) -> list[str]:
-            return top1_names(executor.predict_encoded(encoded)[service.default_output], service.class_names)
+            return top1_names(offline.outputs(encoded)[service.default_output], service.class_names)
 
-        return score_images(images, scorer, min(batch_size, executor.max_batch_size))
-    finally:
-        executor.close()
+        return score_images(images, scorer, batch_size)

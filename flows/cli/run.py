@@ -63,4 +63,32 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for key, value in summary.items():
             print(f"{key}: {value}")
+        print_next_steps(summary, config.data_dir)
     return 0
+
+
+def _sample_image(data_dir: Path) -> Path | None:
+    return next((path for path in sorted(data_dir.glob("*/*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), None)
+
+
+def print_next_steps(summary: dict, data_dir: Path) -> None:
+    """Where the results are: the service's answer for a sample image, and the two UIs."""
+    from fpga_runtime.settings import get_settings
+
+    settings = get_settings()
+    endpoint, image = summary.get("endpoint"), _sample_image(data_dir)
+    if endpoint and image is not None:
+        from fpga_runtime.client import PredictionClient
+        from tasks.monitoring import parse_endpoint
+
+        keys = settings.server_api_keys
+        with PredictionClient(*parse_endpoint(endpoint), access_token=keys[0] if keys else None) as client:
+            top5 = client.top_k(client.score_file(image), k=5)
+        print(f"\nthe service at {endpoint} answers for {image.relative_to(data_dir)}:")
+        for label, probability in top5:
+            print(f"  {label:>12}  {probability:.4f}")
+        print(f"score your own: fpgaflow score IMAGE --address {endpoint}; stop it: fpgaflow cluster down")
+    print("\nsee the run in the Prefect UI:  PREFECT_HOME=" + str(settings.home / "prefect")
+          + " prefect server start   (then http://127.0.0.1:4200/runs)")
+    if "model_name" in summary:
+        print(f"review the model in MLflow:     mlflow/start-local-ui   (then http://127.0.0.1:5000/#/models/{summary['model_name']})")
