@@ -49,7 +49,14 @@ class IntakeResult:
         return {key: getattr(self, key) for key in ("dataset_fingerprint", "num_images", "num_classes", "validation_success")}
 
 
-def _run_expectations(tables: dict[str, pd.DataFrame], settings: Settings) -> tuple[dict, list[Violation]]:
+def run_expectations(tables: dict[str, pd.DataFrame], rules: dict[str, tuple[str, str, dict]], parameters: dict,
+                     key_columns: dict[str, str], detail_columns: dict[str, str] | None = None,
+                     suite_prefix: str = "fpgaflow-intake") -> tuple[dict, list[Violation]]:
+    """Validate each table with the rules that name it (``rule -> (table, expectation, kwargs)``).
+
+    ``parameters`` fill the rules' ``$PARAMETER`` thresholds; a violation names the row by the table's
+    ``key_columns`` entry and, for a rule in ``detail_columns``, explains itself with that column's value.
+    """
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -62,28 +69,33 @@ def _run_expectations(tables: dict[str, pd.DataFrame], settings: Settings) -> tu
     report, violations = {"success": True, "results": []}, []
     for table_name, table in tables.items():
         batch = source.add_dataframe_asset(table_name).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"fpgaflow-intake-{table_name}"))
-        for rule, (rule_table, expectation, kwargs) in RULES.items():
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_prefix}-{table_name}"))
+        for rule, (rule_table, expectation, kwargs) in rules.items():
             if rule_table == table_name:
                 suite.add_expectation(getattr(gxe, expectation)(**kwargs, meta={"rule": rule}))
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"intake-{table_name}", data=batch, suite=suite)
+            gx.ValidationDefinition(name=f"{suite_prefix}-{table_name}", data=batch, suite=suite)
         )
-        key_column = "relpath" if table_name == "files" else "label"
+        key_column = key_columns[table_name]
         result = definition.run(
             batch_parameters={"dataframe": table},
-            expectation_parameters=suite_parameters(settings),
+            expectation_parameters=parameters,
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key_column]},
         )
         report["success"] = report["success"] and result.success
         report["results"].append(result.to_json_dict())
         for outcome in result.results:
             if not outcome.success:
-                violations.extend(_violations_of(outcome, key_column, table))
+                violations.extend(_violations_of(outcome, key_column, table, detail_columns or {}))
     return report, violations
 
 
-def _violations_of(outcome, key_column: str, table: pd.DataFrame) -> list[Violation]:
+def _run_expectations(tables: dict[str, pd.DataFrame], settings: Settings) -> tuple[dict, list[Violation]]:
+    return run_expectations(tables, RULES, suite_parameters(settings), {"files": "relpath", "classes": "label"},
+                            {"decodes_as_image": "decode_error"})
+
+
+def _violations_of(outcome, key_column: str, table: pd.DataFrame, detail_columns: dict[str, str]) -> list[Violation]:
     config = outcome.expectation_config
     rule = config.meta["rule"]
     column = config.kwargs.get("column")
@@ -91,9 +103,9 @@ def _violations_of(outcome, key_column: str, table: pd.DataFrame) -> list[Violat
     if not indexed:  # table-level rule (e.g. too few classes)
         observed = outcome.result.get("observed_value")
         return [Violation(rule, "(dataset)", f"observed {observed}, expected {_bounds(config.kwargs)}")]
-    if rule == "decodes_as_image":
-        errors = dict(zip(table["relpath"], table["decode_error"]))
-        return [Violation(rule, str(item[key_column]), errors[item[key_column]]) for item in indexed]
+    if rule in detail_columns:
+        details = dict(zip(table[key_column], table[detail_columns[rule]]))
+        return [Violation(rule, str(item[key_column]), str(details[item[key_column]])) for item in indexed]
     return [
         Violation(rule, str(item[key_column]), f"{column}={_plain(item.get(column))!r}, expected {_bounds(config.kwargs)}")
         for item in indexed
