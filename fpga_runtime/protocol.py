@@ -10,12 +10,22 @@ Outputs: the last stage's outputs as ``service.json`` names them (a request that
 the default output, the class probabilities ``[N, classes]`` of a classifier) and, for
 classification services, ``classes`` (int64 ``[N]``, top-1 index) and ``class_names``
 (string ``[N]``, top-1 name).
+
+A detection service (``task: detection``) returns the four detection outputs, all of them when a
+request names none: ``boxes`` (float32 ``[N, K, 4]``, ``[ymin, xmin, ymax, xmax]`` normalised to
+the image, 0..1), ``scores`` (float32 ``[N, K]``, best first), ``classes`` (int64 ``[N, K]``, index
+into the class names) and ``num_detections`` (int64 ``[N]``); entries past ``num_detections`` are
+padding (score 0, box 0, class -1).
 """
 
 IMAGES_INPUT = "images"
 PREPROCESSED_INPUT = "input"
 CLASSES_OUTPUT = "classes"
 CLASS_NAMES_OUTPUT = "class_names"
+BOXES_OUTPUT = "boxes"
+SCORES_OUTPUT = "scores"
+NUM_DETECTIONS_OUTPUT = "num_detections"
+DETECTION_OUTPUTS = (BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT, NUM_DETECTIONS_OUTPUT)
 
 # TensorFlow Serving PredictionService.
 TF_SERVICE = "tensorflow.serving.PredictionService"

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fpga_runtime.errors import InvalidServiceDefinition
 from fpga_runtime.preprocessing import PreprocessSpec
+from fpga_runtime.protocol import DETECTION_OUTPUTS
 
 SERVICE_FILE = "service.json"
 SCHEMA_VERSION = 1
@@ -92,6 +93,9 @@ class ServiceDefinition(BaseModel):
         outputs = {tensor.name for tensor in self.stages[-1].outputs}
         if self.default_output not in outputs:
             raise ValueError(f"default_output {self.default_output!r} is not an output of the last stage {sorted(outputs)}")
+        missing = [name for name in DETECTION_OUTPUTS if name not in outputs]
+        if self.task == "detection" and missing:
+            raise ValueError(f"a detection service's last stage must output {list(DETECTION_OUTPUTS)}; it lacks {missing}")
         return self
 
     @property

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fpga_runtime.service import check_name
 
 FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", "ssd_vgg")
 STEPS = ("validate", "train", "package", "deploy")
+SSD_INPUT_SIZE = 300
 
 
 class TrainingConfig(BaseModel):
@@ -30,6 +31,21 @@ class TrainingConfig(BaseModel):
     featurize_batch_size: int = Field(default=32, ge=1)
 
 
+# -- detection (featurizer ssd_vgg): detector geometry, SSD loss, decoding and NMS of the CPU stage --------
+class DetectionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feature_maps: int | None = Field(default=None, ge=1, le=6, description="SSD feature maps used, from conv4_3 on; empty = as many as the input size has room for (6 at 300 px).")
+    width: float = Field(default=1.0, gt=0, le=4, description="Channel multiplier of every convolution; 1.0 = SSD300's channels.")
+    match_iou: float = Field(default=0.5, gt=0, le=1, description="IoU from which a default box counts as matched to an object in training.")
+    negative_ratio: float = Field(default=3.0, ge=0, description="Hard negatives per positive default box in the confidence loss.")
+    loc_weight: float = Field(default=1.0, ge=0, description="Weight of the localisation loss against the confidence loss.")
+    score_threshold: float = Field(default=0.01, gt=0, lt=1, description="Class scores at or below this are never detections.")
+    iou_threshold: float = Field(default=0.45, gt=0, le=1, description="Non-maximum suppression drops a box overlapping a better one of its class by more than this IoU.")
+    max_per_class: int = Field(default=100, ge=1, description="Detections kept per class and image by non-maximum suppression.")
+    max_detections: int = Field(default=100, ge=1, description="Detections returned per image (K of the outputs [N, K, ...]).")
+
+
 class PipelineConfig(BaseModel):
     """Everything a pipeline run needs besides the settings; every field has a default."""
 
@@ -42,6 +58,7 @@ class PipelineConfig(BaseModel):
     input_size: int = Field(default=224, ge=32, description="Square input side; the original service used 224.")
     seed: int = 0
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Used with featurizer ssd_vgg.")
     numerics: tuple[str, ...] = Field(default=("fp32", "int8", "msfp9"), description="Numeric formats to evaluate.")
     serve_format: str = Field(default="auto", description="Format to package and deploy; 'auto' = the fastest one that passed its gate.")
     msfp_block_size: int = Field(default=16, ge=1, description="Values sharing one exponent in msfp8/msfp9.")
@@ -60,6 +77,13 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _valid_model_name(cls, value: str) -> str:
         return check_name(value, "model name") if value else value
+
+    @model_validator(mode="after")
+    def _detector_input_size(self) -> "PipelineConfig":
+        """ssd_vgg is SSD300: its input size defaults to 300 instead of the classifiers' 224."""
+        if self.featurizer == "ssd_vgg" and "input_size" not in self.model_fields_set:
+            self.input_size = SSD_INPUT_SIZE
+        return self
 
     @property
     def resolved_model_name(self) -> str:
