@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "flows.cli.numerics",
     "flows.cli.cluster",
     "flows.cli.operations",
+    "flows.cli.bench",
 )
 
 

@@ -1,0 +1,163 @@
+"""The benchmark run: every configuration measured side by side, targets judged, results written."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.measure import LevelResult, WindowPlan, measure_levels
+from fpga_runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    input_size: int
+    levels: tuple[int, ...]
+    windows: WindowPlan
+    peak_matrix: int
+    calibration_images: int
+    emulation_repeats: int
+    pipeline: bool
+    pipeline_per_class: int = 12
+    pipeline_epochs: int = 2
+
+
+FULL = RunPlan(input_size=224, levels=(1, 2, 4, 8), windows=WindowPlan(warmup_seconds=3.0, window_seconds=5.0, max_windows=8),
+               peak_matrix=1024, calibration_images=16, emulation_repeats=20, pipeline=True)
+QUICK = RunPlan(input_size=32, levels=(1, 2), windows=WindowPlan(warmup_seconds=0.3, window_seconds=0.5, max_windows=4),
+                peak_matrix=256, calibration_images=2, emulation_repeats=3, pipeline=False)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    limit: float
+    comparison: str  # "<=" or ">="
+    meaning: str
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit if self.comparison == "<=" else self.value >= self.limit
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "pass": self.passed}
+
+
+def judge_targets(results: dict) -> list[Target]:
+    """The issue's targets from measured results (ratios of p50s measured in the same run)."""
+    c1 = {name: levels[0] for name, levels in results["configurations"].items()}
+    int8 = results["configurations"]["gateway int8"]
+    floor = results["machine_limit"]["int8_floor_ms"]
+    memory = results["memory_mb"]
+    return [
+        Target("serving overhead", c1["gateway int8"]["p50_ms"] / c1["onnxruntime int8 in-process"]["p50_ms"], 1.15, "<=",
+               "int8 gateway p50 / in-process preprocess + onnxruntime int8 p50"),
+        Target("ahead of TensorFlow", c1["gateway int8"]["p50_ms"] / c1["tensorflow in-process"]["p50_ms"], 0.25, "<=",
+               "int8 gateway p50 / in-process TensorFlow p50"),
+        Target("near the limit", c1["gateway int8"]["p50_ms"] / floor, 3.0, "<=", "int8 gateway p50 / int8 latency floor"),
+        Target("throughput under load", int8[-1]["throughput_per_second"] / int8[0]["throughput_per_second"], 1.0, ">=",
+               f"int8 gateway throughput at concurrency {int8[-1]['concurrency']} / at concurrency 1"),
+        Target("tail at concurrency 1", int8[0]["p99_ms"] / int8[0]["p50_ms"], 2.0, "<=", "int8 gateway p99 / p50 at concurrency 1"),
+        Target("msfp9 emulation usable", c1["gateway msfp9"]["p50_ms"] / c1["gateway fp32"]["p50_ms"], 2.5, "<=",
+               "msfp9 gateway p50 / fp32 gateway p50"),
+        Target("int8 node memory", memory["node int8"], 500.0, "<=", "peak RSS of the ResNet-50 int8 node, MB"),
+        Target("gateway memory", memory["gateway"], 200.0, "<=", "peak RSS of the gateway, MB"),
+    ]
+
+
+def _levels(results: list[LevelResult]) -> list[dict]:
+    return [result.to_dict() for result in results]
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
+    """Measure everything ``plan`` asks for; write results.json, results.md and the charts into ``out``."""
+    import json
+
+    from benchmarks.inprocess import onnxruntime_request, tensorflow_request
+    from benchmarks.machine import machine_info, measure_peak
+    from benchmarks.pipeline import time_pipeline
+    from benchmarks.report import write_charts, write_markdown
+    from benchmarks.serving import BenchCluster
+    from benchmarks.subjects import FORMATS, build_subjects
+    from fpga_runtime.graph_cost import cost_report
+    from fpga_runtime.preprocessing import preprocess
+    from fpga_runtime.profiles import load_profile
+    from tasks.numerics import OnnxFeatureExtractor, batch1_latency_p50
+
+    out = Path(out).resolve()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    settings = settings.model_copy(update={"home": work / "home"})
+    started = time.perf_counter()
+    machine = machine_info()
+    _log(f"machine: {machine.describe()}")
+
+    _log("peak matrix multiply")
+    peak = measure_peak(plan.peak_matrix)
+    _log(f"building ResNet-50 at {plan.input_size} px and packaging {', '.join(FORMATS)}")
+    subjects = build_subjects(work, plan.input_size, settings, calibration_count=plan.calibration_images)
+    one = lambda make: (lambda: make)  # noqa: E731 - a factory handing out one prepared callable
+    configurations: dict[str, list[dict]] = {}
+
+    _log("in-process TensorFlow")
+    configurations["tensorflow in-process"] = _levels(
+        measure_levels(one(tensorflow_request(subjects.keras_model, subjects.jpeg, subjects.spec)), (1,), plan.windows))
+    for name in ("fp32", "int8"):
+        _log(f"in-process onnxruntime {name}")
+        request = onnxruntime_request(subjects.featurizer_onnx[name], subjects.head_onnx, subjects.jpeg, subjects.spec)
+        configurations[f"onnxruntime {name} in-process"] = _levels(measure_levels(one(request), (1,), plan.windows))
+
+    memory: dict[str, float] = {}
+    deployment: dict[str, dict] = {}
+    with BenchCluster(subjects.services, settings) as cluster:
+        for name in FORMATS:
+            _log(f"gateway {name} at concurrency {plan.levels}")
+            configurations[f"gateway {name}"] = _levels(measure_levels(lambda: cluster.request(name, subjects.jpeg), plan.levels, plan.windows))
+            memory[f"node {name}"] = cluster.peak_rss_mb(name)
+            deployment[name] = asdict(cluster.deployed[name])
+        memory["gateway"] = cluster.gateway_peak_rss_mb()
+
+    _log("modelled FPGA latency vs measured emulation")
+    profile = load_profile(settings.device_profile)
+    image = preprocess(subjects.jpeg, subjects.spec)
+    measured = batch1_latency_p50({name: OnnxFeatureExtractor(path) for name, path in subjects.featurizer_onnx.items()}, image,
+                                  plan.emulation_repeats)
+    emulation = {}
+    for name, path in subjects.featurizer_onnx.items():
+        report = cost_report(path, name, profile)
+        emulation[name] = {"modelled_device_ms": report.latency.seconds * 1000, "measured_emulation_ms": measured[name],
+                           "fits_one_device": report.fits, "weight_mb": report.graph.weight_bytes / 1e6}
+    macs = cost_report(subjects.featurizer_onnx["fp32"], "fp32", profile).graph.macs
+
+    pipeline = None
+    if plan.pipeline:
+        _log("end-to-end pipeline on the sample digits")
+        pipeline = time_pipeline(work, max(64, min(plan.input_size, 96)), plan.pipeline_per_class, plan.pipeline_epochs).to_dict()
+
+    results = {
+        "machine": machine.to_dict() | {"description": machine.describe()},
+        "plan": {"input_size": plan.input_size, "levels": list(plan.levels), "windows": asdict(plan.windows),
+                 "device_profile": profile.name, "ort_intra_op_threads": settings.ort_intra_op_threads},
+        "model": {"featurizer": "resnet50", "weights": "none (seeded)", "input_size": plan.input_size, "macs": macs,
+                  "parameters": subjects.parameters, "classes": 10, "request_jpeg_bytes": len(subjects.jpeg),
+                  "build_seconds": subjects.timings_seconds},
+        "machine_limit": {**peak.to_dict(), "fp32_floor_ms": peak.floor_ms(macs, integer=False),
+                          "int8_floor_ms": peak.floor_ms(macs, integer=True)},
+        "configurations": configurations,
+        "deployment": deployment,
+        "memory_mb": memory,
+        "fpga_emulation": emulation,
+        "pipeline": pipeline,
+    }
+    results["targets"] = [target.to_dict() for target in judge_targets(results)]
+    results["seconds"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, out / "results.md")
+    write_charts(results, out)
+    return results
