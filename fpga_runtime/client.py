@@ -9,6 +9,8 @@ dimension is stripped consistently, and failures raise :class:`PredictionError` 
     with PredictionClient("localhost", 8500) as client:
         probabilities = client.score_file("cat.jpg")          # [classes]
         print(client.top_k(probabilities, k=5))               # [(name, probability), ...]
+        found = client.detect_file("street.jpg")              # a detection service: Detections
+        print(found.to_dict())                                # [{label, class, score, box}, ...]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import grpc
 import numpy as np
 
 from fpga_runtime import codec
+from fpga_runtime.detections import Detections, detections_from_outputs
 from fpga_runtime.errors import PredictionError
 from fpga_runtime.proto import tf_serving_pb2 as pb
 from fpga_runtime.proto import tf_tensor_pb2
@@ -30,6 +33,7 @@ from fpga_runtime.protocol import (
     AUTHORIZATION_METADATA,
     CLASS_NAMES_FIELD,
     DEFAULT_SIGNATURE,
+    DETECTION_OUTPUTS,
     IMAGES_INPUT,
     PREPROCESSED_INPUT,
     SIGNATURE_DEF_FIELD,
@@ -115,6 +119,23 @@ class PredictionClient:
         result = self.predict({input_name: codec.numpy_to_tensor_proto(array[np.newaxis] if single else array)}, outputs, timeout)
         result = result if outputs else _only(result)
         return _first(result) if single else result
+
+    # -- detection -------------------------------------------------------------------------------
+
+    def detect_file(self, path: str | Path, timeout: float | None = None) -> Detections:
+        """One image file → its detections (best first, padding removed) from a detection service."""
+        return self.detect_image(Path(path).read_bytes(), timeout)
+
+    def detect_image(self, image: bytes, timeout: float | None = None) -> Detections:
+        """One encoded image → its detections (boxes ``[K, 4]`` normalised ``[ymin, xmin, ymax, xmax]``, scores, classes)."""
+        return self.detect_images([image], timeout)[0]
+
+    def detect_images(self, images: Sequence[bytes], timeout: float | None = None) -> list[Detections]:
+        """A batch of encoded images → one :class:`~fpga_runtime.detections.Detections` per image."""
+        if isinstance(images, (bytes, bytearray)):
+            raise TypeError("detect_images takes a sequence of encoded images; use detect_image for one")
+        outputs = self.predict({IMAGES_INPUT: codec.numpy_to_tensor_proto(list(images))}, DETECTION_OUTPUTS, timeout)
+        return detections_from_outputs(outputs, self.class_names(timeout))
 
     def predict(
         self,

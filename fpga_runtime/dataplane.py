@@ -19,7 +19,7 @@ from fpga_runtime.codec import STRING
 from fpga_runtime.device import DeviceStats
 from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ModelNotReady
 from fpga_runtime.executor import ServiceExecutor, TimingObserver
-from fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, IMAGES_INPUT, PREPROCESSED_INPUT
+from fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, DETECTION_OUTPUTS, IMAGES_INPUT, PREPROCESSED_INPUT
 from fpga_runtime.service import ServiceDefinition, TensorSpec, load_service
 
 PLATFORM = "fpgaflow_onnx"
@@ -218,7 +218,7 @@ class DataPlane:
     ) -> dict[str, np.ndarray]:
         """Run one request; ``outputs`` names what to return (None or empty: the default output)."""
         entry = self.resolve(name, version)
-        wanted = list(dict.fromkeys(outputs or [entry.metadata.default_output]))
+        wanted = list(dict.fromkeys(outputs or default_outputs(entry.service)))
         available = [spec.name for spec in entry.metadata.outputs]
         unknown = [output for output in wanted if output not in available]
         if unknown:
@@ -237,6 +237,11 @@ class DataPlane:
             names[:] = [entry.service.class_names[index].encode("utf-8") for index in top]
             results.setdefault(CLASS_NAMES_OUTPUT, names)
         return {output: results[output] for output in wanted}
+
+
+def default_outputs(service: ServiceDefinition) -> list[str]:
+    """What a request naming no outputs gets: a classifier's default output, a detector's four detection outputs."""
+    return list(DETECTION_OUTPUTS) if service.task == "detection" else [service.default_output]
 
 
 def _run(executor: ServiceExecutor, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@ Registered under the standard method paths, so official TF Serving clients work 
   ``version_label``: the model version (unset: the newest); ``signature_name``: empty or
   ``serving_default``. Anything else → NOT_FOUND.
 - Inputs and outputs: see :mod:`fpga_runtime.protocol` (``images`` DT_STRING ``[N]`` or
-  ``input`` DT_FLOAT ``[N, H, W, 3]``; ``output_filter`` empty = the default output).
+  ``input`` DT_FLOAT ``[N, H, W, 3]``; ``output_filter`` empty = the default output, or the four
+  detection outputs of a detector).
 - GetModelMetadata ``metadata_field``: ``signature_def`` (a ``SignatureDefMap``, the default)
   and ``class_names`` (a DT_STRING ``TensorProto`` of the class names, in index order).
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 from fpga_runtime.serve import add_arguments as add_serve_arguments
 
 TOP_K = 5
+DEFAULT_MIN_SCORE = 0.3
 
 
 def register(subparsers) -> None:
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
     add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
 
-    score = subparsers.add_parser("score", help="Score images against a running server; prints the top-5 classes.")
+    score = subparsers.add_parser("score", help="Score images against a running server; prints the top-5 classes, or a detector's boxes with --detect.")
     score.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     score.add_argument("--address", required=True, metavar="HOST:PORT", help="Server or gateway address.")
     score.add_argument("--model", default="", help="Model name (default: the server's only model).")
@@ -23,6 +24,12 @@ def register(subparsers) -> None:
     score.add_argument("--ssl", action="store_true", help="Use TLS with the system's root certificates.")
     score.add_argument("--timeout", type=float, default=10.0, help="Deadline of each attempt, seconds (default 10).")
     score.add_argument("--retries", type=int, default=5, help="Retries on UNAVAILABLE or DEADLINE_EXCEEDED (default 5).")
+    score.add_argument("--detect", action="store_true",
+                       help="The model is a detector: print its detections and draw them on the image into a PNG.")
+    score.add_argument("--out", type=Path, metavar="PNG",
+                       help="With --detect and one image: where the PNG goes (default: IMAGE_STEM.detections.png here).")
+    score.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                       help=f"With --detect: detections scoring below this are not shown (default {DEFAULT_MIN_SCORE}).")
     score.set_defaults(handler=_score)
 
 
@@ -53,10 +60,33 @@ def _score(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
     )
+    if args.out is not None and not (args.detect and len(args.images) == 1):
+        raise UsageError("--out needs --detect and exactly one image")
+    if not 0 <= args.min_score <= 1:
+        raise UsageError(f"--min-score must be between 0 and 1, got {args.min_score}")
     with client:
+        if args.detect:
+            return _detect(client, args)
         for path in args.images:
             probabilities = client.score_file(path)
             print(path)
             for name, probability in client.top_k(probabilities, k=TOP_K):
                 print(f"  {probability:8.4f}  {name}")
+    return 0
+
+
+def _detect(client, args: argparse.Namespace) -> int:
+    from fpga_runtime.detections import draw_detections
+    from fpga_runtime.preprocessing import decode_image
+
+    for path in args.images:
+        data = path.read_bytes()
+        image = decode_image(data)
+        detections = client.detect_image(data).above(args.min_score)
+        out = args.out or Path(f"{path.stem}.detections.png")
+        draw_detections(image, detections).save(out, format="PNG")
+        print(f"{path}: {len(detections)} detections (score >= {args.min_score:g}), drawn to {out}")
+        for item in detections.to_dict(image.width, image.height):
+            box = ", ".join(f"{value:.0f}" for value in item["box"])
+            print(f"  {item['score']:8.4f}  {item['label']}  [{box}]")
     return 0
