@@ -103,7 +103,10 @@ def measure_level(request: Callable[[], object], concurrency: int, plan: WindowP
     """Run ``request`` from ``concurrency`` threads and measure it window by window."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    request()  # the first call pays for tracing, lazy initialisation and connecting, outside any window
+    try:
+        request()  # the first call pays for tracing, lazy initialisation and connecting, outside any window
+    except Exception as error:
+        raise RuntimeError(f"the first request at concurrency {concurrency} failed: {type(error).__name__}: {error}") from error
     windows: list[list[float]] = []
     with _Workers(request, concurrency) as workers:
         time.sleep(plan.warmup_seconds)
