@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from dataclasses import dataclass
 
@@ -69,17 +69,29 @@ def unary_handler(
 
 
 class ApiKeyInterceptor(grpc.ServerInterceptor):
-    """Requires ``authorization: Bearer <key>`` with one of ``keys`` on every call but health checks."""
+    """Requires ``authorization: Bearer <key>`` with one of ``keys`` on every call but health checks.
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self._accepted = {bearer(key) for key in keys}
+    :meth:`replace` swaps the accepted keys while calls go on (key rotation); no keys = every call
+    is let through. Keys never appear in a status message or a log line.
+    """
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._accepted = frozenset(bearer(key) for key in keys)
+
+    @property
+    def key_count(self) -> int:
+        return len(self._accepted)
+
+    def replace(self, keys: Sequence[str]) -> None:
+        self._accepted = frozenset(bearer(key) for key in keys)  # one assignment: calls see the old or the new set
 
     def intercept_service(self, continuation, handler_call_details):
-        if handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
+        accepted = self._accepted
+        if not accepted or handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = metadata.get(AUTHORIZATION_METADATA)
-        if given in self._accepted:
+        if given in accepted:
             return continuation(handler_call_details)
         detail = "missing 'authorization: Bearer <key>' metadata" if given is None else "the API key is not valid"
 

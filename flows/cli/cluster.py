@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     down = commands.add_parser("down", help="Stop every node and the gateway; remove what the cluster made.")
     down.add_argument("--json", action="store_true")
     down.set_defaults(handler=_down)
+    reload_keys = commands.add_parser(
+        "reload-keys", help="Make the gateway read its API keys again (after editing the gateway_api_keys_file): rotation without downtime."
+    )
+    reload_keys.set_defaults(handler=_reload_keys)
 
     deploy = subparsers.add_parser("deploy", help="Deploy a model version onto the cluster (rolling update if another version runs).")
     deploy.add_argument("reference", metavar="NAME@ALIAS|NAME@VERSION|SERVICE_DIR")
@@ -99,6 +103,15 @@ def _down(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(f"cluster down: stopped {len(result['stopped_nodes'])} node(s), undeployed {', '.join(result['undeployed']) or 'nothing'}")
+    return 0
+
+
+def _reload_keys(args: argparse.Namespace) -> int:
+    from fpga_runtime.cluster.daemon import cluster_client
+
+    with cluster_client(_settings()) as client:
+        count = client.reload_keys()["api_keys"]
+    print(f"the gateway now accepts {count} API key(s)")
     return 0
 
 

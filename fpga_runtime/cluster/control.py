@@ -2,7 +2,7 @@
 
 Methods of ``fpgaflow.cluster.Control`` (request and response are JSON objects):
 ``Status {}``, ``Deploy {service_dir, replicas, image}``, ``Undeploy {name}``,
-``Scale {name, replicas}``, ``Shutdown {}``. Errors come back as gRPC statuses from
+``Scale {name, replicas}``, ``Shutdown {}``, ``ReloadKeys {}`` (the gateway's API keys read again). Errors come back as gRPC statuses from
 :mod:`fpga_runtime.errors` and are raised again on the client side with the same status and message.
 """
 
@@ -36,6 +36,7 @@ def control_handler(controller: Controller, on_shutdown: Callable[[], None], met
         "Undeploy": controller.undeploy,
         "Scale": controller.scale,
         "Shutdown": shutdown,
+        "ReloadKeys": controller.gateway.reload_api_keys,
     }
 
     def json_behaviour(method: str, operation: Callable[..., dict]):
@@ -81,6 +82,9 @@ class ClusterClient:
 
     def shutdown(self) -> dict:
         return self._call("Shutdown", {})
+
+    def reload_keys(self) -> dict:
+        return self._call("ReloadKeys", {})
 
     def close(self) -> None:
         self._channel.close()

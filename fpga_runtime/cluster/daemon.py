@@ -28,7 +28,7 @@ from fpga_runtime.cluster.control import ClusterClient, control_handler
 from fpga_runtime.cluster.controller import Controller
 from fpga_runtime.cluster.gateway import Gateway
 from fpga_runtime.cluster.launcher import load_launcher
-from fpga_runtime.cluster.processes import spawn, terminate, wait_for_exit, wait_until_listening
+from fpga_runtime.cluster.processes import command_line, spawn, terminate, wait_for_exit, wait_until_listening
 from fpga_runtime.cluster.state import ClusterState, GatewayRecord, StateStore, cluster_dir, new_state
 from fpga_runtime.errors import FpgaflowError
 from fpga_runtime.profiles import load_profile
@@ -109,7 +109,8 @@ def start_gateway(
         state = StateStore(directory).load()
         where = state.gateway.address if state and state.gateway else "an unknown address"
         raise FpgaflowError(f"a gateway already runs for the cluster in {directory} (at {where}); `fpgaflow cluster down` stops it")
-    command = [sys.executable, "-m", "fpga_runtime.cluster.daemon", "--home", str(settings.home)]
+    module = "fpga_runtime.cluster.watchdog" if settings.cluster_gateway_watchdog else "fpga_runtime.cluster.daemon"
+    command = [sys.executable, "-m", module, "--home", str(settings.home)]
     for flag, value in (("--nodes", nodes), ("--device", device), ("--target", target), ("--launcher", launcher),
                         ("--host", host), ("--port", port)):
         if value is not None:
@@ -126,8 +127,15 @@ def stop_cluster(settings: Settings) -> dict:
     with ClusterClient(state.gateway.control_address) as client:
         result = client.shutdown()
     if not wait_for_exit(state.gateway.pid, settings.server_shutdown_grace_seconds + 30):
-        terminate(state.gateway.pid, 0)
+        kill_gateway(state.gateway)
     return result
+
+
+def kill_gateway(gateway: GatewayRecord) -> None:
+    """Stop a gateway and its watchdog (first, so it does not start the gateway again); its nodes keep running."""
+    if gateway.watchdog_pid and "fpga_runtime.cluster.watchdog" in command_line(gateway.watchdog_pid):  # pids are reused
+        terminate(gateway.watchdog_pid, 5)
+    terminate(gateway.pid, 0)
 
 
 # -- the gateway process ---------------------------------------------------------------------------
@@ -186,7 +194,8 @@ def serve(args: argparse.Namespace) -> int:
     gateway.start()
     control.start()
     state.gateway = GatewayRecord(
-        address=gateway.address, control_address=f"{CONTROL_HOST}:{control_port}", pid=os.getpid(), log=str(directory / GATEWAY_LOG)
+        address=gateway.address, control_address=f"{CONTROL_HOST}:{control_port}", pid=os.getpid(), log=str(directory / GATEWAY_LOG),
+        watchdog_pid=args.watchdog_pid,
     )
     store.save(state)
     controller.resume()
@@ -215,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--launcher", default=None, help=f"module:Class starting the nodes (default: {LOCAL_LAUNCHER}).")
     parser.add_argument("--host", default=None, help="Gateway interface (default: the cluster_gateway_host setting).")
     parser.add_argument("--port", type=int, default=None, help="Gateway port; 0 picks a free one (default: the cluster_gateway_port setting).")
+    parser.add_argument("--watchdog-pid", type=int, default=None, help="The watchdog running this gateway (it passes its own pid).")
     args = parser.parse_args(argv)
     try:
         return serve(args)

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fpga_runtime import kserve, tfserving
 from fpga_runtime.cluster.router import Router
+from fpga_runtime.cluster.security import accepted_api_keys, server_credentials
 from fpga_runtime.dataplane import DataPlane
 from fpga_runtime.errors import FpgaflowError, InvalidInput
 from fpga_runtime.metrics import ServerMetrics
@@ -134,17 +135,22 @@ class Gateway:
         self.router = Router(self.settings, on_change=self._routes_changed)
         self.data_plane = RoutingDataPlane(self.router)
         self.health = health.HealthServicer()
-        keys = self.settings.server_api_keys
+        self.api_keys = ApiKeyInterceptor(accepted_api_keys(self.settings))
+        credentials = server_credentials(self.settings)
+        self.tls = credentials is not None
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.settings.server_workers, thread_name_prefix="fpgaflow-gateway"),
             handlers=[self._tf_serving_handler(), self._kserve_handler()],
-            interceptors=[ApiKeyInterceptor(keys)] if keys else None,
+            interceptors=[self.api_keys],
             options=grpc_options(self.settings.server_max_message_bytes),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.host = address.rsplit(":", 1)[0]
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as error:
             raise FpgaflowError(f"the gateway cannot listen on {address}: {error}") from None
         self.data_plane.subscribe(self._publish_readiness)
@@ -163,6 +169,13 @@ class Gateway:
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self.router.close()
+
+    def reload_api_keys(self) -> dict:
+        """Accept the keys of the settings and the key file as they are now (rotation); a bad file keeps the old keys."""
+        keys = accepted_api_keys(self.settings)
+        self.api_keys.replace(keys)
+        log.info("API keys reloaded: %d key(s) accepted", len(keys))
+        return {"api_keys": len(keys)}
 
     def publish(self, service: ServiceDefinition) -> None:
         """Serve the metadata of a placed version."""

@@ -84,6 +84,7 @@ class GatewayRecord(BaseModel):
     control_address: str
     pid: int
     log: str
+    watchdog_pid: int | None = Field(default=None, description="The watchdog that restarts this gateway when it dies, if any.")
 
 
 class ClusterState(BaseModel):

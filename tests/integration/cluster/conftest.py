@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import pytest
 
 from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.daemon import cluster_client, start_gateway, stop_cluster
+from fpga_runtime.cluster.daemon import cluster_client, kill_gateway, start_gateway, stop_cluster
 from fpga_runtime.cluster.processes import terminate
 from fpga_runtime.cluster.state import StateStore, cluster_dir
 from fpga_runtime.settings import Settings
@@ -42,7 +42,7 @@ def kill_leftovers(settings: Settings) -> None:
     for node in state.nodes:
         terminate(node.pid, 0)
     if state.gateway is not None:
-        terminate(state.gateway.pid, 0)
+        kill_gateway(state.gateway)
 
 
 @contextmanager

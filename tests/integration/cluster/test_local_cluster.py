@@ -174,7 +174,8 @@ def test_placement_refuses_with_the_counts_scale_changes_replicas_and_undeploy_f
     client.deploy(str(services["v1"]), 2)  # the fixture undeploys it again
 
 
-def test_the_gateway_restarts_with_its_placements_and_adopts_the_nodes_still_running(tmp_path, services):
+def test_the_gateway_restarts_with_its_placements_and_adopts_the_nodes_still_running(tmp_path, services, monkeypatch):
+    monkeypatch.setenv("FPGAFLOW_CLUSTER_GATEWAY_WATCHDOG", "false")  # restarted by hand here; tests/reliability covers the watchdog
     with running_cluster(tmp_path / "home", nodes=2) as settings:
         with cluster_client(settings) as client:
             client.deploy(str(services["v1"]), 2)
