@@ -198,6 +198,30 @@ class Settings(BaseSettings):
         "Two keys allow rotating one while clients still use the other (health checks stay open).",
     )
 
+    # -- reliability and security: gateway TLS, API key rotation, gateway watchdog -------------
+    gateway_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) the cluster gateway serves TLS with; set together with "
+        "gateway_tls_key_file. Unset = plaintext gRPC (fine on loopback only).",
+    )
+    gateway_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of gateway_tls_cert_file (readable by the gateway's user only)."
+    )
+    gateway_api_keys_file: Path | None = Field(
+        default=None,
+        description="File of API keys the gateway accepts, one per line (primary, then secondary; '#' comments). "
+        "Read at start and again on `fpgaflow cluster reload-keys`, so keys rotate without downtime; "
+        "adds to server_api_keys.",
+    )
+    cluster_gateway_watchdog: bool = Field(
+        default=True,
+        description="`fpgaflow cluster up` runs the gateway under a watchdog that restarts it on the same port "
+        "when it dies (killed or crashed); a clean stop or `cluster down` ends both.",
+    )
+    cluster_gateway_restart_backoff_seconds: float = Field(
+        default=0.5, gt=0, description="First wait before the watchdog restarts a dead gateway; doubles on each quick death, at most 30 s."
+    )
+
     # -- FPGA numerics: int8 calibration, per-format accuracy gate ---------------------------
     max_accuracy_drop: float = Field(
         default=0.01,
