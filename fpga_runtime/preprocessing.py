@@ -64,7 +64,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Ima
             if width * height > max_pixels:
                 raise InvalidInput(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an image that needs no turning
     except InvalidInput:
         raise
     except UnidentifiedImageError:
@@ -73,7 +73,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Ima
         raise InvalidInput(f"image refused: {error}") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InvalidInput(f"corrupt or truncated image: {error}") from None
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even an RGB image
 
 
 def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
