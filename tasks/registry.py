@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from fpga_runtime.errors import ModelNotFound
 from fpga_runtime.service import ServiceDefinition, check_name, load_service
 from fpga_runtime.settings import Settings, get_settings
-from tasks.artifacts import publish_markdown
+from tasks.artifacts import publish_link, publish_markdown
 from tasks.conversion import FPGA_INPUT, PROBABILITIES, ConversionReport, load_keras_model
 from tasks.errors import PipelineStepError
 from tasks.model_card import Gate, ModelCard
@@ -48,6 +48,7 @@ from tasks.tracking import (
     coerce_outcomes,
     evaluation_metrics,
     mlflow_client,
+    mlflow_ui_url,
     numerics_gate,
     redacted_uri,
     split_sizes,
@@ -399,7 +400,10 @@ def pipeline_summary(published: PublishedVersion, settings: Settings | None = No
 def register_trained_model_task(
     run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
 ) -> RegisteredVersion:
-    return register_trained_model(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
+    registered = register_trained_model(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
+    publish_link("model-registration", f"{mlflow_ui_url()}/#/models/{model_name}/versions/{registered.version}",
+                 f"{model_name} version {registered.version}", "the registered model version in the MLflow UI")
+    return registered
 
 
 @task(name="publish-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

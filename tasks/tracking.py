@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 
 from fpga_runtime.settings import Settings, get_settings
+from tasks.artifacts import publish_link
 from tasks.config import PipelineConfig
 from tasks.conversion import ConversionReport
 from tasks.errors import PipelineStepError
@@ -374,9 +375,23 @@ def finish_run(run_id: str, succeeded: bool = True, settings: Settings | None = 
     mlflow_client(settings).set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
 
 
+def mlflow_ui_url(settings: Settings | None = None) -> str:
+    """Where people open the MLflow UI: the tracking server itself, or `mlflow/start-local-ui`'s default."""
+    settings = settings or get_settings()
+    uri = settings.mlflow_tracking_uri
+    return uri.rstrip("/") if urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+
+
+def run_url(run_id: str, settings: Settings | None = None) -> str:
+    run = mlflow_client(settings).get_run(run_id)
+    return f"{mlflow_ui_url(settings)}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
 @task(name="start-mlflow-run", cache_policy=NO_CACHE)
 def start_pipeline_run_task(config: PipelineConfig, dataset_fingerprint: str) -> str:
-    return start_pipeline_run(config, dataset_fingerprint)
+    run_id = start_pipeline_run(config, dataset_fingerprint)
+    publish_link("mlflow-run", run_url(run_id), f"MLflow run {run_id}", "the MLflow run of this pipeline run")
+    return run_id
 
 
 @task(name="log-data-lineage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

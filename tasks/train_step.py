@@ -71,15 +71,31 @@ def train_step(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerp
     return TrainingOutcome(featurizer.info, history, evaluation, files, features.from_cache)
 
 
-def _markdown(outcome: TrainingOutcome) -> str:
-    info = outcome.featurizer
-    lines = [
-        f"# {info.name} at {info.input_size}x{info.input_size}, weights `{info.weights}`",
-        f"- {info.feature_dim}-d features, {info.parameter_count:,} parameters, {info.mac_count / 1e9:.3f} GMAC per image",
-        f"- features {'read from the cache' if outcome.features_from_cache else 'computed'}; {len(outcome.history)} epochs",
-        "- test: " + ", ".join(f"{key} {value:.4f}" for key, value in outcome.evaluation.metrics.items()),
-        f"- model files: `{outcome.model_files.directory}`",
-    ]
+def _featurizer_markdown(info: FeaturizerInfo) -> str:
+    spec = info.preprocessing
+    return "\n".join([
+        f"# Featurizer {info.name}",
+        "| | |", "|---|---|",
+        f"| weights | `{info.weights}` |",
+        f"| input | {info.input_size}x{info.input_size}x3 |",
+        f"| features | {info.feature_dim} |",
+        f"| parameters | {info.parameter_count:,} |",
+        f"| multiply-accumulates per image | {info.mac_count / 1e9:.3f} G |",
+        f"| preprocessing | {spec.resize} to {spec.resize_to}, crop {spec.crop}, {spec.channel_order}, mean {spec.mean}, std {spec.std} |",
+    ]) + "\n"
+
+
+def _evaluation_markdown(outcome: TrainingOutcome) -> str:
+    evaluation = outcome.evaluation
+    names = evaluation.class_names
+    lines = ["# Test split", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.4f} |" for key, value in evaluation.metrics.items()]
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)", "",
+              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| **{name}** | " + " | ".join(str(count) for count in row) + " |"
+              for name, row in zip(names, evaluation.confusion_matrix)]
+    if evaluation.confusion_matrix_png:
+        lines += ["", f"Image: `{evaluation.confusion_matrix_png}` (also in the MLflow run)"]
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +103,8 @@ def _markdown(outcome: TrainingOutcome) -> str:
 def train_step_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
                     output_dir: Path) -> TrainingOutcome:
     outcome = train_step(splits, class_names, dataset_fingerprint, config, output_dir)
-    publish_markdown("training-summary", _markdown(outcome), "featurizer, training and test metrics")
+    publish_markdown("featurizer", _featurizer_markdown(outcome.featurizer), "architecture, sizes and MACs")
+    publish_table("training-epochs", outcome.history, f"{len(outcome.history)} epochs of the head")
+    publish_markdown("evaluation", _evaluation_markdown(outcome), "test-split metrics and confusion matrix")
     publish_table("test-metrics-per-class", outcome.evaluation.per_class, "precision, recall, F1 and AUC per class on the test split")
     return outcome

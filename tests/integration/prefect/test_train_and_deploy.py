@@ -1,0 +1,91 @@
+"""train_and_deploy end to end as a Prefect flow run: artifacts for every step, the MLflow run and
+version, a deployed service that answers, and a re-run that reuses the cached steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows.train_and_deploy import train_and_deploy
+from fpga_runtime.client import PredictionClient
+from fpga_runtime.cluster.daemon import gateway_running, stop_cluster
+from fpga_runtime.settings import get_settings
+from tasks.config import PipelineConfig
+from tasks.monitoring import parse_endpoint
+from tasks.registry import CANDIDATE_ALIAS
+from tasks.tracking import TAG_FLOW_RUN_ID, mlflow_client
+from tests.fixtures.prefect_runs import artifacts_of
+
+STEP_ARTIFACTS = {
+    "data-validation", "mlflow-run", "featurizer", "training-epochs", "evaluation", "test-metrics-per-class",
+    "model-registration", "numerics", "service-definition", "model-card", "image-build", "deployment", "smoke-test",
+}
+
+
+@pytest.fixture
+def pipeline_settings(monkeypatch):
+    """No fixed ports; no Docker engine, so the image step reports why it built nothing."""
+    monkeypatch.setenv("FPGAFLOW_CLUSTER_GATEWAY_PORT", "0")
+    monkeypatch.setenv("FPGAFLOW_DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    get_settings.cache_clear()
+    yield get_settings()
+    if gateway_running(get_settings()):
+        stop_cluster(get_settings())
+
+
+def small_config(data_dir, until="deploy") -> PipelineConfig:
+    # ResNet-50 at 32 px from random weights; in msfp9 its weights fit one stratix10 device.
+    return PipelineConfig(
+        data_dir=data_dir, model_name="digits", featurizer="resnet50", weights="none", input_size=32,
+        numerics=("fp32", "msfp9"), serve_format="msfp9", max_accuracy_drop=1.0, until=until,
+        training={"hidden_units": 0, "epochs": 3},
+    )
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+@pytest.mark.slow
+def test_train_and_deploy_tracks_every_step_and_serves(prefect_harness, pipeline_settings, digits_dir):
+    state = train_and_deploy(small_config(digits_dir), return_state=True)
+    summary = state.result()
+    flow_run_id = state.state_details.flow_run_id
+
+    assert STEP_ARTIFACTS <= set(artifacts_of(flow_run_id))
+    assert summary["flow_run_id"] == str(flow_run_id)
+    assert summary["validation_success"] and summary["num_classes"] == 10
+    assert summary["metrics"]["accuracy"] > 0.3
+    assert summary["serve_format"] == "msfp9" and set(summary["numerics"]) == {"fp32", "msfp9"}
+    assert summary["image"] is None and "docker" in summary["image_reason"].lower()
+    assert (summary["target"], summary["replicas"]) == ("local", 1)
+    assert summary["smoke_test"]["top1_agreement"] == 1.0
+
+    client = mlflow_client()
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.tags[TAG_FLOW_RUN_ID] == str(flow_run_id)
+    version = client.get_model_version("digits", summary["model_version"])
+    assert version.run_id == summary["mlflow_run_id"]
+    assert CANDIDATE_ALIAS in version.aliases
+
+    image = next(path for path in sorted((digits_dir / "3").iterdir()))
+    with PredictionClient(*parse_endpoint(summary["endpoint"])) as prediction_client:
+        probabilities = prediction_client.score_file(image)
+    assert probabilities.shape == (10,) and np.isclose(probabilities.sum(), 1.0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_rerun_with_unchanged_data_and_parameters_reuses_cached_steps(prefect_harness, pipeline_settings, digits_dir):
+    first = train_and_deploy(small_config(digits_dir, until="package"))
+    state = train_and_deploy(small_config(digits_dir, until="package"), return_state=True)
+    second = state.result()
+
+    states = task_states(state.state_details.flow_run_id)
+    assert {states[step] for step in ("start-mlflow-run", "train", "convert-to-onnx", "numerics")} == {"Cached"}
+    assert (second["mlflow_run_id"], second["model_version"]) == (first["mlflow_run_id"], first["model_version"])
+    assert second["metrics"] == first["metrics"]
