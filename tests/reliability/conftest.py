@@ -41,6 +41,12 @@ def wait_for_replicas(settings, count: int = 2, model: str = MODEL) -> dict:
 
 
 @pytest.fixture(scope="session")
+def image_home(tmp_path_factory) -> Path:
+    """One home, so one wheelhouse download, for the tests that write image build contexts."""
+    return tmp_path_factory.mktemp("image-home")
+
+
+@pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return write_tiny_service(tmp_path_factory.mktemp("reliability-service") / "tiny", name=MODEL, version=VERSION)
 

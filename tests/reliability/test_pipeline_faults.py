@@ -117,10 +117,10 @@ def test_mlflow_down_fails_the_tracking_step_naming_the_server(tmp_path, monkeyp
     assert uri in str(raised.value) and "Connection refused" in str(raised.value)
 
 
-def test_an_unreachable_docker_engine_is_reported_with_its_address_and_no_image(tmp_path):
+def test_an_unreachable_docker_engine_is_reported_with_its_address_and_no_image(tmp_path, image_home):
     service_dir = write_tiny_service(tmp_path / "service")
     address = f"tcp://127.0.0.1:{closed_port()}"
-    settings = Settings(home=tmp_path / "home", docker_host=address, docker_timeout=5)
+    settings = Settings(home=image_home, docker_host=address, docker_timeout=5)
     result = build_image(service_dir, base_image="python:3.11-slim", output_dir=tmp_path / "image", settings=settings)
     assert not result.built and address in result.reason
     assert (tmp_path / "image" / "context" / "service" / "service.json").is_file()
