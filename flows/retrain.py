@@ -28,7 +28,12 @@ def retrain(data_dir: str = "", model_name: str = "", config_path: str = "", rol
     champion = find_champion_task(name)
     images = split_images(intake.split_path)
     candidate_score = score_version_task(candidate, images)
-    champion_score = score_version_task(champion, images) if champion and champion.version != candidate.version else None
+    if champion is None:
+        champion_score = None
+    elif champion.version == candidate.version:  # unchanged data and config: the cached run made no new version
+        champion_score = candidate_score
+    else:
+        champion_score = score_version_task(champion, images)
     decision = decide_task(candidate_score, champion_score, candidate.gates_passed)
     print(decision.reason)
     result = {

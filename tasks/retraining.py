@@ -87,10 +87,15 @@ def retrain_config(
     data_dir: str = "", model_name: str = "", config_path: str = "", settings: Settings | None = None
 ) -> PipelineConfig:
     """What a retrain trains with: the YAML file when given, else the champion's own config (read from its
-    MLflow run), else the defaults; ``data_dir`` and ``model_name`` override; it stops after packaging."""
-    overrides = {"data_dir": data_dir or None, "model_name": model_name or None, "until": RETRAIN_UNTIL}
+    MLflow run), else the defaults; ``data_dir`` overrides, and it stops after packaging.
+
+    ``model_name`` is written into a config taken from the champion only when the config would not name
+    the model so by itself, so that a retrain of unchanged data with the champion's config is the same
+    run as the champion's and comes back from the cache.
+    """
+    overrides = {"data_dir": data_dir or None, "until": RETRAIN_UNTIL}
     if config_path:
-        return load_config(Path(config_path), **overrides)
+        return load_config(Path(config_path), model_name=model_name or None, **overrides)
     if not model_name and not data_dir:
         raise PipelineStepError("retrain needs a data folder or a model name (the champion's run names its data folder)")
     name = model_name or PipelineConfig(data_dir=Path(data_dir)).resolved_model_name
@@ -99,7 +104,10 @@ def retrain_config(
     if not data_dir and "data_dir" not in base:
         raise PipelineStepError(f"model {name!r} has no champion to take the data folder from: give the data folder")
     base.update({key: value for key, value in overrides.items() if value is not None})
-    return PipelineConfig.model_validate(base)
+    config = PipelineConfig.model_validate(base)
+    if config.resolved_model_name != name:
+        config = PipelineConfig.model_validate({**base, "model_name": name})
+    return config
 
 
 # -- scoring and the decision ---------------------------------------------------------------------

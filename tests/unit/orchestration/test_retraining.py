@@ -159,3 +159,20 @@ def test_candidate_and_champion_are_scored_on_the_same_images(registry, tmp_path
     assert (champion_score.report.correct, champion_score.report.images) == (6, 8)
     assert candidate_score.report == champion_score.report  # same weights (seed), same answers
     assert not decide(candidate_score, champion_score, candidate.gates_passed, 0.0).promote
+
+
+def test_the_model_name_is_added_only_where_the_config_would_not_name_the_model(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    digits = tmp_path_factory.mktemp("data") / "digits"
+    digits.mkdir()
+    unnamed = PipelineConfig(data_dir=digits)  # the model is named after its folder
+    register_tiny_service(settings, unnamed, tmp_path_factory.mktemp("services"), aliases=(CHAMPION_ALIAS,))
+    moved = tmp_path_factory.mktemp("data") / "digits-2026"
+    moved.mkdir()
+
+    same_folder = retrain_config(model_name="digits", settings=settings)
+    other_folder = retrain_config(data_dir=str(moved), model_name="digits", settings=settings)
+
+    assert same_folder.model_name == "" and same_folder.resolved_model_name == "digits"
+    assert same_folder.model_dump(exclude={"until"}) == unnamed.model_dump(exclude={"until"})
+    assert other_folder.model_name == "digits" and other_folder.data_dir == moved
