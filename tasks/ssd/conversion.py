@@ -8,11 +8,9 @@ Parity, written as the same :class:`~tasks.conversion.ConversionReport` the clas
 - ``cpu``: the numpy reference CPU stage vs the ONNX one, both on the Keras head tensors;
 - ``end_to_end``: Keras heads + numpy CPU stage vs both ONNX stages.
 
-Detections are compared as sets: each detection is paired with the other side's detection of the
-same class that overlaps it most; ``top1_agreement`` is the share of detections that found a twin
-(IoU >= 0.99) and ``max_abs_diff`` the largest box-corner or score difference between twins. A box
-whose score sits on the score threshold, or that ties at the K-th place, may appear on one side
-only; that lowers the agreement a little instead of failing the comparison.
+Detections are compared as sets (:func:`tasks.ssd.parity.detection_parity`): ``top1_agreement`` is
+the share of detections with a twin on the other side, ``max_abs_diff`` the largest difference
+between twins.
 """
 
 from __future__ import annotations
@@ -41,12 +39,10 @@ from tasks.conversion import (
     measure_parity,
     parity_problems,
 )
-from tasks.ssd.boxes import iou
-from tasks.ssd.detect import BOXES, CLASSES, NUM_DETECTIONS, SCORES, detect
+from tasks.ssd.detect import detect
 from tasks.ssd.export import load_detector
 from tasks.ssd.geometry import flatten_heads
-
-TWIN_IOU = 0.99
+from tasks.ssd.parity import detection_parity
 
 
 def convert_detector_stage(keras_model, onnx_path: Path, opset: int) -> Path:
@@ -76,30 +72,6 @@ def run_stage(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     session = make_session(Path(path))
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
-
-
-def detection_parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> StageParity:
-    """Agreement of two sets of detection outputs (see the module docstring)."""
-    twins, total, largest = 0, 0, 0.0
-    for image, (ref_count, cand_count) in enumerate(zip(reference[NUM_DETECTIONS], candidate[NUM_DETECTIONS])):
-        total += max(int(ref_count), int(cand_count))
-        ref_boxes, cand_boxes = reference[BOXES][image, :ref_count], candidate[BOXES][image, :cand_count]
-        ref_classes, cand_classes = reference[CLASSES][image, :ref_count], candidate[CLASSES][image, :cand_count]
-        if not ref_count or not cand_count:
-            continue
-        overlaps = iou(ref_boxes, cand_boxes) * (ref_classes[:, None] == cand_classes[None, :])
-        taken = np.zeros(int(cand_count), bool)
-        for row in np.argsort(-reference[SCORES][image, :ref_count], kind="stable"):
-            available = np.where(taken, -1.0, overlaps[row])
-            best = int(available.argmax())
-            if available[best] >= TWIN_IOU:
-                taken[best] = True
-                twins += 1
-                difference = max(float(np.abs(ref_boxes[row] - cand_boxes[best]).max()),
-                                 abs(float(reference[SCORES][image, row]) - float(candidate[SCORES][image, best])))
-                largest = max(largest, difference)
-    agreement = twins / total if total else 1.0
-    return StageParity(max_abs_diff=largest, output_scale=1.0, scaled_diff=largest, top1_agreement=agreement)
 
 
 def convert_detector_stages(fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path,

@@ -277,6 +277,15 @@ def load_detection_splits(split_path: str | Path) -> pd.DataFrame:
     return pd.read_csv(split_path, keep_default_na=False)
 
 
+def split_image_paths(split_path: str | Path, split: str = "test") -> list[Path]:
+    """The image files of one split of a detection split manifest."""
+    splits = load_detection_splits(split_path)
+    chosen = splits.loc[splits["split"] == split, "path"]
+    if chosen.empty:
+        raise DataValidationError(f"the split manifest {split_path} has no {split!r} images")
+    return [Path(path) for path in chosen]
+
+
 def _validation_rows(result: DetectionIntakeResult | None, violations: list[Violation]) -> list[dict]:
     broken = {item.rule for item in violations}
     rows = [{"rule": rule, "passed": rule not in broken,

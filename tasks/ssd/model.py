@@ -37,6 +37,7 @@ from tasks.ssd.priors import PriorLayout
 DEFAULT_INPUT_SIZE = 300
 NUMERIC_FORMAT = "keras-fp32"
 L2_NORM_INITIAL_SCALE = 20.0
+HEAD_INITIAL_STDDEV = 0.01
 VGG_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, convolutions)
 FC_CHANNELS = 1024
 FC6_DILATION = 6
@@ -71,8 +72,17 @@ def _channels(count: int, width: float) -> int:
 
 
 def _conv(filters: int, kernel: int, name: str, **options) -> keras.layers.Conv2D:
-    padding, activation = options.pop("padding", "same"), options.pop("activation", "relu")
-    return keras.layers.Conv2D(filters, kernel, padding=padding, activation=activation, name=name, **options)
+    """A ReLU convolution with Keras' default (Glorot) initialisation, as keras.applications' VGG-16 has."""
+    padding = options.pop("padding", "same")
+    return keras.layers.Conv2D(filters, kernel, padding=padding, activation="relu", name=name, **options)
+
+
+def _head(filters: int, name: str) -> keras.layers.Conv2D:
+    """A box or class head with small initial weights: an untrained detector starts near uniform class scores and
+    zero offsets instead of confident noise (on the sample digits this trained to a several times higher mAP
+    in the same epochs than Glorot-initialised heads)."""
+    return keras.layers.Conv2D(filters, 3, padding="same", name=name,
+                               kernel_initializer=keras.initializers.RandomNormal(stddev=HEAD_INITIAL_STDDEV))
 
 
 def _feature_maps(inputs: keras.KerasTensor, width: float, count: int) -> list[keras.KerasTensor]:
@@ -114,8 +124,8 @@ def build_ssd_model(input_size: int, num_classes: int, feature_maps: int | None 
     locs, confs = [], []
     for k, feature_map in enumerate(_feature_maps(inputs, width, count)):
         boxes = layout.boxes_per_cell(k)
-        locs.append(keras.layers.Conv2D(boxes * 4, 3, padding="same", name=loc_name(k))(feature_map))
-        confs.append(keras.layers.Conv2D(boxes * (num_classes + 1), 3, padding="same", name=conf_name(k))(feature_map))
+        locs.append(_head(boxes * 4, loc_name(k))(feature_map))
+        confs.append(_head(boxes * (num_classes + 1), conf_name(k))(feature_map))
     return keras.Model(inputs, locs + confs, name=f"{NAME}_detector")
 
 

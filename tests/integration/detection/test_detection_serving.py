@@ -106,3 +106,15 @@ def test_score_out_needs_detect_and_one_image(server, tmp_path, scenes, capsys):
     image.write_bytes(scenes[0])
     assert main(["score", str(image), str(image), "--detect", "--address", server.address, "--out", str(tmp_path / "x.png")]) == 2
     assert "--out needs --detect and exactly one image" in capsys.readouterr().err
+
+
+def test_smoke_test_compares_the_node_with_the_offline_stages(server, service_dir, scenes, tmp_path):
+    from tasks.ssd.smoke import detection_smoke_test
+
+    paths = []
+    for index, data in enumerate(scenes):
+        paths.append(tmp_path / f"scene{index}.png")
+        paths[-1].write_bytes(data)
+    result = detection_smoke_test(server.address, service_dir, paths)
+    assert result.images == 3 and result.agreement == 1.0 and result.max_abs_diff <= 1e-6
+    assert [row["served"] for row in result.rows] == [row["offline"] for row in result.rows]
