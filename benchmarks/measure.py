@@ -150,3 +150,25 @@ def _stable(windows: list[list[float]], plan: WindowPlan) -> bool:
 def measure_levels(request_factory: Callable[[], Callable[[], object]], levels: tuple[int, ...], plan: WindowPlan) -> list[LevelResult]:
     """One :func:`measure_level` per concurrency level; ``request_factory()`` gives each level a fresh callable."""
     return [measure_level(request_factory(), level, plan) for level in levels]
+
+
+def measure_interleaved(requests: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict]:
+    """Side by side at concurrency 1: each round sends one request of every configuration in turn (the order
+    rotated each round), so load that drifts on a shared machine hits every configuration alike."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    names = list(requests)
+    for name in names:
+        requests[name]()
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            requests[name]()
+            timings[name].append((time.perf_counter() - start) * 1000.0)
+    return {
+        name: {"rounds": rounds, "p50_ms": float(np.percentile(values, 50)), "p90_ms": float(np.percentile(values, 90)),
+               "p99_ms": float(np.percentile(values, 99))}
+        for name, values in timings.items()
+    }

@@ -34,7 +34,7 @@ def time_pipeline(work: Path, input_size: int, per_class: int, epochs: int) -> P
     counts = write_sample_data(data, size=input_size, per_class=per_class)
     home = work / "pipeline-home"
     command = [sys.executable, "-m", "flows", "run", str(data), "--featurizer", "resnet50", "--input-size", str(input_size),
-               "--epochs", str(epochs), "--numerics", "fp32,int8", "--serve-format", "int8", "--target", "local", "--json"]
+               "--epochs", str(epochs), "--numerics", "fp32,int8", "--target", "local", "--json"]
     environment = {**os.environ, "FPGAFLOW_HOME": str(home)}
     log = work / "pipeline.log"
     start = time.perf_counter()

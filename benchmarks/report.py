@@ -21,6 +21,8 @@ def markdown(results: dict) -> str:
         f"{model['macs'] / 1e9:.2f} GMAC per image; every request is a {model['request_jpeg_bytes'] / 1000:.0f} kB JPEG, "
         "batch 1, preprocessing included.",
         "",
+        "Windowed (perf_analyzer method: warm-up, windows until three agree within 10%):",
+        "",
         _row(["configuration", "concurrency", "p50 ms", "p90 ms", "p99 ms", "throughput /s", "windows (stable)"]),
         _row(["---"] * 7),
     ]
@@ -33,6 +35,14 @@ def markdown(results: dict) -> str:
               f"{limit['fp32_gflops']:.0f} GFLOP/s, {limit['fp32_source']}"]),
         _row(["machine limit int8 (floor)", 1, f"{limit['int8_floor_ms']:.1f}", "", "", "",
               f"{limit['int8_gops']:.0f} GOP/s, {limit['int8_source']}"]),
+        "",
+        "Side by side at concurrency 1 (one request of each configuration in turn, order rotated every round; "
+        "the latency targets use these p50s):",
+        "",
+        _row(["configuration", "rounds", "p50 ms", "p90 ms", "p99 ms"]),
+        _row(["---"] * 5),
+        *[_row([name, row["rounds"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}", f"{row['p99_ms']:.1f}"])
+          for name, row in results["side_by_side"].items()],
         "",
         _row(["target", "value", "limit", "verdict", "what"]),
         _row(["---"] * 5),

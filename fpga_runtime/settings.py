@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads per onnxruntime session (CPU stages and the emulated device); 0 lets onnxruntime choose.",
     )
+    # -- benchmarks: onnxruntime tuning found by `fpgaflow bench` ----------------------------
+    ort_allow_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime's idle intra-op threads spin instead of sleeping. Off: on a node, preprocessing, "
+        "gRPC and the session share few cores, and spinning threads take the CPU the others need.",
+    )
     device_profile: str = Field(
         default="stratix10",
         description="Device profile a node emulates: a bundled profile name (arria10, stratix10) or a YAML path. "
