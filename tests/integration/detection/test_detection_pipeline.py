@@ -9,6 +9,8 @@ those of Keras (+ the numpy CPU stage) and of the two ONNX stages in onnxruntime
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,7 @@ def test_training_lifts_map50_well_above_the_untrained_head(trained, intake):
     summary = trained.summary()
     assert summary["featurizer"]["name"] == "ssd_vgg" and summary["metrics"]["map50"] == metrics["map50"]
     assert trained.trained_blocks == [] and trained.featurizer.fine_tuned
+    assert pickle.loads(pickle.dumps(trained)).summary() == summary  # the flow persists it as a cached task result
 
 
 def test_conversion_reproduces_keras_detections(conversion):

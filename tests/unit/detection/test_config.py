@@ -1,0 +1,28 @@
+"""The pipeline config of a detector: SSD300's input size by default, detection settings validated."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import PipelineConfig, load_config
+
+
+def test_ssd_vgg_defaults_to_300_px_and_keeps_an_explicit_size(tmp_path):
+    assert PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg").input_size == 300
+    assert PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg", input_size=96).input_size == 96
+    assert PipelineConfig(data_dir=tmp_path).input_size == 224
+
+
+def test_detection_settings_come_from_the_config_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("featurizer: ssd_vgg\ndetection:\n  width: 0.5\n  feature_maps: 4\n  score_threshold: 0.3\n")
+    config = load_config(path, data_dir=tmp_path)
+    assert (config.detection.width, config.detection.feature_maps, config.detection.score_threshold) == (0.5, 4, 0.3)
+    assert config.detection.max_detections == 100 and config.input_size == 300
+
+
+@pytest.mark.parametrize("detection", [{"feature_maps": 7}, {"score_threshold": 0}, {"iou_threshold": 1.5}, {"nms": 0.5}])
+def test_invalid_detection_settings_are_refused(tmp_path, detection):
+    with pytest.raises(ValidationError):
+        PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg", detection=detection)
