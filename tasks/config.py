@@ -13,6 +13,7 @@ from fpga_runtime.service import check_name
 FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", "ssd_vgg")
 STEPS = ("validate", "train", "package", "deploy")
 SSD_INPUT_SIZE = 300
+SSD_TRAINING_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3}
 
 
 class TrainingConfig(BaseModel):
@@ -79,10 +80,16 @@ class PipelineConfig(BaseModel):
         return check_name(value, "model name") if value else value
 
     @model_validator(mode="after")
-    def _detector_input_size(self) -> "PipelineConfig":
-        """ssd_vgg is SSD300: its input size defaults to 300 instead of the classifiers' 224."""
-        if self.featurizer == "ssd_vgg" and "input_size" not in self.model_fields_set:
+    def _detector_defaults(self) -> "PipelineConfig":
+        """ssd_vgg is SSD300: input size 300 instead of the classifiers' 224, and Adam at 1e-3 unless the
+        training section says otherwise (the classifier heads' SGD at 1e-2 moves the SSD layers too slowly)."""
+        if self.featurizer != "ssd_vgg":
+            return self
+        if "input_size" not in self.model_fields_set:
             self.input_size = SSD_INPUT_SIZE
+        for name, value in SSD_TRAINING_DEFAULTS.items():
+            if name not in self.training.model_fields_set:
+                setattr(self.training, name, value)
         return self
 
     @property

@@ -27,7 +27,7 @@ from tasks.ssd.average_precision import GroundTruth, MeanAveragePrecision, detec
 from tasks.ssd.boxes import match
 from tasks.ssd.detect import detect
 from tasks.ssd.loss import SsdLoss
-from tasks.ssd.geometry import conf_name, loc_name
+from tasks.ssd.geometry import conf_name, flatten_heads, loc_name
 from tasks.ssd.model import BACKBONE_PREFIX, Detector, backbone_layers, describe
 from tasks.training import make_optimizer, seed_everything
 
@@ -85,6 +85,10 @@ class DetectionBatches(keras.utils.PyDataset):
             self.order = self.rng.permutation(len(self.paths))
 
 
+def _concatenated(tensors: list, name: str):
+    return keras.layers.Concatenate(axis=1, name=name)(tensors) if len(tensors) > 1 else tensors[0]
+
+
 def training_model(detector: Detector) -> keras.Model:
     """The detector with its heads concatenated in prior order: ``[N, P, 4 + classes + 1]`` for the SSD loss."""
     info, model = detector.info, detector.model
@@ -92,8 +96,9 @@ def training_model(detector: Detector) -> keras.Model:
     locs = [keras.layers.Reshape((-1, 4), name=f"{loc_name(k)}_flat")(outputs[loc_name(k)]) for k in range(info.feature_maps)]
     confs = [keras.layers.Reshape((-1, info.num_classes + 1), name=f"{conf_name(k)}_flat")(outputs[conf_name(k)])
              for k in range(info.feature_maps)]
-    join = lambda tensors, name: keras.layers.Concatenate(axis=1, name=name)(tensors) if len(tensors) > 1 else tensors[0]  # noqa: E731
-    combined = keras.layers.Concatenate(axis=-1, name="offsets_and_logits")([join(locs, "offsets"), join(confs, "logits")])
+    combined = keras.layers.Concatenate(axis=-1, name="offsets_and_logits")(
+        [_concatenated(locs, "offsets"), _concatenated(confs, "logits")]
+    )
     return keras.Model(model.inputs, combined, name="ssd_training")
 
 
@@ -152,13 +157,9 @@ def train_detector(detector: Detector, train_rows: pd.DataFrame, val_rows: pd.Da
 def predict_heads(detector: Detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Box offsets ``[N, P, 4]`` and class logits ``[N, P, classes + 1]`` of preprocessed images."""
     info = detector.info
-    locs, confs = [], []
-    for start in range(0, len(images), PREDICT_BATCH_SIZE):
-        heads = detector(images[start : start + PREDICT_BATCH_SIZE])
-        locs.append(np.concatenate([heads[loc_name(k)].reshape(len(heads[loc_name(k)]), -1, 4) for k in range(info.feature_maps)], axis=1))
-        confs.append(np.concatenate([heads[conf_name(k)].reshape(len(heads[conf_name(k)]), -1, info.num_classes + 1)
-                                     for k in range(info.feature_maps)], axis=1))
-    return np.concatenate(locs), np.concatenate(confs)
+    parts = [flatten_heads(detector(images[start : start + PREDICT_BATCH_SIZE]), info.feature_maps, info.num_classes)
+             for start in range(0, len(images), PREDICT_BATCH_SIZE)]
+    return np.concatenate([loc for loc, _ in parts]), np.concatenate([logits for _, logits in parts])
 
 
 def predict_detections(detector: Detector, images: np.ndarray, detection: DetectionConfig) -> dict[str, np.ndarray]:

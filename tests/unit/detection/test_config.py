@@ -14,6 +14,15 @@ def test_ssd_vgg_defaults_to_300_px_and_keeps_an_explicit_size(tmp_path):
     assert PipelineConfig(data_dir=tmp_path).input_size == 224
 
 
+def test_ssd_vgg_trains_with_adam_unless_told_otherwise(tmp_path):
+    default = PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg").training
+    assert (default.optimizer, default.learning_rate) == ("adam", 1e-3)
+    chosen = PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg", training={"learning_rate": 0.01}).training
+    assert (chosen.optimizer, chosen.learning_rate) == ("adam", 0.01)
+    assert PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg", training={"optimizer": "sgd"}).training.learning_rate == 1e-3
+    assert PipelineConfig(data_dir=tmp_path).training.optimizer == "sgd"
+
+
 def test_detection_settings_come_from_the_config_file(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("featurizer: ssd_vgg\ndetection:\n  width: 0.5\n  feature_maps: 4\n  score_threshold: 0.3\n")
