@@ -1,5 +1,5 @@
-"""check_data, monitor, retrain and deploy_model as real Prefect flow runs (one test harness), with their
-artifacts, the MLflow registry they change and a real local cluster they deploy to."""
+"""check_data, monitor, retrain and deploy_model as real Prefect flow runs (the session's Prefect test
+harness), with their artifacts, the MLflow registry they change and a real local cluster they deploy to."""
 
 from __future__ import annotations
 
@@ -35,16 +35,6 @@ SMALL_PIPELINE = {
     "training": {"hidden_units": 0, "epochs": 3},
 }
 CLUSTER_NODES = 2
-HARNESS_STARTUP_SECONDS = 180
-
-
-@pytest.fixture(scope="module")
-def prefect_harness():
-    """One Prefect test harness (a temporary database behind an ephemeral API) for these flow runs."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=HARNESS_STARTUP_SECONDS):
-        yield
 
 
 def run_id(state):
