@@ -33,7 +33,6 @@ from tasks.conversion import (
     REPORT_FILE,
     ConversionError,
     ConversionReport,
-    StageParity,
     check_held_out,
     ensure_parity,
     measure_parity,
