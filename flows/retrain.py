@@ -49,5 +49,7 @@ def retrain(data_dir: str = "", model_name: str = "", config_path: str = "", rol
     if decision.promote:
         promote_task(name, candidate.version)
         if roll_out:
-            result["deployment"] = deploy_model(name, candidate.version, target=config.target, replicas=config.replicas)
+            result["deployment"] = deploy_model(
+                name, candidate.version, target=config.target, replicas=config.replicas, base_image=config.base_image or None
+            )
     return result
