@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,7 +121,8 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
             _log(f"gateway {name} at concurrency {plan.levels}")
             configurations[f"gateway {name}"] = _levels(measure_levels(lambda: cluster.request(name, subjects.jpeg), plan.levels, plan.windows))
             memory[f"node {name}"] = cluster.peak_rss_mb(name)
-            deployment[name] = asdict(cluster.deployed[name])
+            deployment[name] = asdict(cluster.deployed[name]) | {
+                "service_dir": os.path.relpath(cluster.deployed[name].service_dir, out)}
         memory["gateway"] = cluster.gateway_peak_rss_mb()
         _log(f"side by side at concurrency 1, {plan.side_by_side_rounds} interleaved rounds")
         side_by_side = measure_interleaved(
@@ -144,6 +146,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
     if plan.pipeline:
         _log("end-to-end pipeline on the sample digits")
         pipeline = time_pipeline(work, 64, plan.pipeline_per_class, plan.pipeline_epochs).to_dict()
+        pipeline["log"] = os.path.relpath(pipeline["log"], out)
 
     results = {
         "machine": machine.to_dict() | {"description": machine.describe()},

@@ -105,6 +105,7 @@ def write_charts(results: dict, directory: Path) -> list[Path]:
     right.set(xlabel="concurrency", ylabel="throughput, requests/s", xscale="log", xticks=results["plan"]["levels"])
     for axis in (left, right):
         axis.set_xticklabels([str(level) for level in results["plan"]["levels"]])
+        axis.minorticks_off()
         axis.grid(True, alpha=0.3)
     left.legend(fontsize=8)
     figure.tight_layout()
