@@ -45,9 +45,11 @@ def _reached(config: PipelineConfig, step: str) -> bool:
 
 
 def run_key(config: PipelineConfig, dataset_fingerprint: str) -> str:
-    """Identifies what a run computes: data, parameters and the fpgaflow version."""
+    """Identifies what a run computes and where it records it: data, parameters, fpgaflow version, home, MLflow store."""
     parameters = config.model_dump(mode="json", exclude=NOT_IN_CACHE_KEY)
-    text = json.dumps([dataset_fingerprint, parameters, metadata.version("fpgaflow")], sort_keys=True)
+    settings = get_settings()
+    text = json.dumps([dataset_fingerprint, parameters, metadata.version("fpgaflow"), str(settings.home),
+                       settings.mlflow_tracking_uri], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
