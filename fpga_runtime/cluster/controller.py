@@ -60,9 +60,9 @@ class Controller:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def resume(self) -> None:
-        """After a (re)start: serve the placed models' metadata, route their replicas (the health checks
-        decide which answer), and start the supervisor, which restarts the nodes that died meanwhile."""
+    def restore_routes(self) -> None:
+        """Before a (re)started gateway takes calls: serve the placed models' metadata and route their
+        replicas (the health checks decide which answer), so no call finds its model missing."""
         with self._operation:
             for placement in self.state.placements.values():
                 for replica in placement.replicas:
@@ -71,6 +71,9 @@ class Controller:
                     except FpgaflowError as error:
                         log.error("model %s: cannot read its service definition: %s", placement.name, error)
                 self._route(placement.name)
+
+    def start_supervising(self) -> None:
+        """Start the supervisor, which restarts the nodes that died meanwhile."""
         self._supervisor.start()
 
     def stop_supervising(self) -> None:

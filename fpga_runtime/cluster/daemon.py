@@ -191,6 +191,7 @@ def serve(args: argparse.Namespace) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop_requested.set())
 
+    controller.restore_routes()
     gateway.start()
     control.start()
     state.gateway = GatewayRecord(
@@ -198,7 +199,7 @@ def serve(args: argparse.Namespace) -> int:
         watchdog_pid=args.watchdog_pid,
     )
     store.save(state)
-    controller.resume()
+    controller.start_supervising()
     log.info("cluster %s (%s target, %d %s nodes): gateway %s, control %s", state.name, state.target, len(state.nodes),
              state.device_profile, gateway.address, state.gateway.control_address)
     print(f"listening on {gateway.address}", flush=True)
