@@ -460,7 +460,7 @@ class Controller:
             key = (str(path), path.stat().st_mtime, profile.name)
             if key in self._fits:
                 continue
-            weight_bytes = _weight_bytes_apart(path, stage.numeric_format, profile.name)
+            weight_bytes = _weight_bytes_apart(path, stage.numeric_format, self.state.device_profile)
             if weight_bytes > profile.onchip_memory_bytes:
                 raise ResourceExhausted(
                     f"FPGA stage {stage.name!r} of {service.name} version {service.version} does not fit one {profile.name} "
