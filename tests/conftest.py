@@ -1,12 +1,26 @@
-"""Shared fixtures: every test gets its own FPGAFLOW_HOME; small real images for the data tests."""
+"""Shared fixtures: every test gets its own FPGAFLOW_HOME, the session its own Prefect home; small real
+images for the data tests."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from fpga_runtime.settings import get_settings
+
+
+def pytest_configure(config) -> None:
+    """Prefect's database and cached task results go to a folder of this session, never the user's Prefect home."""
+    config.prefect_home = tempfile.mkdtemp(prefix="fpgaflow-tests-prefect-")
+    os.environ["PREFECT_HOME"] = config.prefect_home
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(config.prefect_home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -128,13 +128,14 @@ def test_no_flow_run_outside_a_flow():
 
 
 def test_flow_run_id_and_ui_url_become_lineage_tags(monkeypatch):
-    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     from tasks.tracking import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL, lineage_tags
 
     flow_run_id = "0b1c6f4e-7d0a-4c55-9a53-2f7e1d3c9b10"
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run_id)
-    assert prefect_flow_run() == (flow_run_id, None)
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+        assert prefect_flow_run() == (flow_run_id, None)
     with temporary_settings({PREFECT_UI_URL: "http://prefect.internal:4200"}):
         tags = lineage_tags("pets", "ab" * 32)
     assert tags[TAG_FLOW_RUN_ID] == flow_run_id
