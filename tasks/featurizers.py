@@ -206,6 +206,13 @@ def _load_weights_file(model: keras.Model, path: Path, arch: Architecture, input
         ) from None
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy, TensorFlow and Keras, and make TensorFlow's kernels deterministic, so a
+    featurizer built, run and trained with the same seed gives the same numbers in any process."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def build_featurizer(name: str, weights: str = "none", input_size: int = 224, seed: int = 0,
                      settings: Settings | None = None) -> Featurizer:
     """Build featurizer ``name`` with ``weights`` 'imagenet', 'none' (seeded) or a weights file path."""
@@ -220,7 +227,7 @@ def build_featurizer(name: str, weights: str = "none", input_size: int = 224, se
         raise WeightsUnavailable(
             f"weights file {weights_file} does not exist: weights must be 'imagenet', 'none' or the path of a Keras weights file"
         )
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     inputs = keras.Input(shape=(input_size, input_size, 3), name=INPUT, dtype="float32")
     features = arch.build(inputs, str(imagenet_file) if imagenet_file else None)
     model = keras.Model(inputs, features, name=f"{arch.name}_featurizer")

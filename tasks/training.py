@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -23,7 +22,7 @@ from fpga_runtime.preprocessing import PreprocessSpec
 from tasks.config import TrainingConfig
 from tasks.errors import PipelineStepError
 from tasks.featurize import label_indices, load_images
-from tasks.featurizers import FEATURES, Featurizer, architecture, describe, layer_blocks
+from tasks.featurizers import FEATURES, Featurizer, architecture, describe, layer_blocks, seed_everything
 
 PROBABILITIES = "probabilities"
 # A feature whose training values barely vary is divided by at least this share of the mean std, so a
@@ -51,12 +50,6 @@ class TrainedStages:
     featurizer: Featurizer  # the FPGA stage (its info has fine_tuned=True after 'full' mode)
     head: keras.Model  # the CPU stage
     history: list[dict]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy, TensorFlow and Keras, and make TensorFlow's kernels deterministic."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 def make_optimizer(config: TrainingConfig, learning_rate: float | None = None,
