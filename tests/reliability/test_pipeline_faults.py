@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,12 @@ from tasks import files, packaging
 from tasks.config import PipelineConfig
 from tasks.image_build import build_image
 from tasks.packaging import package_service
-from tasks.tracking import start_pipeline_run
+from tasks.sample_data import write_sample_data
+from tasks.tracking import TrackingUnavailable, start_pipeline_run
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, write_tiny_service
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def closed_port() -> int:
@@ -108,13 +114,30 @@ def test_a_full_disk_mid_write_keeps_the_old_file_and_no_temporary(tmp_path, mon
     assert [path.name for path in tmp_path.iterdir()] == ["summary.json"]
 
 
-def test_mlflow_down_fails_the_tracking_step_naming_the_server(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries would only make the test slow
+def test_mlflow_down_fails_the_tracking_step_naming_the_server(tmp_path):
     uri = f"http://127.0.0.1:{closed_port()}"
-    settings = Settings(home=tmp_path / "home", mlflow_tracking_uri=uri)
-    with pytest.raises(Exception) as raised:
+    settings = Settings(home=tmp_path / "home", mlflow_tracking_uri=uri, mlflow_http_retries=0)
+    with pytest.raises(TrackingUnavailable) as raised:
         start_pipeline_run(PipelineConfig(data_dir=tmp_path), "fingerprint", settings)
-    assert uri in str(raised.value) and "Connection refused" in str(raised.value)
+    assert str(raised.value).startswith(f"the MLflow tracking server at {uri} did not answer: [Errno 111] Connection refused")
+
+
+@pytest.mark.slow
+def test_fpgaflow_run_with_mlflow_down_ends_with_one_line_naming_the_server(tmp_path):
+    data_dir = tmp_path / "digits"
+    write_sample_data(data_dir, size=32, per_class=10)
+    uri = f"http://127.0.0.1:{closed_port()}"
+    environment = {**os.environ, "FPGAFLOW_HOME": str(tmp_path / "home"), "FPGAFLOW_MLFLOW_TRACKING_URI": uri,
+                   "FPGAFLOW_MLFLOW_HTTP_RETRIES": "0"}
+    environment.pop("PREFECT_HOME", None)
+    environment.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-m", "flows", "run", str(data_dir), "--until", "train", "--input-size", "32"],
+                          cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        f"fpgaflow run: the MLflow tracking server at {uri} did not answer: [Errno 111] Connection refused "
+        "(start it, or point FPGAFLOW_MLFLOW_TRACKING_URI at a running one)"
+    ]
 
 
 def test_an_unreachable_docker_engine_is_reported_with_its_address_and_no_image(tmp_path, image_home):
