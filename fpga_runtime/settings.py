@@ -73,6 +73,20 @@ class Settings(BaseSettings):
 
     # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------
     mlflow_experiment: str = Field(default="fpgaflow", description="MLflow experiment every pipeline run is logged to.")
+    mlflow_http_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a failed request to an http(s) tracking server (MLflow's MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
+        "set from this), with MLflow's exponential back-off. MLflow's own default, 7, waits minutes before a step "
+        "learns that the server is down.",
+    )
+    mlflow_http_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="Seconds one request to an http(s) tracking server may wait to connect or for an answer "
+        "(MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT, set from this; MLflow's own default is 120).",
+    )
     mlflow_artifact_root: str = Field(
         default="",
         description="Artifact location given to the experiment when fpgaflow creates it; empty = "

@@ -22,8 +22,8 @@ from fpga_runtime.service import check_name, load_service
 from fpga_runtime.settings import Settings, get_settings
 from tasks.files import replace_directory_atomic
 from tasks.packaging import default_service_dir
-from tasks.registry import CHAMPION_ALIAS, GATES_PASSED, TAG_GATES, TAG_SERVICE_DIR, get_version
-from tasks.tracking import ARTIFACT_SERVICE_DIR, mlflow_client
+from tasks.registry import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version
+from tasks.tracking import ARTIFACT_SERVICE_DIR, mlflow_client, talks_to_mlflow
 
 
 class ResolvedVersion(BaseModel):
@@ -124,17 +124,19 @@ def resolved(client: MlflowClient, model_version: ModelVersion, settings: Settin
         version=str(model_version.version),
         run_id=model_version.run_id,
         aliases=tuple(model_version.aliases),
-        gates_passed=model_version.tags.get(TAG_GATES) == GATES_PASSED,
+        gates_passed=gates_passed(model_version),
         service_dir=service_dir_of(client, model_version, settings),
     )
 
 
+@talks_to_mlflow
 def resolve_version(model_name: str, alias_or_version: str | int, settings: Settings | None = None) -> ResolvedVersion:
     """The version ``alias_or_version`` of ``model_name`` with a service directory on this machine."""
     client = mlflow_client(settings)
     return resolved(client, version_by_alias_or_number(client, model_name, alias_or_version), settings)
 
 
+@talks_to_mlflow
 def find_champion(model_name: str, settings: Settings | None = None) -> ResolvedVersion | None:
     """The ``champion`` of ``model_name``, or None when the model has none yet."""
     client = mlflow_client(settings)

@@ -9,6 +9,12 @@ Order of a pipeline run (the original service did the same: register, then conve
    description, and gives ``candidate`` to the version only if its gates passed.
 3. :func:`promote` (a separate, explicit step): ``champion`` for a version whose gates passed.
 
+A step can stop part-way (MLflow down, a full disk). The version tag ``fpgaflow.status`` says how
+far a version got (:class:`VersionStatus`), so a reviewer sees an incomplete one and nothing
+trusts it: only a ``published`` version receives ``candidate`` or ``champion``, and publication
+takes ``candidate`` away before it changes anything. A re-run finds the run's version again (by
+its run id, never creating a second one) and completes it.
+
 The logged model is the trained classifier as one MLflow Keras model (FPGA stage followed by
 CPU stage, preprocessed image in → class probabilities out, with a tensor signature and the
 class names as metadata). It is what training produced, loadable with ``mlflow.keras`` or
@@ -18,7 +24,9 @@ logged beside it under the run's ``service/`` artifacts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from fpga_runtime.errors import ModelNotFound
+from fpga_runtime.errors import FpgaflowError, ModelNotFound
 from fpga_runtime.service import ServiceDefinition, check_name, load_service
 from fpga_runtime.settings import Settings, get_settings
 from tasks.artifacts import publish_link, publish_markdown
@@ -46,12 +54,14 @@ from tasks.tracking import (
     TAG_DATASET_FINGERPRINT,
     FormatOutcome,
     coerce_outcomes,
+    describe_failure,
     evaluation_metrics,
     mlflow_client,
     mlflow_ui_url,
     numerics_gate,
     redacted_uri,
     split_sizes,
+    talks_to_mlflow,
 )
 
 CANDIDATE_ALIAS = "candidate"
@@ -66,11 +76,45 @@ TAG_SERVICE_ARTIFACTS = "fpgaflow.service_artifacts"
 TAG_SERVICE_DIR = "fpgaflow.service_dir"
 TAG_NUMERIC_FORMAT = "fpgaflow.numeric_format"
 TAG_GATES = "fpgaflow.gates"
+TAG_STATUS = "fpgaflow.status"
 GATES_PASSED = "passed"
 
 
+class VersionStatus(StrEnum):
+    """How far a version got (tag ``fpgaflow.status``); only a ``published`` one may hold an alias."""
+
+    REGISTERING = "registering"  # created; its model card is not written yet
+    REGISTERED = "registered"  # complete as trained; conversion, numerics and packaging are still to come
+    PUBLISHING = "publishing"  # its service, gates and card are being attached, or that stopped part-way
+    PUBLISHED = "published"  # everything attached; ``candidate`` if its gates passed
+
+
 class PromotionRefused(PipelineStepError):
-    """A version that may not become ``champion`` (gates failed or never recorded)."""
+    """A version that may not become ``champion`` (gates failed or never recorded, publication incomplete)."""
+
+
+class VersionIncomplete(PipelineStepError):
+    """Registering or publishing a version stopped part-way; a re-run of the pipeline completes it."""
+
+
+@contextmanager
+def resumable_step(step: str, what: str) -> Iterator[None]:
+    """A failure inside becomes :class:`VersionIncomplete` naming the step, the version and the cause.
+
+    Errors that already explain themselves (bad input, an unknown version) pass unchanged.
+    """
+    try:
+        yield
+    except (PipelineStepError, FpgaflowError):
+        raise
+    except Exception as error:
+        raise VersionIncomplete(f"{step} {what} failed ({describe_failure(error)}); a re-run of the pipeline completes it") from error
+
+
+def gates_passed(model_version: ModelVersion) -> bool:
+    """True for a completely published version whose blocking gates passed."""
+    tags = model_version.tags
+    return tags.get(TAG_STATUS) == VersionStatus.PUBLISHED and tags.get(TAG_GATES) == GATES_PASSED
 
 
 class RegisteredVersion(BaseModel):
@@ -207,6 +251,47 @@ def log_classifier(
     return info.model_id
 
 
+def create_version(client: MlflowClient, model_name: str, run_id: str, log_model: Callable[[str], str]) -> ModelVersion:
+    """A new version of the model ``log_model(experiment_id)`` logs to the run, tagged ``registering``."""
+    run = client.get_run(run_id)
+    model_id = log_model(run.info.experiment_id)
+    ensure_registered_model(client, model_name)
+    return client.create_model_version(
+        model_name,
+        f"models:/{model_id}",
+        run_id=run_id,
+        model_id=model_id,
+        tags={
+            TAG_RUN_ID: run_id,
+            TAG_DATASET_FINGERPRINT: run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),
+            TAG_FEATURIZER: run.data.params.get("featurizer", ""),
+            TAG_STATUS: VersionStatus.REGISTERING,
+        },
+    )
+
+
+def register_run_model(
+    client: MlflowClient, model_name: str, run_id: str, class_names: Sequence[str], log_model: Callable[[str], str]
+) -> RegisteredVersion:
+    """The version of the model ``run_id`` trained: created once, completed by a retry, never made twice.
+
+    ``log_model(experiment_id)`` logs the trained model to the run and returns its model id; it is
+    called only while the run has no version. A retry finds the version by its run, also when the
+    creating call failed after the registry had made it, and writes its model card if that is missing.
+    """
+    with resumable_step("registering", f"{model_name} from MLflow run {run_id}"):
+        version = find_version_for_run(client, model_name, run_id)
+        if version is None:
+            version = create_version(client, model_name, run_id, log_model)
+    number = str(version.version)
+    if version.tags.get(TAG_STATUS) == VersionStatus.REGISTERING:
+        with resumable_step("registering", f"{model_name} version {number}"):
+            card = model_card_from_run(client, model_name, number, run_id, class_names=tuple(class_names))
+            client.update_model_version(model_name, number, description=card.markdown())
+            client.set_model_version_tag(model_name, number, TAG_STATUS, VersionStatus.REGISTERED)
+    return RegisteredVersion(name=model_name, version=number, run_id=run_id, source=version.source)
+
+
 def register_trained_model(
     run_id: str,
     model_name: str,
@@ -219,28 +304,13 @@ def register_trained_model(
     settings = settings or get_settings()
     check_name(model_name, "model name")
     client = mlflow_client(settings)
-    version = find_version_for_run(client, model_name, run_id)
-    if version is None:
-        run = client.get_run(run_id)
-        experiment_id = run.info.experiment_id
-        model_id = logged_classifier_id(client, experiment_id, run_id) or log_classifier(
+
+    def log_model(experiment_id: str) -> str:
+        return logged_classifier_id(client, experiment_id, run_id) or log_classifier(
             client, experiment_id, run_id, fpga_model_path, cpu_model_path, class_names
         )
-        ensure_registered_model(client, model_name)
-        version = client.create_model_version(
-            model_name,
-            f"models:/{model_id}",
-            run_id=run_id,
-            model_id=model_id,
-            tags={
-                TAG_RUN_ID: run_id,
-                TAG_DATASET_FINGERPRINT: run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),
-                TAG_FEATURIZER: run.data.params.get("featurizer", ""),
-            },
-        )
-        card = model_card_from_run(client, model_name, str(version.version), run_id, class_names=tuple(class_names))
-        client.update_model_version(model_name, str(version.version), description=card.markdown())
-    return RegisteredVersion(name=model_name, version=str(version.version), run_id=run_id, source=version.source)
+
+    return register_run_model(client, model_name, run_id, class_names, log_model)
 
 
 def evaluate_gates(
@@ -303,43 +373,46 @@ def publish_version(
 ) -> PublishedVersion:
     """Attach the service definition and gate results to a version; ``candidate`` only if its gates passed.
 
-    Safe to retry: artifacts are overwritten, tags and description set again.
+    From its first change to its last the version is ``publishing`` and no ``candidate``; a retry
+    overwrites the artifacts, sets tags and description again and completes it.
     """
     client = mlflow_client(settings)
-    model_version = get_version(client, model_name, version)
-    version = str(model_version.version)
-    service_dir = Path(service_dir)
-    service = load_service(service_dir)
-    if (service.name, service.version) != (model_name, version):
-        raise PipelineStepError(
-            f"{service_dir} holds service {service.name!r} version {service.version}, not {model_name!r} version {version}"
+    with resumable_step("publishing", f"{model_name} version {version}"):
+        model_version = get_version(client, model_name, version)
+        version = str(model_version.version)
+        service_dir = Path(service_dir)
+        service = load_service(service_dir)
+        if (service.name, service.version) != (model_name, version):
+            raise PipelineStepError(
+                f"{service_dir} holds service {service.name!r} version {service.version}, not {model_name!r} version {version}"
+            )
+        numerics = coerce_outcomes(outcomes)
+        gates, passed = evaluate_gates(conversion_report, numerics, service.numeric_format)
+        begin_publication(client, model_version)
+        run_id = model_version.run_id
+        client.log_artifacts(run_id, str(service_dir), ARTIFACT_SERVICE_DIR)
+        card = model_card_from_run(
+            client, model_name, version, run_id, class_names=service.class_names, service=service, numerics=numerics, gates=gates
         )
-    run_id = model_version.run_id
-    client.log_artifacts(run_id, str(service_dir), ARTIFACT_SERVICE_DIR)
-    numerics = coerce_outcomes(outcomes)
-    gates, passed = evaluate_gates(conversion_report, numerics, service.numeric_format)
-    card = model_card_from_run(
-        client, model_name, version, run_id, class_names=service.class_names, service=service, numerics=numerics, gates=gates
-    )
-    description = card.markdown()
-    client.log_text(run_id, description, ARTIFACT_MODEL_CARD)
-    client.update_model_version(model_name, version, description=description)
-    service_uri = f"runs:/{run_id}/{ARTIFACT_SERVICE_DIR}"
-    blocking_failures = [gate.name for gate in gates if not gate.passed and gate.name in (PARITY_GATE, service.numeric_format)]
-    tags = {
-        TAG_SERVICE_URI: service_uri,
-        TAG_SERVICE_ARTIFACTS: f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_SERVICE_DIR}",
-        TAG_SERVICE_DIR: str(service_dir.resolve()),
-        TAG_NUMERIC_FORMAT: service.numeric_format,
-        TAG_GATES: GATES_PASSED if passed else "failed: " + ", ".join(blocking_failures),
-        **{f"{GATE_TAG_PREFIX}{gate.name}": gate.tag_value() for gate in gates},
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    if passed:
-        client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version)
-    elif CANDIDATE_ALIAS in get_version(client, model_name, version).aliases:
-        client.delete_registered_model_alias(model_name, CANDIDATE_ALIAS)
+        description = card.markdown()
+        client.log_text(run_id, description, ARTIFACT_MODEL_CARD)
+        client.update_model_version(model_name, version, description=description)
+        service_uri = f"runs:/{run_id}/{ARTIFACT_SERVICE_DIR}"
+        blocking_failures = [gate.name for gate in gates if not gate.passed and gate.name in (PARITY_GATE, service.numeric_format)]
+        tags = {
+            TAG_SERVICE_URI: service_uri,
+            TAG_SERVICE_ARTIFACTS: f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_SERVICE_DIR}",
+            TAG_SERVICE_DIR: str(service_dir.resolve()),
+            TAG_NUMERIC_FORMAT: service.numeric_format,
+            TAG_GATES: GATES_PASSED if passed else "failed: " + ", ".join(blocking_failures),
+            **{f"{GATE_TAG_PREFIX}{gate.name}": gate.tag_value() for gate in gates},
+            TAG_STATUS: VersionStatus.PUBLISHED,
+        }
+        for key, value in tags.items():  # the status last: it tells that everything before it is there
+            client.set_model_version_tag(model_name, version, key, value)
+        if passed:
+            client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version)
+        aliases = tuple(get_version(client, model_name, version).aliases)
     return PublishedVersion(
         name=model_name,
         version=version,
@@ -350,21 +423,33 @@ def publish_version(
         gates=gates,
         gates_passed=passed,
         numerics=numerics,
-        aliases=tuple(get_version(client, model_name, version).aliases),
+        aliases=aliases,
         model_card=description,
     )
 
 
+def begin_publication(client: MlflowClient, model_version: ModelVersion) -> None:
+    """Take ``candidate`` from the version, then mark it ``publishing``: it is no candidate while it changes."""
+    if CANDIDATE_ALIAS in model_version.aliases:
+        client.delete_registered_model_alias(model_version.name, CANDIDATE_ALIAS)
+    client.set_model_version_tag(model_version.name, str(model_version.version), TAG_STATUS, VersionStatus.PUBLISHING)
+
+
+@talks_to_mlflow
 def promote(model_name: str, version: str | int, settings: Settings | None = None) -> Promotion:
-    """Give ``champion`` to a version whose gates passed; refuse any other with the reason."""
+    """Give ``champion`` to a completely published version whose gates passed; refuse any other with the reason."""
     client = mlflow_client(settings)
     model_version = get_version(client, model_name, version)
     version = str(model_version.version)
+    refused = f"{model_name} version {version} cannot become {CHAMPION_ALIAS}"
     gates = model_version.tags.get(TAG_GATES)
+    status = model_version.tags.get(TAG_STATUS)
     if gates is None:
+        raise PromotionRefused(f"{refused}: it has no gate results (conversion, numerics and packaging never completed for it)")
+    if status != VersionStatus.PUBLISHED:
         raise PromotionRefused(
-            f"{model_name} version {version} cannot become {CHAMPION_ALIAS}: it has no gate results "
-            "(conversion, numerics and packaging never completed for it)"
+            f"{refused}: its publication did not complete ({TAG_STATUS} is {status or 'missing'}); "
+            "a re-run of the pipeline completes it"
         )
     if gates != GATES_PASSED:
         details = "; ".join(
@@ -372,7 +457,7 @@ def promote(model_name: str, version: str | int, settings: Settings | None = Non
             for key, value in sorted(model_version.tags.items())
             if key.startswith(GATE_TAG_PREFIX) and value.startswith("failed")
         )
-        raise PromotionRefused(f"{model_name} version {version} cannot become {CHAMPION_ALIAS}: gates {gates} ({details})")
+        raise PromotionRefused(f"{refused}: gates {gates} ({details})")
     try:
         previous = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version
     except MlflowException:

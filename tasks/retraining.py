@@ -22,7 +22,7 @@ from tasks.config import PipelineConfig, load_config
 from tasks.errors import PipelineStepError
 from tasks.model_versions import ResolvedVersion, find_champion
 from tasks.scoring import AccuracyReport, LabelledImage, score_service_dir
-from tasks.tracking import mlflow_client
+from tasks.tracking import mlflow_client, talks_to_mlflow
 
 RETRAIN_UNTIL = "package"
 
@@ -83,6 +83,7 @@ def config_from_params(params: Mapping[str, str]) -> dict:
     return raw
 
 
+@talks_to_mlflow
 def retrain_config(
     data_dir: str = "", model_name: str = "", config_path: str = "", settings: Settings | None = None
 ) -> PipelineConfig:

@@ -22,18 +22,22 @@ What lands where in a run:
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -106,10 +110,15 @@ def parity_metric(stage: str, measure: str) -> str:
     return f"parity.{stage}.{measure}"
 
 
+class TrackingUnavailable(PipelineStepError):
+    """The MLflow tracking server did not answer (down, unreachable, or failing every request)."""
+
+
 def mlflow_client(settings: Settings | None = None) -> MlflowClient:
     """Point MLflow at the configured tracking/registry URI and return a client for it.
 
-    The process-wide URI is set too, because MLflow's model logging resolves it globally.
+    The process-wide URI is set too, because MLflow's model logging resolves it globally; so are the
+    retries and timeout of requests to a tracking server, which MLflow reads from its environment.
     """
     settings = settings or get_settings()
     uri = settings.mlflow_tracking_uri
@@ -117,6 +126,8 @@ def mlflow_client(settings: Settings | None = None) -> MlflowClient:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES.set(str(settings.mlflow_http_retries))
+    MLFLOW_HTTP_REQUEST_TIMEOUT.set(str(settings.mlflow_http_timeout_seconds))
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -129,6 +140,51 @@ def redacted_uri(uri: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def unanswered_request(error: BaseException) -> requests.RequestException | None:
+    """The request to a tracking server that got no usable answer behind an MLflow error, if that is what it is."""
+    cause = error.__cause__ or error.__context__
+    return cause if isinstance(error, MlflowException) and isinstance(cause, requests.RequestException) else None
+
+
+def root_cause(error: BaseException) -> BaseException:
+    while (cause := error.__cause__ or error.__context__) is not None:
+        error = cause
+    return error
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for a failed MLflow call: the server and why it did not answer, or MLflow's own message."""
+    request = unanswered_request(error)
+    if request is not None and request.request is not None:
+        server = urlunsplit(urlsplit(request.request.url)._replace(path="", query="", fragment=""))
+        return f"the MLflow tracking server at {redacted_uri(server)} did not answer: {root_cause(request)}"
+    if isinstance(error, MlflowException):
+        return error.message
+    return str(error) or type(error).__name__
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def talks_to_mlflow(step: Callable[P, R]) -> Callable[P, R]:
+    """A step that calls MLflow: when the tracking server does not answer, it fails with
+    :class:`TrackingUnavailable` naming the server, not with MLflow's traceback."""
+
+    @functools.wraps(step)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return step(*args, **kwargs)
+        except MlflowException as error:
+            if unanswered_request(error) is None:
+                raise
+            raise TrackingUnavailable(
+                f"{describe_failure(error)} (start it, or point FPGAFLOW_MLFLOW_TRACKING_URI at a running one)"
+            ) from error
+
+    return guarded
 
 
 def experiment_artifact_location(settings: Settings) -> str | None:
@@ -208,6 +264,7 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+@talks_to_mlflow
 def start_pipeline_run(
     config: PipelineConfig,
     dataset_fingerprint: str,
@@ -248,6 +305,7 @@ def split_counts(split_manifest: Path) -> dict[str, int]:
         return dict(Counter(row["split"] for row in reader))
 
 
+@talks_to_mlflow
 def log_data_lineage(
     run_id: str, validation_report: Path, split_manifest: Path, settings: Settings | None = None
 ) -> None:
@@ -300,6 +358,7 @@ def history_metrics(history: list[Mapping[str, Any]]) -> list[Metric]:
     return metrics
 
 
+@talks_to_mlflow
 def log_training(
     run_id: str,
     history: list[Mapping[str, Any]],
@@ -331,6 +390,7 @@ def log_training(
         client.log_batch(run_id, params=[Param(f"{FEATURIZER_PARAM_PREFIX}{key}", str(value)) for key, value in scalars.items()])
 
 
+@talks_to_mlflow
 def log_conversion(run_id: str, report: ConversionReport, settings: Settings | None = None) -> None:
     """Parity measures as metrics and the full conversion report as an artifact."""
     client = mlflow_client(settings)
@@ -351,6 +411,7 @@ def numerics_gate(numeric_format: str, outcome: FormatOutcome) -> Gate:
     return Gate(name=numeric_format, passed=outcome.passed, detail=detail)
 
 
+@talks_to_mlflow
 def log_numerics(run_id: str, outcomes: Mapping[str, Any], settings: Settings | None = None) -> dict[str, FormatOutcome]:
     """Per-format accuracy and delta to fp32 as metrics; each format's gate outcome as a run tag."""
     coerced = coerce_outcomes(outcomes)
@@ -371,6 +432,7 @@ def log_numerics(run_id: str, outcomes: Mapping[str, Any], settings: Settings | 
     return coerced
 
 
+@talks_to_mlflow
 def finish_run(run_id: str, succeeded: bool = True, settings: Settings | None = None) -> None:
     mlflow_client(settings).set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
 
@@ -382,6 +444,7 @@ def mlflow_ui_url(settings: Settings | None = None) -> str:
     return uri.rstrip("/") if urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
 
 
+@talks_to_mlflow
 def run_url(run_id: str, settings: Settings | None = None) -> str:
     run = mlflow_client(settings).get_run(run_id)
     return f"{mlflow_ui_url(settings)}/#/experiments/{run.info.experiment_id}/runs/{run_id}"

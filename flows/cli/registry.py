@@ -19,12 +19,11 @@ def register(subparsers) -> None:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from tasks.errors import PipelineStepError
-    from tasks.registry import CHAMPION_ALIAS, promote
+    from tasks.registry import CHAMPION_ALIAS, PromotionRefused, promote
 
     try:
         promotion = promote(args.name, args.version)
-    except PipelineStepError as error:
+    except PromotionRefused as error:
         print(f"fpgaflow promote: refused: {error}", file=sys.stderr)
         return 1
     if args.json:

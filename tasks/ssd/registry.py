@@ -24,16 +24,9 @@ from fpga_runtime.service import check_name
 from fpga_runtime.settings import Settings, get_settings
 from tasks.conversion import FPGA_INPUT, load_keras_model
 from tasks.errors import PipelineStepError
-from tasks.registry import (
-    TAG_FEATURIZER,
-    TAG_RUN_ID,
-    RegisteredVersion,
-    ensure_registered_model,
-    find_version_for_run,
-    model_card_from_run,
-)
+from tasks.registry import RegisteredVersion, register_run_model
 from tasks.ssd.export import DetectorFiles
-from tasks.tracking import TAG_DATASET_FINGERPRINT, mlflow_client
+from tasks.tracking import mlflow_client
 
 LOGGED_MODEL_NAME = "detector"
 STAGE_ARTIFACTS = "stages"
@@ -103,26 +96,11 @@ def register_trained_detector(run_id: str, model_name: str, fpga_model_path: Pat
     if Path(cpu_model_path).resolve() != files.cpu_stage.resolve():
         raise PipelineStepError(f"{cpu_model_path} is not the CPU stage exported beside {fpga_model_path}")
     client = mlflow_client(settings)
-    version = find_version_for_run(client, model_name, run_id)
-    if version is None:
-        run = client.get_run(run_id)
-        experiment_id = run.info.experiment_id
-        model_id = logged_detector_id(client, experiment_id, run_id) or log_detector(client, experiment_id, run_id, files, class_names)
-        ensure_registered_model(client, model_name)
-        version = client.create_model_version(
-            model_name,
-            f"models:/{model_id}",
-            run_id=run_id,
-            model_id=model_id,
-            tags={
-                TAG_RUN_ID: run_id,
-                TAG_DATASET_FINGERPRINT: run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),
-                TAG_FEATURIZER: run.data.params.get("featurizer", ""),
-            },
-        )
-        card = model_card_from_run(client, model_name, str(version.version), run_id, class_names=tuple(class_names))
-        client.update_model_version(model_name, str(version.version), description=card.markdown())
-    return RegisteredVersion(name=model_name, version=str(version.version), run_id=run_id, source=version.source)
+
+    def log_model(experiment_id: str) -> str:
+        return logged_detector_id(client, experiment_id, run_id) or log_detector(client, experiment_id, run_id, files, class_names)
+
+    return register_run_model(client, model_name, run_id, class_names, log_model)
 
 
 @task(name="register-detector", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

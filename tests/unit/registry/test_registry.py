@@ -149,6 +149,7 @@ def test_version_carries_lineage_service_and_gate_tags(chain, client):
     assert tags["fpgaflow.service_artifacts"].endswith(f"{chain.run_id}/artifacts/service")
     assert Path(tags["fpgaflow.service_dir"]) == chain.published.service_dir
     assert tags["fpgaflow.gates"] == "passed"
+    assert tags["fpgaflow.status"] == "published"
     assert tags["fpgaflow.gate.parity"].startswith("passed: onnxruntime matches Keras on 12 held-out images (fpga scaled diff ")
     assert tags["fpgaflow.gate.int8"] == "passed: accuracy 0.7950, delta to fp32 -0.50 points"
     assert tags["fpgaflow.gate.msfp8"] == "failed: drop of 10.0 points exceeds 1.0"
@@ -265,6 +266,7 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     registered = run_pipeline_until_registration(registry_settings, inputs, stage_files, preprocess_spec, tmp_path / "pets")
     version = registered.version
     assert int(version) > int(chain.version)
+    assert client.get_model_version("pets", version).tags["fpgaflow.status"] == "registered"
 
     with pytest.raises(PromotionRefused, match=f"pets version {version} cannot become champion: it has no gate results"):
         promote("pets", version, registry_settings)
