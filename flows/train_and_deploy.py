@@ -1,5 +1,9 @@
 """`train_and_deploy`: from a folder of labelled images to a deployed service, one task per step.
 
+Classifiers and the ssd_vgg detector run the same sequence; :mod:`flows.model_kinds` gives each
+kind's tasks for the steps where they differ (data, training, registration, conversion, numerics,
+packaging, smoke test).
+
 Steps whose inputs are unchanged (same data fingerprint, same parameters, same fpgaflow version)
 are read back from Prefect's result cache, so a re-run resumes after the last finished step.
 """
@@ -15,17 +19,13 @@ from prefect import flow
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import flow_run
 
+from flows.model_kinds import model_kind
 from fpga_runtime.settings import get_settings
 from tasks.config import STEPS, PipelineConfig
-from tasks.conversion import convert_stages_task, ensure_parity, load_held_out_images
+from tasks.conversion import ensure_parity, load_held_out_images
 from tasks.deploy import deploy_task
 from tasks.image_build import ImageBuildFailed, build_image_task
-from tasks.intake import load_splits, validate_data
-from tasks.numerics_step import evaluate_numerics_task
-from tasks.packaging import package_service_task
-from tasks.registry import pipeline_summary, publish_version_task, register_trained_model_task
-from tasks.scoring import split_images
-from tasks.smoke import smoke_test_task
+from tasks.registry import pipeline_summary, publish_version_task
 from tasks.tracking import (
     finish_run_task,
     log_data_lineage_task,
@@ -33,7 +33,6 @@ from tasks.tracking import (
     log_training_task,
     start_pipeline_run_task,
 )
-from tasks.train_step import train_step_task
 
 # Fields that change where a run ends or deploys, not what it computes.
 NOT_IN_CACHE_KEY = {"until", "target", "replicas", "base_image"}
@@ -74,18 +73,19 @@ def _serving_image(service_dir: Path, config: PipelineConfig) -> tuple[str | Non
 @flow(name="train_and_deploy", log_prints=True)
 def train_and_deploy(config: PipelineConfig) -> dict:
     """Run the pipeline up to ``config.until`` and return the run summary (the CLI's ``--json``)."""
+    kind = model_kind(config.featurizer)
     summary: dict = {"flow_run_id": str(flow_run.get_id())}
-    intake = validate_data(config.data_dir)
+    intake = kind.validate(config.data_dir)
     summary.update(intake.summary())
     if _reached(config, "validate"):
         return summary
 
     key = run_key(config, intake.dataset_fingerprint)
     run_dir = get_settings().home / "runs" / config.resolved_model_name / key
-    splits = load_splits(intake.split_path)
+    splits = kind.load_splits(intake.split_path)
     mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint)
     cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
-    trained = cached(train_step_task, key, "train")(splits, intake.class_names, intake.dataset_fingerprint, config,
+    trained = cached(kind.train, key, "train")(splits, intake.class_names, intake.dataset_fingerprint, config,
                                                     run_dir / "train")
     evaluation = trained.evaluation
     cached(log_training_task, key, "log-training")(mlflow_run_id, trained.history, evaluation.metrics, evaluation.per_class,
@@ -98,19 +98,19 @@ def train_and_deploy(config: PipelineConfig) -> dict:
 
     model_name = config.resolved_model_name
     files = trained.model_files
-    registered = register_trained_model_task(mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage,
+    registered = kind.register(mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage,
                                              intake.class_names)
     spec = trained.featurizer.preprocessing
     test_paths = list(splits.loc[splits["split"] == "test", "path"])
-    conversion = cached(convert_stages_task, key, "convert")(mlflow_run_id, files.fpga_stage, files.cpu_stage,
+    conversion = cached(kind.convert, key, "convert")(mlflow_run_id, files.fpga_stage, files.cpu_stage,
                                                              load_held_out_images(test_paths, spec), run_dir / "onnx")
     ensure_parity(conversion)
-    numerics = cached(evaluate_numerics_task, key, "numerics")(conversion.fpga_onnx, conversion.cpu_onnx, splits,
+    numerics = cached(kind.numerics, key, "numerics")(conversion.fpga_onnx, conversion.cpu_onnx, splits,
                                                                intake.class_names, intake.dataset_fingerprint, spec,
                                                                config, run_dir / "numerics")
     outcomes = numerics.results
     cached(log_numerics_task, key, "log-numerics")(mlflow_run_id, outcomes)
-    service_dir = package_service_task(
+    service_dir = kind.package(
         model_name, registered.version, intake.class_names, spec, numerics.serve_format,
         numerics.served.fpga_onnx, numerics.served.cpu_onnx,
         {**registered.service_source(intake.dataset_fingerprint), "featurizer": trained.featurizer.name,
@@ -132,6 +132,6 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     if image is None:
         summary["image_reason"] = image_reason
     if deployed.applied:
-        held_out = split_images(Path(intake.split_path))[: get_settings().smoke_test_images]
-        summary["smoke_test"] = smoke_test_task(deployed.endpoint, service_dir, held_out).summary()
+        held_out = kind.smoke_images(Path(intake.split_path))[: get_settings().smoke_test_images]
+        summary["smoke_test"] = kind.smoke_test(deployed.endpoint, service_dir, held_out).summary()
     return summary

@@ -98,14 +98,15 @@ class PipelineConfig(BaseModel):
 
 
 def load_config(path: Path | None, **overrides) -> PipelineConfig:
-    """YAML file (optional) + overrides (None values ignored; 'training.x' keys nest)."""
+    """YAML file (optional) + overrides (None values ignored; dotted keys such as 'training.epochs' nest)."""
     raw: dict = yaml.safe_load(Path(path).read_text()) if path else {}
     raw = raw or {}
     for key, value in overrides.items():
         if value is None:
             continue
-        if key.startswith("training."):
-            raw.setdefault("training", {})[key.removeprefix("training.")] = value
-        else:
-            raw[key] = value
+        *sections, name = key.split(".")
+        target = raw
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
     return PipelineConfig.model_validate(raw)

@@ -178,7 +178,7 @@ def find_version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelV
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
-        client.create_registered_model(name, description="Image classifier built by the fpgaflow pipeline.")
+        client.create_registered_model(name, description="Image model built by the fpgaflow pipeline; each version describes itself in its model card.")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -485,9 +485,14 @@ def pipeline_summary(published: PublishedVersion, settings: Settings | None = No
 def register_trained_model_task(
     run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
 ) -> RegisteredVersion:
-    registered = register_trained_model(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
-    publish_link("model-registration", f"{mlflow_ui_url()}/#/models/{model_name}/versions/{registered.version}",
-                 f"{model_name} version {registered.version}", "the registered model version in the MLflow UI")
+    return publish_registration(register_trained_model(run_id, model_name, fpga_model_path, cpu_model_path, class_names))
+
+
+def publish_registration(registered: RegisteredVersion) -> RegisteredVersion:
+    """The registration step's artifact: a link to the new model version in the MLflow UI."""
+    name, version = registered.name, registered.version
+    publish_link("model-registration", f"{mlflow_ui_url()}/#/models/{name}/versions/{version}",
+                 f"{name} version {version}", "the registered model version in the MLflow UI")
     return registered
 
 

@@ -10,7 +10,7 @@ from flows.cli import UsageError
 
 
 def register(subparsers) -> None:
-    run = subparsers.add_parser("run", help="Run the pipeline on a folder-per-class dataset (the main job).")
+    run = subparsers.add_parser("run", help="Run the pipeline on a folder-per-class dataset, or a detection dataset with --featurizer ssd_vgg (the main job).")
     run.add_argument("data_dir", type=Path)
     run.add_argument("--config", type=Path, help="YAML file with pipeline settings (see README).")
     run.add_argument("--until", choices=["validate", "train", "package", "deploy"], help="Last step to run (default: deploy).")
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     run.add_argument("--model-name", help="Registered model name (default: the data folder's name).")
     run.add_argument("--featurizer", help="resnet50, resnet152, densenet121, vgg16 or ssd_vgg.")
     run.add_argument("--weights", help="imagenet, none (seeded random init) or a weights file path.")
-    run.add_argument("--input-size", type=int, help="Square input side in pixels (default 224).")
+    run.add_argument("--input-size", type=int, help="Square input side in pixels (default 224; 300 for ssd_vgg).")
     run.add_argument("--seed", type=int)
     run.add_argument("--epochs", type=int, dest="training.epochs")
     run.add_argument("--batch-size", type=int, dest="training.batch_size")
@@ -31,12 +31,24 @@ def register(subparsers) -> None:
     run.add_argument("--target", choices=["local", "docker", "kubernetes"])
     run.add_argument("--replicas", type=int)
     run.add_argument("--base-image", help="Base image of the serving image.")
+    detection = run.add_argument_group("detection (featurizer ssd_vgg)")
+    detection.add_argument("--detection-width", type=float, dest="detection.width",
+                           help="Channel multiplier of the detector's convolutions (default 1.0 = SSD300).")
+    detection.add_argument("--feature-maps", type=int, dest="detection.feature_maps",
+                           help="SSD feature maps used, 1 to 6 (default: as many as the input size allows).")
+    detection.add_argument("--score-threshold", type=float, dest="detection.score_threshold",
+                           help="Class scores at or below this are never detections (default 0.01).")
+    detection.add_argument("--iou-threshold", type=float, dest="detection.iou_threshold",
+                           help="Non-maximum suppression IoU (default 0.45).")
+    detection.add_argument("--max-detections", type=int, dest="detection.max_detections",
+                           help="Detections returned per image (default 100).")
     run.set_defaults(handler=_run)
 
 
 OVERRIDES = ("until", "model_name", "featurizer", "weights", "input_size", "seed", "numerics", "serve_format",
              "target", "replicas", "base_image", "training.epochs", "training.batch_size", "training.learning_rate",
-             "training.hidden_units", "training.mode")
+             "training.hidden_units", "training.mode", "detection.width", "detection.feature_maps",
+             "detection.score_threshold", "detection.iou_threshold", "detection.max_detections")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -63,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for key, value in summary.items():
             print(f"{key}: {value}")
-        print_next_steps(summary, config.data_dir)
+        print_next_steps(summary, config)
     return 0
 
 
@@ -71,11 +83,24 @@ def _sample_image(data_dir: Path) -> Path | None:
     return next((path for path in sorted(data_dir.glob("*/*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), None)
 
 
-def print_next_steps(summary: dict, data_dir: Path) -> None:
+def _answer_lines(client, image: Path, detects: bool) -> list[str]:
+    """What the service says about ``image``: the top-5 classes, or the detections a user would see."""
+    if not detects:
+        return [f"  {label:>12}  {probability:.4f}" for label, probability in client.top_k(client.score_file(image), k=5)]
+    from flows.cli.serving import DEFAULT_MIN_SCORE
+
+    shown = client.detect_file(image).above(DEFAULT_MIN_SCORE).to_dict()[:5]
+    return [f"  {item['label']:>12}  {item['score']:.4f}  box [ymin, xmin, ymax, xmax] {item['box']}" for item in shown] or [
+        f"  no detection scores {DEFAULT_MIN_SCORE} or more"]
+
+
+def print_next_steps(summary: dict, config) -> None:
     """Where the results are: the service's answer for a sample image, and the two UIs."""
+    from flows.model_kinds import DETECTOR_FEATURIZERS
     from fpga_runtime.settings import get_settings
 
     settings = get_settings()
+    data_dir, detects = config.data_dir, config.featurizer in DETECTOR_FEATURIZERS
     endpoint, image = summary.get("endpoint"), _sample_image(data_dir)
     if endpoint and image is not None:
         from fpga_runtime.client import PredictionClient
@@ -83,11 +108,11 @@ def print_next_steps(summary: dict, data_dir: Path) -> None:
 
         keys = settings.server_api_keys
         with PredictionClient(*parse_endpoint(endpoint), access_token=keys[0] if keys else None) as client:
-            top5 = client.top_k(client.score_file(image), k=5)
+            lines = _answer_lines(client, image, detects)
         print(f"\nthe service at {endpoint} answers for {image.relative_to(data_dir)}:")
-        for label, probability in top5:
-            print(f"  {label:>12}  {probability:.4f}")
-        print(f"score your own: fpgaflow score IMAGE --address {endpoint}; stop it: fpgaflow cluster down")
+        print("\n".join(lines))
+        score = "fpgaflow score IMAGE --detect" if detects else "fpgaflow score IMAGE"
+        print(f"score your own: {score} --address {endpoint}; stop it: fpgaflow cluster down")
     print("\nsee the run in the Prefect UI:  PREFECT_HOME=" + str(settings.home / "prefect")
           + " prefect server start   (then http://127.0.0.1:4200/runs)")
     if "model_name" in summary:

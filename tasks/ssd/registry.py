@@ -24,7 +24,7 @@ from fpga_runtime.service import check_name
 from fpga_runtime.settings import Settings, get_settings
 from tasks.conversion import FPGA_INPUT, load_keras_model
 from tasks.errors import PipelineStepError
-from tasks.registry import RegisteredVersion, register_run_model
+from tasks.registry import RegisteredVersion, publish_registration, register_run_model
 from tasks.ssd.export import DetectorFiles
 from tasks.tracking import mlflow_client
 
@@ -106,4 +106,4 @@ def register_trained_detector(run_id: str, model_name: str, fpga_model_path: Pat
 @task(name="register-detector", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register_trained_detector_task(run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
                                    class_names: Sequence[str]) -> RegisteredVersion:
-    return register_trained_detector(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
+    return publish_registration(register_trained_detector(run_id, model_name, fpga_model_path, cpu_model_path, class_names))

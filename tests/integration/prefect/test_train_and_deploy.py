@@ -8,8 +8,6 @@ import pytest
 
 from flows.train_and_deploy import train_and_deploy
 from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.daemon import gateway_running, stop_cluster
-from fpga_runtime.settings import get_settings
 from tasks.config import PipelineConfig
 from tasks.monitoring import parse_endpoint
 from tasks.registry import CANDIDATE_ALIAS
@@ -20,17 +18,6 @@ STEP_ARTIFACTS = {
     "data-validation", "mlflow-run", "featurizer", "training-epochs", "evaluation", "test-metrics-per-class",
     "model-registration", "numerics", "service-definition", "model-card", "image-build", "deployment", "smoke-test",
 }
-
-
-@pytest.fixture
-def pipeline_settings(monkeypatch):
-    """No fixed ports; no Docker engine, so the image step reports why it built nothing."""
-    monkeypatch.setenv("FPGAFLOW_CLUSTER_GATEWAY_PORT", "0")
-    monkeypatch.setenv("FPGAFLOW_DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    get_settings.cache_clear()
-    yield get_settings()
-    if gateway_running(get_settings()):
-        stop_cluster(get_settings())
 
 
 def small_config(data_dir, until="deploy") -> PipelineConfig:

@@ -35,3 +35,12 @@ def test_detection_settings_come_from_the_config_file(tmp_path):
 def test_invalid_detection_settings_are_refused(tmp_path, detection):
     with pytest.raises(ValidationError):
         PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg", detection=detection)
+
+
+def test_dotted_overrides_nest_into_their_section_over_the_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("featurizer: ssd_vgg\ndetection:\n  width: 0.5\n  feature_maps: 4\n")
+    config = load_config(path, data_dir=tmp_path, **{"detection.width": 0.25, "training.epochs": 3,
+                                                      "detection.iou_threshold": None})
+    assert (config.detection.width, config.detection.feature_maps, config.training.epochs) == (0.25, 4, 3)
+    assert config.detection.iou_threshold == 0.45

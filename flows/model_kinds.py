@@ -1,0 +1,63 @@
+"""The step tasks of each kind of model, so `train_and_deploy` runs one sequence for classifiers and detectors.
+
+A classifier (resnet50, resnet152, densenet121, vgg16) and the detector (ssd_vgg) differ in how
+their data is read, trained, converted, gated, packaged and smoke-tested; every other step
+(MLflow run, lineage, publication, image build, deployment) is shared. Each kind's tasks take the
+same arguments, so the flow only picks the kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import Task
+
+from tasks.conversion import convert_stages_task
+from tasks.intake import load_splits, validate_data
+from tasks.numerics_step import evaluate_numerics_task
+from tasks.packaging import package_service_task
+from tasks.registry import register_trained_model_task
+from tasks.scoring import split_images
+from tasks.smoke import smoke_test_task
+from tasks.ssd.conversion import convert_detector_stages_task
+from tasks.ssd.intake import load_detection_splits, split_image_paths, validate_detection_data
+from tasks.ssd.numerics import evaluate_detector_numerics_task
+from tasks.ssd.packaging import package_detector_task
+from tasks.ssd.registry import register_trained_detector_task
+from tasks.ssd.smoke import detection_smoke_test_task
+from tasks.ssd.train_step import detection_train_step_task
+from tasks.train_step import train_step_task
+
+DETECTOR_FEATURIZERS = ("ssd_vgg",)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    validate: Task
+    load_splits: Callable
+    train: Task
+    register: Task
+    convert: Task
+    numerics: Task
+    package: Task
+    smoke_test: Task
+    smoke_images: Callable[[Path], Sequence]  # the split manifest -> the held-out images the smoke test sends
+
+
+CLASSIFIER = ModelKind(
+    name="classifier", validate=validate_data, load_splits=load_splits, train=train_step_task,
+    register=register_trained_model_task, convert=convert_stages_task, numerics=evaluate_numerics_task,
+    package=package_service_task, smoke_test=smoke_test_task, smoke_images=split_images,
+)
+DETECTOR = ModelKind(
+    name="detector", validate=validate_detection_data, load_splits=load_detection_splits, train=detection_train_step_task,
+    register=register_trained_detector_task, convert=convert_detector_stages_task, numerics=evaluate_detector_numerics_task,
+    package=package_detector_task, smoke_test=detection_smoke_test_task, smoke_images=split_image_paths,
+)
+
+
+def model_kind(featurizer: str) -> ModelKind:
+    return DETECTOR if featurizer in DETECTOR_FEATURIZERS else CLASSIFIER
