@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                            help="Non-maximum suppression IoU (default 0.45).")
     detection.add_argument("--max-detections", type=int, dest="detection.max_detections",
                            help="Detections returned per image (default 100).")
+    for action in run._actions:
+        if "." in action.dest and action.metavar is None:  # a nested config key: show EPOCHS, not TRAINING.EPOCHS
+            action.metavar = action.dest.rsplit(".", 1)[1].upper()
     run.set_defaults(handler=_run)
 
 
