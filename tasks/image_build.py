@@ -286,6 +286,19 @@ def _image_present(client, name: str) -> bool:
         return False
 
 
+def _default_base_image(client, settings: Settings) -> tuple[str, str]:
+    """(base image, why it is not the ``image_base`` setting): the setting, or the locally made base image
+    where the setting's image cannot be pulled and the local one is on the engine."""
+    wanted, local = settings.image_base, settings.local_base_image
+    if client is None or _image_present(client, wanted) or not _image_present(client, local):
+        return wanted, ""
+    try:
+        client.images.pull(wanted)
+        return wanted, ""
+    except (DockerException, requests.RequestException) as error:
+        return local, f"the base image {wanted} could not be pulled ({error}); building on {local}, made on this engine by scripts/base-image"
+
+
 def build_image(
     service_dir: str | Path,
     base_image: str | None = None,
@@ -298,26 +311,36 @@ def build_image(
 
     Writes ``<output_dir>/context`` (the build context), ``build.log`` (the engine's output, line
     by line as it came) and ``image.json`` (this result); ``output_dir`` defaults to
-    ``<home>/images/<name>-<version>``. Raises :class:`ImageBuildFailed` with the engine's error
-    when the build fails; returns ``built=False`` and the reason when no engine is reachable.
+    ``<home>/images/<name>-<version>``. Without ``base_image``: the ``image_base`` setting, or the
+    locally made ``local_base_image`` when the first cannot be pulled and the second is on the engine.
+    Raises :class:`ImageBuildFailed` with the engine's error when the build fails; returns
+    ``built=False`` and the reason when no engine is reachable.
     """
     settings = settings or get_settings()
-    base_image = base_image or settings.image_base
     service_dir = Path(service_dir)
     service = load_service(service_dir)
     output_dir = Path(output_dir) if output_dir else settings.home / "images" / f"{service.name}-{service.version}"
     context_dir, log_path = output_dir / "context", output_dir / "build.log"
     output_dir.mkdir(parents=True, exist_ok=True)
     tag = tag or default_tag(service)
-    labels = write_build_context(service_dir, context_dir, base_image, settings)
-    result = ImageResult(tag=tag, built=False, base_image=base_image, context_dir=str(context_dir),
-                         log_path=str(log_path), labels=labels)
-
-    lines = _LineLog(log_path, on_line or log.info)
     try:
         client = connect(settings)
     except EngineUnreachable as unreachable:
-        result.reason = f"image not built: {unreachable}; the build context is ready in {context_dir}"
+        client, unreachable_reason = None, str(unreachable)
+    try:
+        base_image, base_note = (base_image, "") if base_image else _default_base_image(client, settings)
+        labels = write_build_context(service_dir, context_dir, base_image, settings)
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
+    result = ImageResult(tag=tag, built=False, base_image=base_image, context_dir=str(context_dir),
+                         log_path=str(log_path), labels=labels)
+    lines = _LineLog(log_path, on_line or log.info)
+    if base_note:
+        lines.write(base_note + "\n")
+    if client is None:
+        result.reason = f"image not built: {unreachable_reason}; the build context is ready in {context_dir}"
         lines.write(result.reason + "\n")
         lines.close()
         log.warning(result.reason)

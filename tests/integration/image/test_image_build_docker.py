@@ -81,3 +81,18 @@ def test_a_failed_build_fails_the_step_with_the_engines_error(docker_client, tmp
                     settings=Settings(home=tmp_path / "home"))
     assert "scripts/base-image" in str(failure.value)
     assert "ERROR" in (tmp_path / "home" / "images" / "tiny-1" / "build.log").read_text()
+
+
+def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_image(docker_client, local_base_image,
+                                                                                      tmp_path):
+    service_dir = write_service_with_lineage(tmp_path / "service")
+    settings = Settings(home=tmp_path / "home", image_base="fpgaflow-test/no-such-base:0", local_base_image=local_base_image)
+    lines = []
+    result = build_image(service_dir, tag="fpgaflow-test/fallback:1", settings=settings, on_line=lines.append)
+    try:
+        assert result.built and result.base_image == local_base_image
+        assert docker_client.images.get(result.tag).labels["org.opencontainers.image.base.name"] == local_base_image
+        assert any("fpgaflow-test/no-such-base:0 could not be pulled" in line for line in lines)
+    finally:
+        docker_client.images.remove(result.tag, force=True)
+        docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})
