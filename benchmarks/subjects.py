@@ -64,7 +64,9 @@ def calibration_images(spec: PreprocessSpec, count: int, seed: int = 0) -> np.nd
 def _head(feature_dim: int, seed: int):
     import keras
 
-    keras.utils.set_random_seed(seed)
+    from tasks.featurizers import seed_everything
+
+    seed_everything(seed)
     features = keras.Input((feature_dim,), name="features")
     probabilities = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="probabilities")(features)
     return keras.Model(features, probabilities, name="head")

@@ -10,6 +10,7 @@ locally), ``none`` (seeded random initialisation) or the path of a weights file.
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.random import seed_generator as keras_seed_generator
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
@@ -208,8 +210,15 @@ def _load_weights_file(model: keras.Model, path: Path, arch: Architecture, input
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy, TensorFlow and Keras, and make TensorFlow's kernels deterministic, so a
-    featurizer built, run and trained with the same seed gives the same numbers in any process."""
+    featurizer built, run and trained with the same seed gives the same numbers in any process.
+
+    Keras draws the seeds of unseeded initializers and dropout layers from the ``random`` module,
+    whose state every thread of the process shares (inside a Prefect flow, its API and event
+    threads draw from it too). Keras gets a generator of its own, seeded here, so building a model
+    draws the same seeds whatever other threads do.
+    """
     keras.utils.set_random_seed(seed)
+    keras_seed_generator.python_random = random.Random(seed)
     tf.config.experimental.enable_op_determinism()
 
 

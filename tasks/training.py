@@ -184,8 +184,8 @@ def fine_tune_full(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFra
     end_to_end.compile(optimizer=make_optimizer(config, config.learning_rate * FULL_MODE_LEARNING_RATE_FACTOR,
                                                       FULL_MODE_GLOBAL_CLIPNORM),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    fitted = end_to_end.fit(batches["train"], validation_data=batches["val"], epochs=config.epochs,
-                            callbacks=_callbacks(config), verbose=0)
+    fitted = end_to_end.fit(batches["train"], validation_data=batches["val"], epochs=config.epochs, shuffle=False,
+                            callbacks=_callbacks(config), verbose=0)  # ImageBatches shuffles itself, seeded
     tuned = Featurizer(model, describe(model, architecture(info.name), info.weights, info.seed, info.input_size,
                                        fine_tuned=True))
     return TrainedStages(tuned, head_model, head.history + _history(fitted, len(head.history)))

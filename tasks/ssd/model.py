@@ -22,7 +22,15 @@ import numpy as np
 
 from fpga_runtime.preprocessing import PreprocessSpec
 from fpga_runtime.settings import Settings, get_settings
-from tasks.featurizers import CAFFE_PREPROCESSING, INPUT, WeightsUnavailable, architecture, count_macs, imagenet_weights_file
+from tasks.featurizers import (
+    CAFFE_PREPROCESSING,
+    INPUT,
+    WeightsUnavailable,
+    architecture,
+    count_macs,
+    imagenet_weights_file,
+    seed_everything,
+)
 from tasks.ssd.geometry import (
     EXTRA_LAYERS,
     NAME,
@@ -113,7 +121,7 @@ def _feature_maps(inputs: keras.KerasTensor, width: float, count: int) -> list[k
 
 
 def build_ssd_model(input_size: int, num_classes: int, feature_maps: int | None = None, width: float = 1.0) -> keras.Model:
-    """The functional SSD model (random weights; call :func:`keras.utils.set_random_seed` first for repeatable ones)."""
+    """The functional SSD model (random weights; call :func:`tasks.featurizers.seed_everything` first for repeatable ones)."""
     count = check_geometry(input_size, feature_maps)
     if num_classes < 1:
         raise ValueError(f"a detector needs at least one object class, got {num_classes}")
@@ -193,7 +201,7 @@ def build_detector(num_classes: int, weights: str = "none", input_size: int = DE
         raise WeightsUnavailable(
             f"weights file {weights_file} does not exist: weights must be 'imagenet', 'none' or the path of a Keras weights file"
         )
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     model = build_ssd_model(input_size, num_classes, feature_maps, width)
     if keyword == "imagenet":
         load_imagenet_vgg16(model, width, settings)

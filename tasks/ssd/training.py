@@ -146,7 +146,8 @@ def train_detector(detector: Detector, train_rows: pd.DataFrame, val_rows: pd.Da
     if training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                                        restore_best_weights=True))
-    fitted = model.fit(batches["train"], validation_data=batches["val"], epochs=training.epochs, callbacks=callbacks, verbose=0)
+    fitted = model.fit(batches["train"], validation_data=batches["val"], epochs=training.epochs, shuffle=False,
+                       callbacks=callbacks, verbose=0)  # DetectionBatches shuffles itself, seeded
     history = [{"epoch": epoch, **{key: float(values[epoch]) for key, values in fitted.history.items()}}
                for epoch in range(len(fitted.history.get("loss", [])))]
     info = detector.info

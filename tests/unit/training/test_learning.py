@@ -104,3 +104,22 @@ def test_training_inputs_equal_serving_inputs_bitwise(trained, exported, digits,
         served = preprocess(Path(path).read_bytes(), saved_spec)
         assert served.dtype == featurize_time.dtype == np.float32
         assert served.tobytes() == featurize_time[index].tobytes() == full_mode_time[index].tobytes(), path
+
+
+def test_model_building_after_seeding_ignores_other_users_of_the_random_module():
+    import random
+
+    import keras
+
+    from tasks.featurizers import seed_everything
+
+    def seeded_weights(draws_by_others: int) -> list[np.ndarray]:
+        seed_everything(7)
+        for _ in range(draws_by_others):  # what a Prefect API or event thread may do meanwhile
+            random.random()
+        inputs = keras.Input(shape=(3,))
+        outputs = keras.layers.Dense(4)(keras.layers.Dropout(0.5)(keras.layers.Dense(5)(inputs)))
+        return keras.Model(inputs, outputs).get_weights()
+
+    for alone, disturbed in zip(seeded_weights(0), seeded_weights(5)):
+        np.testing.assert_array_equal(alone, disturbed)
