@@ -35,7 +35,6 @@ DETECTOR_FEATURIZERS = ("ssd_vgg",)
 
 @dataclass(frozen=True)
 class ModelKind:
-    name: str
     validate: Task
     load_splits: Callable
     train: Task
@@ -48,12 +47,12 @@ class ModelKind:
 
 
 CLASSIFIER = ModelKind(
-    name="classifier", validate=validate_data, load_splits=load_splits, train=train_step_task,
+    validate=validate_data, load_splits=load_splits, train=train_step_task,
     register=register_trained_model_task, convert=convert_stages_task, numerics=evaluate_numerics_task,
     package=package_service_task, smoke_test=smoke_test_task, smoke_images=split_images,
 )
 DETECTOR = ModelKind(
-    name="detector", validate=validate_detection_data, load_splits=load_detection_splits, train=detection_train_step_task,
+    validate=validate_detection_data, load_splits=load_detection_splits, train=detection_train_step_task,
     register=register_trained_detector_task, convert=convert_detector_stages_task, numerics=evaluate_detector_numerics_task,
     package=package_detector_task, smoke_test=detection_smoke_test_task, smoke_images=split_image_paths,
 )

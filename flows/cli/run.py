@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.cli import UsageError
+
+if TYPE_CHECKING:
+    from tasks.config import PipelineConfig
 
 
 def register(subparsers) -> None:
@@ -97,7 +101,7 @@ def _answer_lines(client, image: Path, detects: bool) -> list[str]:
         f"  no detection scores {DEFAULT_MIN_SCORE} or more"]
 
 
-def print_next_steps(summary: dict, config) -> None:
+def print_next_steps(summary: dict, config: "PipelineConfig") -> None:
     """Where the results are: the service's answer for a sample image, and the two UIs."""
     from flows.model_kinds import DETECTOR_FEATURIZERS
     from fpga_runtime.settings import get_settings
