@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import Task
 
+from tasks.config import PipelineConfig
 from tasks.conversion import convert_stages_task
 from tasks.intake import load_splits, validate_data
 from tasks.numerics_step import evaluate_numerics_task
@@ -29,9 +30,6 @@ from tasks.ssd.registry import register_trained_detector_task
 from tasks.ssd.smoke import detection_smoke_test_task
 from tasks.ssd.train_step import detection_train_step_task
 from tasks.train_step import train_step_task
-
-DETECTOR_FEATURIZERS = ("ssd_vgg",)
-
 
 @dataclass(frozen=True)
 class ModelKind:
@@ -58,5 +56,5 @@ DETECTOR = ModelKind(
 )
 
 
-def model_kind(featurizer: str) -> ModelKind:
-    return DETECTOR if featurizer in DETECTOR_FEATURIZERS else CLASSIFIER
+def model_kind(config: PipelineConfig) -> ModelKind:
+    return DETECTOR if config.detects else CLASSIFIER

@@ -73,7 +73,7 @@ def _serving_image(service_dir: Path, config: PipelineConfig) -> tuple[str | Non
 @flow(name="train_and_deploy", log_prints=True)
 def train_and_deploy(config: PipelineConfig) -> dict:
     """Run the pipeline up to ``config.until`` and return the run summary (the CLI's ``--json``)."""
-    kind = model_kind(config.featurizer)
+    kind = model_kind(config)
     summary: dict = {"flow_run_id": str(flow_run.get_id())}
     intake = kind.validate(config.data_dir)
     summary.update(intake.summary())

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fpga_runtime.service import check_name
 
-FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", "ssd_vgg")
+DETECTOR_FEATURIZERS = ("ssd_vgg",)
+FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", *DETECTOR_FEATURIZERS)
 STEPS = ("validate", "train", "package", "deploy")
 SSD_INPUT_SIZE = 300
 SSD_TRAINING_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3}
@@ -83,7 +84,7 @@ class PipelineConfig(BaseModel):
     def _detector_defaults(self) -> "PipelineConfig":
         """ssd_vgg is SSD300: input size 300 instead of the classifiers' 224, and Adam at 1e-3 unless the
         training section says otherwise (the classifier heads' SGD at 1e-2 moves the SSD layers too slowly)."""
-        if self.featurizer != "ssd_vgg":
+        if not self.detects:
             return self
         if "input_size" not in self.model_fields_set:
             self.input_size = SSD_INPUT_SIZE
@@ -91,6 +92,11 @@ class PipelineConfig(BaseModel):
             if name not in self.training.model_fields_set:
                 setattr(self.training, name, value)
         return self
+
+    @property
+    def detects(self) -> bool:
+        """True for a detector (ssd_vgg), False for a classifier."""
+        return self.featurizer in DETECTOR_FEATURIZERS
 
     @property
     def resolved_model_name(self) -> str:

@@ -103,11 +103,10 @@ def _answer_lines(client, image: Path, detects: bool) -> list[str]:
 
 def print_next_steps(summary: dict, config: "PipelineConfig") -> None:
     """Where the results are: the service's answer for a sample image, and the two UIs."""
-    from flows.model_kinds import DETECTOR_FEATURIZERS
     from fpga_runtime.settings import get_settings
 
     settings = get_settings()
-    data_dir, detects = config.data_dir, config.featurizer in DETECTOR_FEATURIZERS
+    data_dir = config.data_dir
     endpoint, image = summary.get("endpoint"), _sample_image(data_dir)
     if endpoint and image is not None:
         from fpga_runtime.client import PredictionClient
@@ -115,10 +114,10 @@ def print_next_steps(summary: dict, config: "PipelineConfig") -> None:
 
         keys = settings.server_api_keys
         with PredictionClient(*parse_endpoint(endpoint), access_token=keys[0] if keys else None) as client:
-            lines = _answer_lines(client, image, detects)
+            lines = _answer_lines(client, image, config.detects)
         print(f"\nthe service at {endpoint} answers for {image.relative_to(data_dir)}:")
         print("\n".join(lines))
-        score = "fpgaflow score IMAGE --detect" if detects else "fpgaflow score IMAGE"
+        score = "fpgaflow score IMAGE --detect" if config.detects else "fpgaflow score IMAGE"
         print(f"score your own: {score} --address {endpoint}; stop it: fpgaflow cluster down")
     print("\nsee the run in the Prefect UI:  PREFECT_HOME=" + str(settings.home / "prefect")
           + " prefect server start   (then http://127.0.0.1:4200/runs)")

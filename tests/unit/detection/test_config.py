@@ -14,6 +14,12 @@ def test_ssd_vgg_defaults_to_300_px_and_keeps_an_explicit_size(tmp_path):
     assert PipelineConfig(data_dir=tmp_path).input_size == 224
 
 
+def test_only_ssd_vgg_is_a_detector(tmp_path):
+    assert PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg").detects
+    assert not any(PipelineConfig(data_dir=tmp_path, featurizer=name).detects
+                   for name in ("resnet50", "resnet152", "densenet121", "vgg16"))
+
+
 def test_ssd_vgg_trains_with_adam_unless_told_otherwise(tmp_path):
     default = PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg").training
     assert (default.optimizer, default.learning_rate) == ("adam", 1e-3)
