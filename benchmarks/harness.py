@@ -7,8 +7,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.measure import LevelResult, WindowPlan, measure_interleaved, measure_levels
-from fpga_runtime.settings import Settings
+from fpgaflow.benchmarks.measure import LevelResult, WindowPlan, measure_interleaved, measure_levels
+from fpgaflow.fpga_runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,16 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
     """Measure everything ``plan`` asks for; write results.json, results.md and the charts into ``out``."""
     import json
 
-    from benchmarks.inprocess import onnxruntime_request, tensorflow_request
-    from benchmarks.machine import best_peak, machine_info, measure_peak
-    from benchmarks.pipeline import time_pipeline
-    from benchmarks.report import write_charts, write_markdown
-    from benchmarks.serving import BenchCluster
-    from benchmarks.subjects import FORMATS, build_subjects
-    from fpga_runtime.graph_cost import cost_report
-    from fpga_runtime.preprocessing import preprocess
-    from fpga_runtime.profiles import load_profile
-    from tasks.numerics import OnnxFeatureExtractor, batch1_latency_p50
+    from fpgaflow.benchmarks.inprocess import onnxruntime_request, tensorflow_request
+    from fpgaflow.benchmarks.machine import best_peak, machine_info, measure_peak
+    from fpgaflow.benchmarks.pipeline import time_pipeline
+    from fpgaflow.benchmarks.report import write_charts, write_markdown
+    from fpgaflow.benchmarks.serving import BenchCluster
+    from fpgaflow.benchmarks.subjects import FORMATS, build_subjects
+    from fpgaflow.fpga_runtime.graph_cost import cost_report
+    from fpgaflow.fpga_runtime.preprocessing import preprocess
+    from fpgaflow.fpga_runtime.profiles import load_profile
+    from fpgaflow.tasks.numerics.formats import OnnxFeatureExtractor, batch1_latency_p50
 
     out = Path(out).resolve()
     work = out / "work"

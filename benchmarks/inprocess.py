@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga_runtime.ort import make_session
-from fpga_runtime.preprocessing import PreprocessSpec, preprocess
+from fpgaflow.fpga_runtime.ort import make_session
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
 
 
 def tensorflow_request(keras_model, jpeg: bytes, spec: PreprocessSpec) -> Callable[[], np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from fpga_runtime.ort import make_session
+from fpgaflow.fpga_runtime.ort import make_session
 
 ONNX_IR_VERSION = 10  # onnxruntime 1.31 loads IR <= 13; onnx.helper defaults to a newer one
 OPSET = 17

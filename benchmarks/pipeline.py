@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,13 @@ class PipelineTiming:
 
 def time_pipeline(work: Path, input_size: int, per_class: int, epochs: int) -> PipelineTiming:
     """Write the sample digits (``per_class`` per class) and time ``fpgaflow run`` through deploy on them."""
-    from fpga_runtime.cluster.daemon import gateway_running, stop_cluster
-    from tasks.sample_data import write_sample_data
+    from fpgaflow.fpga_runtime.cluster.daemon import gateway_running, stop_cluster
+    from fpgaflow.tasks.data.sample_data import write_sample_data
 
     data = work / "sample-digits"
     counts = write_sample_data(data, size=input_size, per_class=per_class)
     home = work / "pipeline-home"
-    command = [sys.executable, "-m", "flows", "run", str(data), "--featurizer", "resnet50", "--input-size", str(input_size),
+    command = [sys.executable, "-m", "fpgaflow.flows", "run", str(data), "--featurizer", "resnet50", "--input-size", str(input_size),
                "--epochs", str(epochs), "--numerics", "fp32,int8", "--target", "local", "--json"]
     environment = {**os.environ, "FPGAFLOW_HOME": str(home)}
     log = work / "pipeline.log"

@@ -1,4 +1,4 @@
-"""results.md and the two PNG charts from a results dictionary (see :func:`benchmarks.harness.run_benchmark`)."""
+"""results.md and the two PNG charts from a results dictionary (see :func:`fpgaflow.benchmarks.harness.run_benchmark`)."""
 
 from __future__ import annotations
 

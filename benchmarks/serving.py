@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class BenchCluster:
         self.deployed: dict[str, Deployed] = {}
 
     def __enter__(self) -> "BenchCluster":
-        from tasks.deploy import deploy, start_cluster
-        from tasks.split import fit_to_device
+        from fpgaflow.tasks.deployment.deploy import deploy, start_cluster
+        from fpgaflow.tasks.deployment.split import fit_to_device
 
         fits = {name: fit_to_device(path, self.settings.device_profile, self.settings) for name, path in self.services.items()}
         start_cluster("local", nodes=sum(fit.parts for fit in fits.values()), device=self.settings.device_profile,
@@ -53,7 +53,7 @@ class BenchCluster:
         self._down()
 
     def _down(self) -> None:
-        from fpga_runtime.cluster.daemon import gateway_running, stop_cluster
+        from fpgaflow.fpga_runtime.cluster.daemon import gateway_running, stop_cluster
 
         if gateway_running(self.settings):
             stop_cluster(self.settings)
@@ -66,7 +66,7 @@ class BenchCluster:
 
     def peak_rss_mb(self, name: str) -> float:
         """Largest peak resident set (VmHWM) among the node processes serving format ``name``."""
-        from fpga_runtime.cluster.daemon import running_state
+        from fpgaflow.fpga_runtime.cluster.daemon import running_state
 
         model = self.deployed[name].model
         pids = [node.pid for node in running_state(self.settings).nodes if node.model == model and node.pid]
@@ -75,7 +75,7 @@ class BenchCluster:
         return max(peak_rss_mb(pid) for pid in pids)
 
     def gateway_peak_rss_mb(self) -> float:
-        from fpga_runtime.cluster.daemon import running_state
+        from fpgaflow.fpga_runtime.cluster.daemon import running_state
 
         return peak_rss_mb(running_state(self.settings).gateway.pid)
 

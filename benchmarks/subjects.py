@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fpga_runtime.preprocessing import PreprocessSpec, preprocess
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
+from fpgaflow.fpga_runtime.settings import Settings
 
 FEATURIZER = "resnet50"
 FORMATS = ("fp32", "int8", "msfp9", "msfp8")
@@ -64,7 +64,7 @@ def calibration_images(spec: PreprocessSpec, count: int, seed: int = 0) -> np.nd
 def _head(feature_dim: int, seed: int):
     import keras
 
-    from tasks.featurizers import seed_everything
+    from fpgaflow.tasks.featurizers.catalog import seed_everything
 
     seed_everything(seed)
     features = keras.Input((feature_dim,), name="features")
@@ -79,10 +79,10 @@ def build_subjects(work: Path, input_size: int, settings: Settings, calibration_
 
     import keras
 
-    from tasks.conversion import convert_keras_stage
-    from tasks.featurizers import build_featurizer
-    from tasks.numerics import prepare_format_file
-    from tasks.packaging import package_service
+    from fpgaflow.tasks.conversion.onnx_stages import convert_keras_stage
+    from fpgaflow.tasks.featurizers.catalog import build_featurizer
+    from fpgaflow.tasks.numerics.formats import prepare_format_file
+    from fpgaflow.tasks.packaging.service_dir import package_service
 
     timings: dict[str, float] = {}
     start = time.perf_counter()

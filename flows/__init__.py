@@ -1,5 +1,5 @@
 """Prefect flows that wire the pipeline's tasks together, and the ``fpgaflow`` command."""
 
-from flows.prefect_defaults import apply_prefect_defaults
+from fpgaflow.flows.prefect_defaults import apply_prefect_defaults
 
 apply_prefect_defaults()

@@ -1,5 +1,5 @@
 import sys
 
-from flows.cli import main
+from fpgaflow.flows.cli import main
 
 sys.exit(main())

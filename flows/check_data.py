@@ -6,15 +6,15 @@ from pathlib import Path
 
 from prefect import flow
 
-from tasks.artifacts import publish_markdown
-from tasks.dataset_watch import (
+from fpgaflow.tasks.artifacts import publish_markdown
+from fpgaflow.tasks.data.watch import (
     check_dataset_task,
     check_markdown,
     emit_dataset_updated_task,
     record_fingerprint_task,
 )
-from tasks.errors import PipelineStepError
-from tasks.events import DATASET_UPDATED
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.events import DATASET_UPDATED
 
 
 @flow(name="check_data", log_prints=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.deploy import deploy_task
-from tasks.model_versions import resolve_version_task
-from tasks.registry import CHAMPION_ALIAS
+from fpgaflow.tasks.deployment.deploy import deploy_task
+from fpgaflow.tasks.registry.lookup import resolve_version_task
+from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS
 
 
 @flow(name="deploy_model", log_prints=True)

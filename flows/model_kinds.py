@@ -14,22 +14,22 @@ from pathlib import Path
 
 from prefect import Task
 
-from tasks.config import PipelineConfig
-from tasks.conversion import convert_stages_task
-from tasks.intake import load_splits, validate_data
-from tasks.numerics_step import evaluate_numerics_task
-from tasks.packaging import package_service_task
-from tasks.registry import register_trained_model_task
-from tasks.scoring import split_images
-from tasks.smoke import smoke_test_task
-from tasks.ssd.conversion import convert_detector_stages_task
-from tasks.ssd.intake import load_detection_splits, split_image_paths, validate_detection_data
-from tasks.ssd.numerics import evaluate_detector_numerics_task
-from tasks.ssd.packaging import package_detector_task
-from tasks.ssd.registry import register_trained_detector_task
-from tasks.ssd.smoke import detection_smoke_test_task
-from tasks.ssd.train_step import detection_train_step_task
-from tasks.train_step import train_step_task
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.conversion.onnx_stages import convert_stages_task
+from fpgaflow.tasks.data.intake import load_splits, validate_data
+from fpgaflow.tasks.numerics.steps import evaluate_numerics_task
+from fpgaflow.tasks.packaging.service_dir import package_service_task
+from fpgaflow.tasks.registry.versions import register_trained_model_task
+from fpgaflow.tasks.operations.scoring import split_images
+from fpgaflow.tasks.deployment.smoke import smoke_test_task
+from fpgaflow.tasks.conversion.detector_stages import convert_detector_stages_task
+from fpgaflow.tasks.data.detection_intake import load_detection_splits, split_image_paths, validate_detection_data
+from fpgaflow.tasks.numerics.detector_steps import evaluate_detector_numerics_task
+from fpgaflow.tasks.packaging.detector_service import package_detector_task
+from fpgaflow.tasks.registry.detector_versions import register_trained_detector_task
+from fpgaflow.tasks.deployment.detector_smoke import detection_smoke_test_task
+from fpgaflow.tasks.training.detector_steps import detection_train_step_task
+from fpgaflow.tasks.training.steps import train_step_task
 
 @dataclass(frozen=True)
 class ModelKind:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prefect import flow
 
-from tasks.errors import PipelineStepError
-from tasks.events import MODEL_DEGRADED
-from tasks.monitoring import emit_model_degraded_task, monitor_endpoint_task, result_description
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.events import MODEL_DEGRADED
+from fpgaflow.tasks.operations.monitoring import emit_model_degraded_task, monitor_endpoint_task, result_description
 
 
 @flow(name="monitor", log_prints=True)

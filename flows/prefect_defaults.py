@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from fpga_runtime.settings import get_settings
+from fpgaflow.fpga_runtime.settings import get_settings
 
 
 def apply_prefect_defaults() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.deploy_model import deploy_model
-from flows.train_and_deploy import train_and_deploy
-from tasks.intake import validate_data
-from tasks.model_versions import find_champion_task, resolve_version_task
-from tasks.registry import promote_task
-from tasks.retraining import decide_task, retrain_config_task, score_version_task
-from tasks.scoring import split_images
+from fpgaflow.flows.deploy_model import deploy_model
+from fpgaflow.flows.train_and_deploy import train_and_deploy
+from fpgaflow.tasks.data.intake import validate_data
+from fpgaflow.tasks.registry.lookup import find_champion_task, resolve_version_task
+from fpgaflow.tasks.registry.versions import promote_task
+from fpgaflow.tasks.operations.retraining import decide_task, retrain_config_task, score_version_task
+from fpgaflow.tasks.operations.scoring import split_images
 
 
 @flow(name="retrain", log_prints=True)

@@ -1,6 +1,6 @@
 """`train_and_deploy`: from a folder of labelled images to a deployed service, one task per step.
 
-Classifiers and the ssd_vgg detector run the same sequence; :mod:`flows.model_kinds` gives each
+Classifiers and the ssd_vgg detector run the same sequence; :mod:`fpgaflow.flows.model_kinds` gives each
 kind's tasks for the steps where they differ (data, training, registration, conversion, numerics,
 packaging, smoke test).
 
@@ -19,14 +19,14 @@ from prefect import flow
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import flow_run
 
-from flows.model_kinds import model_kind
-from fpga_runtime.settings import get_settings
-from tasks.config import STEPS, PipelineConfig
-from tasks.conversion import ensure_parity, load_held_out_images
-from tasks.deploy import deploy_task
-from tasks.image_build import ImageBuildFailed, build_image_task
-from tasks.registry import pipeline_summary, publish_version_task
-from tasks.tracking import (
+from fpgaflow.flows.model_kinds import model_kind
+from fpgaflow.fpga_runtime.settings import get_settings
+from fpgaflow.tasks.config import STEPS, PipelineConfig
+from fpgaflow.tasks.conversion.onnx_stages import ensure_parity, load_held_out_images
+from fpgaflow.tasks.deployment.deploy import deploy_task
+from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image_task
+from fpgaflow.tasks.registry.versions import pipeline_summary, publish_version_task
+from fpgaflow.tasks.registry.tracking import (
     finish_run_task,
     log_data_lineage_task,
     log_numerics_task,

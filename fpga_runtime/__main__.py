@@ -1,4 +1,4 @@
-"""``python -m fpga_runtime SERVICE_DIR [--host H] [--port N] [--metrics-port N] [--device PROFILE]``.
+"""``python -m fpgaflow.fpga_runtime SERVICE_DIR [--host H] [--port N] [--metrics-port N] [--device PROFILE]``.
 
 The serving image's entry point: the same node as ``fpgaflow serve``, with the runtime-only install.
 """
@@ -6,12 +6,12 @@ The serving image's entry point: the same node as ``fpgaflow serve``, with the r
 import argparse
 import sys
 
-from fpga_runtime.errors import FpgaflowError
-from fpga_runtime.serve import add_arguments, run
+from fpgaflow.fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.serve import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpga_runtime", description="Serve one fpgaflow service directory.")
+    parser = argparse.ArgumentParser(prog="python -m fpgaflow.fpga_runtime", description="Serve one fpgaflow service directory.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

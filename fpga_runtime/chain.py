@@ -1,6 +1,6 @@
 """Nodes of a model split across several devices: each runs one segment and hands its tensors on.
 
-A split service (``tasks/split.py`` writes one) has K > 1 consecutive FPGA stages. Segment k is
+A split service (``tasks/deployment/split.py`` writes one) has K > 1 consecutive FPGA stages. Segment k is
 FPGA stage k with the CPU stages that follow it up to the next FPGA stage; the first segment also
 holds any CPU stages before the first FPGA stage, and the preprocessing. Node k runs segment k on
 its own device, then calls node k+1 (``--next``) with its output over the internal
@@ -9,9 +9,9 @@ outputs travel back along the chain, like the original FPGAs wired to each other
 Node 1 (the entry) answers the public APIs like any node; the others answer ``Chain/Run`` and
 health only.
 
-    python -m fpga_runtime.chain SERVICE_DIR --segment K [--next HOST:PORT] [--host H] [--port N] [--device P]
+    python -m fpgaflow.fpga_runtime.chain SERVICE_DIR --segment K [--next HOST:PORT] [--host H] [--port N] [--device P]
 
-prints ``listening on HOST:PORT`` once its segment is loaded, like ``python -m fpga_runtime``.
+prints ``listening on HOST:PORT`` once its segment is loaded, like ``python -m fpgaflow.fpga_runtime``.
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fpga_runtime import codec
-from fpga_runtime.device import EmulatedDevice
-from fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, PredictionError
-from fpga_runtime.executor import CpuStage, FpgaStage, ServiceExecutor, StageRunner, TimingObserver, _check_graph_matches
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
-from fpga_runtime.proto import tf_serving_pb2 as pb
-from fpga_runtime.protocol import AUTHORIZATION_METADATA, bearer
-from fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
-from fpga_runtime.serve import _address
-from fpga_runtime.server import OVERALL, ModelServer, grpc_options
-from fpga_runtime.service import ServiceDefinition, Stage, load_service
-from fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.device import EmulatedDevice
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, PredictionError
+from fpgaflow.fpga_runtime.executor import CpuStage, FpgaStage, ServiceExecutor, StageRunner, TimingObserver, _check_graph_matches
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as pb
+from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, bearer
+from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
+from fpgaflow.fpga_runtime.serve import _address
+from fpgaflow.fpga_runtime.server import OVERALL, ModelServer, grpc_options
+from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, load_service
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 CHAIN_SERVICE = "fpgaflow.cluster.Chain"
@@ -235,7 +235,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpga_runtime.chain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fpgaflow.fpga_runtime.chain", description=__doc__.splitlines()[0])
     parser.add_argument("service_dir", type=Path, help="The split service directory.")
     parser.add_argument("--segment", type=int, required=True, help="Segment this node runs, 1-based.")
     parser.add_argument("--next", default=None, metavar="HOST:PORT", help="Node running the next segment.")
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return serve(args)
     except (FpgaflowError, FileNotFoundError) as error:
-        print(f"fpga_runtime.chain: error: {error}", file=sys.stderr)
+        print(f"fpgaflow.fpga_runtime.chain: error: {error}", file=sys.stderr)
         return 2
 
 

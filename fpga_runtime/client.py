@@ -24,12 +24,12 @@ from typing import Mapping, Sequence
 import grpc
 import numpy as np
 
-from fpga_runtime import codec
-from fpga_runtime.detections import Detections, detections_from_outputs
-from fpga_runtime.errors import PredictionError
-from fpga_runtime.proto import tf_serving_pb2 as pb
-from fpga_runtime.proto import tf_tensor_pb2
-from fpga_runtime.protocol import (
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.detections import Detections, detections_from_outputs
+from fpgaflow.fpga_runtime.errors import PredictionError
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as pb
+from fpgaflow.fpga_runtime.proto import tf_tensor_pb2
+from fpgaflow.fpga_runtime.protocol import (
     AUTHORIZATION_METADATA,
     CLASS_NAMES_FIELD,
     DEFAULT_SIGNATURE,
@@ -131,7 +131,7 @@ class PredictionClient:
         return self.detect_images([image], timeout)[0]
 
     def detect_images(self, images: Sequence[bytes], timeout: float | None = None) -> list[Detections]:
-        """A batch of encoded images → one :class:`~fpga_runtime.detections.Detections` per image."""
+        """A batch of encoded images → one :class:`~fpgaflow.fpga_runtime.detections.Detections` per image."""
         if isinstance(images, (bytes, bytearray)):
             raise TypeError("detect_images takes a sequence of encoded images; use detect_image for one")
         outputs = self.predict({IMAGES_INPUT: codec.numpy_to_tensor_proto(list(images))}, DETECTION_OUTPUTS, timeout)

@@ -3,7 +3,7 @@
 TensorFlow Serving ``TensorProto`` (numeric ``tensor_content`` or the typed ``*_val`` fields,
 ``DT_STRING`` as ``string_val``) and Open Inference Protocol tensors (typed
 ``InferTensorContents`` or ``raw_*_contents``). Strings are numpy object arrays of ``bytes``.
-Every malformed tensor raises :class:`~fpga_runtime.errors.InvalidInput` naming the tensor and
+Every malformed tensor raises :class:`~fpgaflow.fpga_runtime.errors.InvalidInput` naming the tensor and
 the problem.
 """
 
@@ -16,9 +16,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fpga_runtime.errors import InvalidInput
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_tensor_pb2 as tf
+from fpgaflow.fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_tensor_pb2 as tf
 
 STRING = np.dtype(object)
 
@@ -72,7 +72,7 @@ _OIP_TYPES: dict[str, _OipType] = {
 }
 _OIP_NAME_BY_DTYPE = {spec.dtype: name for name, spec in _OIP_TYPES.items()}
 
-# Service-definition dtype names (fpga_runtime.service.TensorSpec) → numpy.
+# Service-definition dtype names (fpgaflow.fpga_runtime.service.TensorSpec) → numpy.
 SPEC_DTYPES = {"float32": np.dtype(np.float32), "int64": np.dtype(np.int64), "int32": np.dtype(np.int32), "string": STRING}
 
 

@@ -1,8 +1,8 @@
 """The one core both gRPC APIs call: model repository, readiness, metadata and ``infer``.
 
 The TF Serving and Open Inference Protocol servicers only convert messages and call this; every
-problem is raised as an error of :mod:`fpga_runtime.errors`, which carries its gRPC status.
-Input and output names: :mod:`fpga_runtime.protocol`.
+problem is raised as an error of :mod:`fpgaflow.fpga_runtime.errors`, which carries its gRPC status.
+Input and output names: :mod:`fpgaflow.fpga_runtime.protocol`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fpga_runtime.codec import STRING
-from fpga_runtime.device import DeviceStats
-from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ModelNotReady
-from fpga_runtime.executor import ServiceExecutor, TimingObserver
-from fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, DETECTION_OUTPUTS, IMAGES_INPUT, PREPROCESSED_INPUT
-from fpga_runtime.service import ServiceDefinition, TensorSpec, load_service
+from fpgaflow.fpga_runtime.codec import STRING
+from fpgaflow.fpga_runtime.device import DeviceStats
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ModelNotReady
+from fpgaflow.fpga_runtime.executor import ServiceExecutor, TimingObserver
+from fpgaflow.fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, DETECTION_OUTPUTS, IMAGES_INPUT, PREPROCESSED_INPUT
+from fpgaflow.fpga_runtime.service import ServiceDefinition, TensorSpec, load_service
 
 PLATFORM = "fpgaflow_onnx"
 

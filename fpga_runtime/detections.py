@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fpga_runtime.protocol import BOXES_OUTPUT, CLASSES_OUTPUT, NUM_DETECTIONS_OUTPUT, SCORES_OUTPUT
+from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT, CLASSES_OUTPUT, NUM_DETECTIONS_OUTPUT, SCORES_OUTPUT
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (128, 128, 0), (0, 128, 128), (170, 110, 40))

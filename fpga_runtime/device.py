@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotReady, ResourceExhausted
-from fpga_runtime.graph_cost import CostReport, cost_report
-from fpga_runtime.ort import make_session
-from fpga_runtime.profiles import DeviceProfile, load_profile
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotReady, ResourceExhausted
+from fpgaflow.fpga_runtime.graph_cost import CostReport, cost_report
+from fpgaflow.fpga_runtime.ort import make_session
+from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,

@@ -13,12 +13,12 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from fpga_runtime.device import EmulatedDevice
-from fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition
-from fpga_runtime.ort import make_session
-from fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess
-from fpga_runtime.service import ServiceDefinition, Stage, load_service
-from fpga_runtime.settings import get_settings
+from fpgaflow.fpga_runtime.device import EmulatedDevice
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.ort import make_session
+from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess
+from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, load_service
+from fpgaflow.fpga_runtime.settings import get_settings
 
 # Names of the timings reported to ``on_timing``: one per kind of work a request does.
 PREPROCESS, FPGA, CPU = "preprocess", "fpga", "cpu"

@@ -26,9 +26,9 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, shape_inference
 
-from fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
-from fpga_runtime.numerics import numeric_format as numeric_format_named
-from fpga_runtime.profiles import DeviceProfile
+from fpgaflow.fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.numerics import numeric_format as numeric_format_named
+from fpgaflow.fpga_runtime.profiles import DeviceProfile
 
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # Vector operations per output element.

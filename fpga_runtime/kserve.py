@@ -12,12 +12,12 @@ from importlib import metadata as package_metadata
 
 import grpc
 
-from fpga_runtime import codec
-from fpga_runtime.dataplane import DataPlane
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.proto import open_inference_pb2 as pb
-from fpga_runtime.protocol import OIP_SERVICE
-from fpga_runtime.rpc import unary_handler
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.dataplane import DataPlane
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as pb
+from fpgaflow.fpga_runtime.protocol import OIP_SERVICE
+from fpgaflow.fpga_runtime.rpc import unary_handler
 
 API = "kserve"
 SERVER_NAME = "fpgaflow"

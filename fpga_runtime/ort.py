@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnxruntime
 
-from fpga_runtime.errors import InvalidServiceDefinition
-from fpga_runtime.settings import get_settings
+from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
+from fpgaflow.fpga_runtime.settings import get_settings
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.errors import InvalidInput
 
 # The original service: shortest side 256, centre crop 224, RGB mean subtraction.
 IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)

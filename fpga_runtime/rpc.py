@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import DecodeError
 
-from fpga_runtime.errors import FpgaflowError, InvalidInput, status_for
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.protocol import AUTHORIZATION_METADATA, HEALTH_SERVICE, bearer
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, status_for
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, HEALTH_SERVICE, bearer
 
 log = logging.getLogger(__name__)
 Behaviour = Callable[[object, grpc.ServicerContext], object]
@@ -36,7 +36,7 @@ def unary_handler(
 ) -> grpc.RpcMethodHandler:
     """A unary-unary handler that turns any exception into a clean status and counts every call.
 
-    The client gets the error's status and message (:func:`fpga_runtime.errors.status_for`),
+    The client gets the error's status and message (:func:`fpgaflow.fpga_runtime.errors.status_for`),
     never a stack trace; unexpected errors are logged here with theirs. The server goes on.
     """
 

@@ -1,4 +1,4 @@
-"""Run one node from the command line: ``fpgaflow serve`` and ``python -m fpga_runtime`` share this.
+"""Run one node from the command line: ``fpgaflow serve`` and ``python -m fpgaflow.fpga_runtime`` share this.
 
 Prints ``listening on HOST:PORT`` on stdout once the model is loaded and calls are answered
 (and ``metrics on http://HOST:PORT/metrics`` when metrics are on); SIGTERM or SIGINT stop it
@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fpga_runtime.server import create_server
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.fpga_runtime.server import create_server
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()

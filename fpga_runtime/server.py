@@ -17,14 +17,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fpga_runtime import kserve, tfserving
-from fpga_runtime.dataplane import DataPlane
-from fpga_runtime.errors import FpgaflowError
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.protocol import OIP_SERVICE, TF_SERVICE
-from fpga_runtime.rpc import ApiKeyInterceptor
-from fpga_runtime.service import ServiceDefinition, load_service
-from fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime import kserve, tfserving
+from fpgaflow.fpga_runtime.dataplane import DataPlane
+from fpgaflow.fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.protocol import OIP_SERVICE, TF_SERVICE
+from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor
+from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 OVERALL = ""  # the health service name that stands for the whole server

@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fpga_runtime.errors import InvalidServiceDefinition
-from fpga_runtime.preprocessing import PreprocessSpec
-from fpga_runtime.protocol import DETECTION_OUTPUTS
+from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.protocol import DETECTION_OUTPUTS
 
 SERVICE_FILE = "service.json"
 SCHEMA_VERSION = 1

@@ -5,7 +5,7 @@ Registered under the standard method paths, so official TF Serving clients work 
 - ``model_spec.name``: the model (empty: the only model of the node); ``version`` or
   ``version_label``: the model version (unset: the newest); ``signature_name``: empty or
   ``serving_default``. Anything else → NOT_FOUND.
-- Inputs and outputs: see :mod:`fpga_runtime.protocol` (``images`` DT_STRING ``[N]`` or
+- Inputs and outputs: see :mod:`fpgaflow.fpga_runtime.protocol` (``images`` DT_STRING ``[N]`` or
   ``input`` DT_FLOAT ``[N, H, W, 3]``; ``output_filter`` empty = the default output, or the four
   detection outputs of a detector).
 - GetModelMetadata ``metadata_field``: ``signature_def`` (a ``SignatureDefMap``, the default)
@@ -17,12 +17,12 @@ from __future__ import annotations
 import grpc
 from google.protobuf import any_pb2
 
-from fpga_runtime import codec
-from fpga_runtime.dataplane import DataPlane, ModelMetadata
-from fpga_runtime.errors import InvalidInput, ModelNotFound
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.proto import tf_serving_pb2 as pb
-from fpga_runtime.protocol import (
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.dataplane import DataPlane, ModelMetadata
+from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotFound
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as pb
+from fpgaflow.fpga_runtime.protocol import (
     CLASS_NAMES_FIELD,
     DEFAULT_SIGNATURE,
     PREDICT_METHOD_NAME,
@@ -31,7 +31,7 @@ from fpga_runtime.protocol import (
     TENSOR_PROTO_TYPE_URL,
     TF_SERVICE,
 )
-from fpga_runtime.rpc import unary_handler
+from fpgaflow.fpga_runtime.rpc import unary_handler
 
 API = "tfserving"
 METADATA_FIELDS = (SIGNATURE_DEF_FIELD, CLASS_NAMES_FIELD)

@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fpga_runtime.service import check_name
+from fpgaflow.fpga_runtime.service import check_name
 
 DETECTOR_FEATURIZERS = ("ssd_vgg",)
 FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", *DETECTOR_FEATURIZERS)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fpga_runtime.settings import get_settings
+from fpgaflow.fpga_runtime.settings import get_settings
 
 
 def pytest_configure(config) -> None:
@@ -35,7 +35,7 @@ def fpgaflow_home(tmp_path_factory, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """The sample digits dataset at 32 px, 30 images per class (300 JPEG files)."""
-    from tasks.sample_data import write_sample_data
+    from fpgaflow.tasks.data.sample_data import write_sample_data
 
     directory = tmp_path_factory.mktemp("digits") / "digits"
     write_sample_data(directory, size=32, per_class=30)

@@ -11,21 +11,21 @@ import argparse
 import importlib
 import sys
 
-from fpga_runtime.errors import FpgaflowError
-from tasks.errors import PipelineStepError
+from fpgaflow.fpga_runtime.errors import FpgaflowError
+from fpgaflow.tasks.errors import PipelineStepError
 
 COMMAND_MODULES = (
-    "flows.cli.data",
-    "flows.cli.serving",
-    "flows.cli.device",
-    "flows.cli.featurizers",
-    "flows.cli.run",
-    "flows.cli.registry",
-    "flows.cli.image",
-    "flows.cli.numerics",
-    "flows.cli.cluster",
-    "flows.cli.operations",
-    "flows.cli.bench",
+    "fpgaflow.flows.cli.data",
+    "fpgaflow.flows.cli.serving",
+    "fpgaflow.flows.cli.device",
+    "fpgaflow.flows.cli.featurizers",
+    "fpgaflow.flows.cli.run",
+    "fpgaflow.flows.cli.registry",
+    "fpgaflow.flows.cli.image",
+    "fpgaflow.flows.cli.numerics",
+    "fpgaflow.flows.cli.cluster",
+    "fpgaflow.flows.cli.operations",
+    "fpgaflow.flows.cli.bench",
 )
 
 

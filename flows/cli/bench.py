@@ -18,8 +18,8 @@ def register(subparsers) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from benchmarks.harness import FULL, QUICK, run_benchmark
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.benchmarks.harness import FULL, QUICK, run_benchmark
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     plan = QUICK if args.quick else FULL
     if args.skip_pipeline:

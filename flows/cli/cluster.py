@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from flows.cli import UsageError
+from fpgaflow.flows.cli import UsageError
 
 TARGETS = ("local", "docker")
 
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
 
 
 def _settings():
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     return get_settings()
 
@@ -66,8 +66,8 @@ def _print_json(value) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from fpga_runtime.cluster.daemon import cluster_client, start_gateway
-    from tasks.cluster_targets import LAUNCHERS
+    from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, start_gateway
+    from fpgaflow.tasks.deployment.targets import LAUNCHERS
 
     if args.nodes is not None and args.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {args.nodes}")
@@ -84,7 +84,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fpga_runtime.cluster.daemon import cluster_client
+    from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 
     with cluster_client(_settings()) as client:
         status = client.status()
@@ -96,7 +96,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from fpga_runtime.cluster.daemon import stop_cluster
+    from fpgaflow.fpga_runtime.cluster.daemon import stop_cluster
 
     result = stop_cluster(_settings())
     if args.json:
@@ -107,7 +107,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _reload_keys(args: argparse.Namespace) -> int:
-    from fpga_runtime.cluster.daemon import cluster_client
+    from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 
     with cluster_client(_settings()) as client:
         count = client.reload_keys()["api_keys"]
@@ -118,8 +118,8 @@ def _reload_keys(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
-    from tasks.deploy import deploy
-    from tasks.errors import PipelineStepError
+    from fpgaflow.tasks.deployment.deploy import deploy
+    from fpgaflow.tasks.errors import PipelineStepError
 
     try:
         result = deploy(args.reference, target=args.target, replicas=args.replicas, image=args.image,
@@ -140,7 +140,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _undeploy(args: argparse.Namespace) -> int:
-    from fpga_runtime.cluster.daemon import cluster_client
+    from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 
     with cluster_client(_settings()) as client:
         result = client.undeploy(args.name)
@@ -154,7 +154,7 @@ def _undeploy(args: argparse.Namespace) -> int:
 def _scale(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1 (to stop serving, use undeploy), got {args.replicas}")
-    from fpga_runtime.cluster.daemon import cluster_client
+    from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 
     with cluster_client(_settings()) as client:
         result = client.scale(args.name, args.replicas)

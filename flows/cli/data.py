@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from flows.doctor import machine_report
+    from fpgaflow.flows.doctor import machine_report
 
     report = machine_report()
     if args.json:
@@ -48,7 +48,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _sample_data(args: argparse.Namespace) -> int:
     if args.detection:
         return _sample_detection_data(args)
-    from tasks.sample_data import write_sample_data
+    from fpgaflow.tasks.data.sample_data import write_sample_data
 
     counts = write_sample_data(args.directory, size=args.size, per_class=args.per_class)
     print(f"wrote {sum(counts.values())} images in {len(counts)} classes to {args.directory}")
@@ -56,8 +56,8 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _sample_detection_data(args: argparse.Namespace) -> int:
-    from flows.cli import UsageError
-    from tasks.ssd.sample_data import write_detection_sample_data
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
 
     if args.count < 1 or not args.digits or not set(args.digits) <= set("0123456789"):
         raise UsageError(f"--count must be at least 1 and --digits a selection of 0-9, got {args.count} and {args.digits!r}")
@@ -67,13 +67,13 @@ def _sample_detection_data(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from fpga_runtime.settings import Settings
-    from tasks.errors import DataValidationError
-    from tasks.intake import intake_dataset
+    from fpgaflow.fpga_runtime.settings import Settings
+    from fpgaflow.tasks.errors import DataValidationError
+    from fpgaflow.tasks.data.intake import intake_dataset
 
     settings = Settings(unreadable_policy="skip") if args.skip_unreadable else Settings()
     if args.detection:
-        from tasks.ssd.intake import intake_detection_dataset as intake
+        from fpgaflow.tasks.data.detection_intake import intake_detection_dataset as intake
     else:
         intake = intake_dataset
     try:

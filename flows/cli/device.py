@@ -27,13 +27,13 @@ def register(subparsers) -> None:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from flows.cli import UsageError
-    from fpga_runtime.device import EmulatedDevice
-    from fpga_runtime.errors import ResourceExhausted
-    from fpga_runtime.graph_cost import cost_report
-    from fpga_runtime.profiles import load_profile
-    from fpga_runtime.service import load_service
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.fpga_runtime.device import EmulatedDevice
+    from fpgaflow.fpga_runtime.errors import ResourceExhausted
+    from fpgaflow.fpga_runtime.graph_cost import cost_report
+    from fpgaflow.fpga_runtime.profiles import load_profile
+    from fpgaflow.fpga_runtime.service import load_service
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     service = load_service(args.service_dir)
     profile = load_profile(args.device or get_settings().device_profile)

@@ -21,9 +21,9 @@ def register(subparsers) -> None:
 
 
 def _featurizers(args: argparse.Namespace) -> int:
-    from flows.cli import UsageError
-    from tasks.errors import PipelineStepError
-    from tasks.featurizers import ARCHITECTURES, build_featurizer
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.tasks.errors import PipelineStepError
+    from fpgaflow.tasks.featurizers.catalog import ARCHITECTURES, build_featurizer
 
     if args.input_size < 32:
         raise UsageError(f"--input-size must be at least 32, got {args.input_size}")

@@ -27,8 +27,8 @@ def register(subparsers) -> None:
 def _build(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from tasks.errors import PipelineStepError
-    from tasks.image_build import build_image
+    from fpgaflow.tasks.errors import PipelineStepError
+    from fpgaflow.tasks.packaging.image_build import build_image
 
     echo = (lambda line: None) if args.quiet or args.json else (lambda line: print(line, file=sys.stderr))
     try:

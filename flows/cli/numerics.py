@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 
 def _formats(args: argparse.Namespace) -> int:
-    from fpga_runtime.numerics import FORMATS, numeric_format
+    from fpgaflow.fpga_runtime.numerics import FORMATS, numeric_format
 
     formats = [numeric_format(name, args.block_size) for name in FORMATS]
     if args.json:
@@ -62,7 +62,7 @@ def _formats(args: argparse.Namespace) -> int:
 def _input_size(model_path: Path) -> int:
     import onnx
 
-    from flows.cli import UsageError
+    from fpgaflow.flows.cli import UsageError
 
     model = onnx.load(model_path, load_external_data=False)
     dims = [dim.dim_value for dim in model.graph.input[0].type.tensor_type.shape.dim]
@@ -74,10 +74,10 @@ def _input_size(model_path: Path) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from flows.cli import UsageError
-    from fpga_runtime.settings import get_settings
-    from tasks.errors import PipelineStepError
-    from tasks.numerics import images_in, prepare_format_file
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.tasks.errors import PipelineStepError
+    from fpgaflow.tasks.numerics.formats import images_in, prepare_format_file
 
     if not args.model.is_file():
         raise FileNotFoundError(f"no such ONNX file: {args.model}")
@@ -98,9 +98,9 @@ def _prepare(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import onnx
 
-    from flows.cli import UsageError
-    from tasks.errors import PipelineStepError
-    from tasks.numerics import compare_formats, format_names, images_in, numerics_for, onnx_classifier, prepare_model
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.tasks.errors import PipelineStepError
+    from fpgaflow.tasks.numerics.formats import compare_formats, format_names, images_in, numerics_for, onnx_classifier, prepare_model
 
     if not args.model.is_file():
         raise FileNotFoundError(f"no such ONNX file: {args.model}")

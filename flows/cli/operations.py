@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from flows.cli import UsageError
+from fpgaflow.flows.cli import UsageError
 
 
 def register(subparsers) -> None:
@@ -60,15 +60,15 @@ def _report(summary: dict, as_json: bool) -> None:
 def _check_data(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         raise UsageError(f"data folder {args.data_dir} does not exist or is not a folder")
-    from flows.check_data import check_data
+    from fpgaflow.flows.check_data import check_data
 
     _report(check_data(str(args.data_dir), args.model), args.json)
     return 0
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from tasks.errors import PipelineStepError
-    from tasks.monitoring import parse_endpoint
+    from fpgaflow.tasks.errors import PipelineStepError
+    from fpgaflow.tasks.operations.monitoring import parse_endpoint
 
     try:
         parse_endpoint(args.endpoint)
@@ -78,7 +78,7 @@ def _monitor(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold must be an accuracy between 0 and 1, got {args.threshold}")
     if not args.data_dir.is_dir():
         raise UsageError(f"holdout folder {args.data_dir} does not exist or is not a folder")
-    from flows.monitor import monitor
+    from fpgaflow.flows.monitor import monitor
 
     summary = monitor(args.endpoint, str(args.data_dir), args.model, args.threshold)
     _report(summary, args.json)
@@ -88,8 +88,8 @@ def _monitor(args: argparse.Namespace) -> int:
 def _retrain(args: argparse.Namespace) -> int:
     if args.data_dir is None and not args.model and args.config is None:
         raise UsageError("give a data folder, a model name (--model) or a config file (--config)")
-    from flows.retrain import retrain
-    from tasks.errors import PipelineStepError
+    from fpgaflow.flows.retrain import retrain
+    from fpgaflow.tasks.errors import PipelineStepError
 
     try:
         summary = retrain(str(args.data_dir or ""), args.model, str(args.config or ""), roll_out=not args.no_roll_out)

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from tasks.registry import CHAMPION_ALIAS, PromotionRefused, promote
+    from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS, PromotionRefused, promote
 
     try:
         promotion = promote(args.name, args.version)

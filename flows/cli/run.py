@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.cli import UsageError
+from fpgaflow.flows.cli import UsageError
 
 if TYPE_CHECKING:
-    from tasks.config import PipelineConfig
+    from fpgaflow.tasks.config import PipelineConfig
 
 
 def register(subparsers) -> None:
@@ -61,8 +61,8 @@ OVERRIDES = ("until", "model_name", "featurizer", "weights", "input_size", "seed
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from tasks.config import load_config
-    from tasks.errors import PipelineStepError
+    from fpgaflow.tasks.config import load_config
+    from fpgaflow.tasks.errors import PipelineStepError
 
     try:
         config = load_config(args.config, data_dir=args.data_dir, **{key: getattr(args, key) for key in OVERRIDES})
@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("invalid pipeline configuration: " + "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())) from None
 
-    from flows.train_and_deploy import train_and_deploy
+    from fpgaflow.flows.train_and_deploy import train_and_deploy
 
     try:
         summary = train_and_deploy(config)
@@ -94,7 +94,7 @@ def _answer_lines(client, image: Path, detects: bool) -> list[str]:
     """What the service says about ``image``: the top-5 classes, or the detections a user would see."""
     if not detects:
         return [f"  {label:>12}  {probability:.4f}" for label, probability in client.top_k(client.score_file(image), k=5)]
-    from flows.cli.serving import DEFAULT_MIN_SCORE
+    from fpgaflow.flows.cli.serving import DEFAULT_MIN_SCORE
 
     shown = client.detect_file(image).above(DEFAULT_MIN_SCORE).to_dict()[:5]
     return [f"  {item['label']:>12}  {item['score']:.4f}  box [ymin, xmin, ymax, xmax] {item['box']}" for item in shown] or [
@@ -103,14 +103,14 @@ def _answer_lines(client, image: Path, detects: bool) -> list[str]:
 
 def print_next_steps(summary: dict, config: "PipelineConfig") -> None:
     """Where the results are: the service's answer for a sample image, and the two UIs."""
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     settings = get_settings()
     data_dir = config.data_dir
     endpoint, image = summary.get("endpoint"), _sample_image(data_dir)
     if endpoint and image is not None:
-        from fpga_runtime.client import PredictionClient
-        from tasks.monitoring import parse_endpoint
+        from fpgaflow.fpga_runtime.client import PredictionClient
+        from fpgaflow.tasks.operations.monitoring import parse_endpoint
 
         keys = settings.server_api_keys
         with PredictionClient(*parse_endpoint(endpoint), access_token=keys[0] if keys else None) as client:

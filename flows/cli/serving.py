@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fpga_runtime.serve import add_arguments as add_serve_arguments
+from fpgaflow.fpga_runtime.serve import add_arguments as add_serve_arguments
 
 TOP_K = 5
 DEFAULT_MIN_SCORE = 0.3
@@ -34,14 +34,14 @@ def register(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fpga_runtime.serve import run
+    from fpgaflow.fpga_runtime.serve import run
 
     return run(args)
 
 
 def _score(args: argparse.Namespace) -> int:
-    from flows.cli import UsageError
-    from fpga_runtime.client import PredictionClient
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.fpga_runtime.client import PredictionClient
 
     host, separator, port = args.address.rpartition(":")
     if not separator or not host or not port.isdigit():
@@ -76,8 +76,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _detect(client, args: argparse.Namespace) -> int:
-    from fpga_runtime.detections import draw_detections
-    from fpga_runtime.preprocessing import decode_image
+    from fpgaflow.fpga_runtime.detections import draw_detections
+    from fpgaflow.fpga_runtime.preprocessing import decode_image
 
     for path in args.images:
         data = path.read_bytes()

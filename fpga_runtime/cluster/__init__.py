@@ -1,11 +1,11 @@
 """The emulated FPGA cluster: nodes (one device, one model each) behind a gateway.
 
-- :mod:`~fpga_runtime.cluster.state`: nodes, placements and versions, persisted atomically.
-- :mod:`~fpga_runtime.cluster.router` and :mod:`~fpga_runtime.cluster.gateway`: the gateway, the
+- :mod:`~fpgaflow.fpga_runtime.cluster.state`: nodes, placements and versions, persisted atomically.
+- :mod:`~fpgaflow.fpga_runtime.cluster.router` and :mod:`~fpgaflow.fpga_runtime.cluster.gateway`: the gateway, the
   same gRPC APIs as a node over a data plane that routes to replicas instead of computing.
-- :mod:`~fpga_runtime.cluster.controller`: placement, deploy, scale, rolling update, undeploy,
+- :mod:`~fpgaflow.fpga_runtime.cluster.controller`: placement, deploy, scale, rolling update, undeploy,
   and the supervisor that restarts dead nodes.
-- :mod:`~fpga_runtime.cluster.local`: the ``local`` target's nodes (processes on this machine).
-- :mod:`~fpga_runtime.cluster.control` and :mod:`~fpga_runtime.cluster.daemon`: the gateway
+- :mod:`~fpgaflow.fpga_runtime.cluster.local`: the ``local`` target's nodes (processes on this machine).
+- :mod:`~fpgaflow.fpga_runtime.cluster.control` and :mod:`~fpgaflow.fpga_runtime.cluster.daemon`: the gateway
   process, and how commands reach it.
 """

@@ -3,7 +3,7 @@
 Methods of ``fpgaflow.cluster.Control`` (request and response are JSON objects):
 ``Status {}``, ``Deploy {service_dir, replicas, image}``, ``Undeploy {name}``,
 ``Scale {name, replicas}``, ``Shutdown {}``, ``ReloadKeys {}`` (the gateway's API keys read again). Errors come back as gRPC statuses from
-:mod:`fpga_runtime.errors` and are raised again on the client side with the same status and message.
+:mod:`fpgaflow.fpga_runtime.errors` and are raised again on the client side with the same status and message.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Callable
 
 import grpc
 
-from fpga_runtime.cluster.controller import Controller
-from fpga_runtime.cluster.gateway import RawBytes
-from fpga_runtime.errors import InvalidInput, UpstreamError
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.rpc import unary_handler
+from fpgaflow.fpga_runtime.cluster.controller import Controller
+from fpgaflow.fpga_runtime.cluster.gateway import RawBytes
+from fpgaflow.fpga_runtime.errors import InvalidInput, UpstreamError
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.rpc import unary_handler
 
 CONTROL_SERVICE = "fpgaflow.cluster.Control"
 API = "control"

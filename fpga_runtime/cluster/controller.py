@@ -1,6 +1,6 @@
 """The cluster's control plane: placement, deploy, scale, rolling update, undeploy, supervision.
 
-One operation runs at a time. Every change is saved (:class:`~fpga_runtime.cluster.state.StateStore`)
+One operation runs at a time. Every change is saved (:class:`~fpgaflow.fpga_runtime.cluster.state.StateStore`)
 and pushed to the gateway's routes. Replicas are taken out of rotation and drained (their in-flight
 requests finish) before their nodes are stopped, and new replicas join the rotation only once their
 nodes have loaded the model, so deploys, scaling and updates fail no request. The supervisor
@@ -17,16 +17,16 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from fpga_runtime.chain import segment_count
-from fpga_runtime.cluster.gateway import Gateway
-from fpga_runtime.cluster.launcher import Launcher, NodeSpec
-from fpga_runtime.cluster.router import ReplicaSpec
-from fpga_runtime.cluster.state import ClusterState, NodeRecord, PlacementRecord, ReplicaRecord, StateStore
-from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
-from fpga_runtime.graph_cost import cost_report
-from fpga_runtime.profiles import load_profile
-from fpga_runtime.service import ServiceDefinition, load_service
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.chain import segment_count
+from fpgaflow.fpga_runtime.cluster.gateway import Gateway
+from fpgaflow.fpga_runtime.cluster.launcher import Launcher, NodeSpec
+from fpgaflow.fpga_runtime.cluster.router import ReplicaSpec
+from fpgaflow.fpga_runtime.cluster.state import ClusterState, NodeRecord, PlacementRecord, ReplicaRecord, StateStore
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
+from fpgaflow.fpga_runtime.graph_cost import cost_report
+from fpgaflow.fpga_runtime.profiles import load_profile
+from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
+from fpgaflow.fpga_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_SECONDS = (1.0, 60.0)  # first wait after a failed restart, and the most it grows to

@@ -1,6 +1,6 @@
 """The gateway process of a cluster, and how commands start, find and stop it.
 
-``python -m fpga_runtime.cluster.daemon`` runs the gateway (the nodes' gRPC APIs, routing), the
+``python -m fpgaflow.fpga_runtime.cluster.daemon`` runs the gateway (the nodes' gRPC APIs, routing), the
 control service and the controller in one process, holding ``<home>/cluster/gateway.lock`` for
 its lifetime (one gateway per cluster). It loads the saved state, re-adopts the nodes that still
 run and has the supervisor restart the others, then prints ``listening on HOST:PORT``. SIGTERM
@@ -24,21 +24,21 @@ from typing import Sequence
 
 import grpc
 
-from fpga_runtime.cluster.control import ClusterClient, control_handler
-from fpga_runtime.cluster.controller import Controller
-from fpga_runtime.cluster.gateway import Gateway
-from fpga_runtime.cluster.launcher import load_launcher
-from fpga_runtime.cluster.processes import command_line, spawn, terminate, wait_for_exit, wait_until_listening
-from fpga_runtime.cluster.state import ClusterState, GatewayRecord, StateStore, cluster_dir, new_state
-from fpga_runtime.errors import FpgaflowError
-from fpga_runtime.profiles import load_profile
-from fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime.cluster.control import ClusterClient, control_handler
+from fpgaflow.fpga_runtime.cluster.controller import Controller
+from fpgaflow.fpga_runtime.cluster.gateway import Gateway
+from fpgaflow.fpga_runtime.cluster.launcher import load_launcher
+from fpgaflow.fpga_runtime.cluster.processes import command_line, spawn, terminate, wait_for_exit, wait_until_listening
+from fpgaflow.fpga_runtime.cluster.state import ClusterState, GatewayRecord, StateStore, cluster_dir, new_state
+from fpgaflow.fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.profiles import load_profile
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "gateway.lock"
 GATEWAY_LOG = "gateway.log"
 CONTROL_HOST = "127.0.0.1"
-LOCAL_LAUNCHER = "fpga_runtime.cluster.local:LocalLauncher"
+LOCAL_LAUNCHER = "fpgaflow.fpga_runtime.cluster.local:LocalLauncher"
 CONTROL_WORKERS = 4
 
 
@@ -109,7 +109,7 @@ def start_gateway(
         state = StateStore(directory).load()
         where = state.gateway.address if state and state.gateway else "an unknown address"
         raise FpgaflowError(f"a gateway already runs for the cluster in {directory} (at {where}); `fpgaflow cluster down` stops it")
-    module = "fpga_runtime.cluster.watchdog" if settings.cluster_gateway_watchdog else "fpga_runtime.cluster.daemon"
+    module = "fpgaflow.fpga_runtime.cluster.watchdog" if settings.cluster_gateway_watchdog else "fpgaflow.fpga_runtime.cluster.daemon"
     command = [sys.executable, "-m", module, "--home", str(settings.home)]
     for flag, value in (("--nodes", nodes), ("--device", device), ("--target", target), ("--launcher", launcher),
                         ("--host", host), ("--port", port)):
@@ -133,7 +133,7 @@ def stop_cluster(settings: Settings) -> dict:
 
 def kill_gateway(gateway: GatewayRecord) -> None:
     """Stop a gateway and its watchdog (first, so it does not start the gateway again); its nodes keep running."""
-    if gateway.watchdog_pid and "fpga_runtime.cluster.watchdog" in command_line(gateway.watchdog_pid):  # pids are reused
+    if gateway.watchdog_pid and "fpgaflow.fpga_runtime.cluster.watchdog" in command_line(gateway.watchdog_pid):  # pids are reused
         terminate(gateway.watchdog_pid, 5)
     terminate(gateway.pid, 0)
 
@@ -217,7 +217,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpga_runtime.cluster.daemon", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fpgaflow.fpga_runtime.cluster.daemon", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=None, help="Project home (default: the home setting).")
     parser.add_argument("--nodes", type=int, default=None, help="Nodes of a new cluster, or the new size of the saved one.")
     parser.add_argument("--device", default=None, help="Device profile of the nodes (default: the device_profile setting).")
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return serve(args)
     except FpgaflowError as error:
-        print(f"fpga_runtime.cluster.daemon: error: {error}", file=sys.stderr)
+        print(f"fpgaflow.fpga_runtime.cluster.daemon: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -16,19 +16,19 @@ from typing import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fpga_runtime import kserve, tfserving
-from fpga_runtime.cluster.router import Router
-from fpga_runtime.cluster.security import accepted_api_keys, server_credentials
-from fpga_runtime.dataplane import DataPlane
-from fpga_runtime.errors import FpgaflowError, InvalidInput
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.proto import open_inference_pb2 as oip_pb
-from fpga_runtime.proto import tf_serving_pb2 as tf_pb
-from fpga_runtime.protocol import AUTHORIZATION_METADATA, OIP_SERVICE, TF_PREDICT, TF_SERVICE, oip_method
-from fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
-from fpga_runtime.server import OVERALL, grpc_options
-from fpga_runtime.service import ServiceDefinition
-from fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime import kserve, tfserving
+from fpgaflow.fpga_runtime.cluster.router import Router
+from fpgaflow.fpga_runtime.cluster.security import accepted_api_keys, server_credentials
+from fpgaflow.fpga_runtime.dataplane import DataPlane
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip_pb
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tf_pb
+from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, OIP_SERVICE, TF_PREDICT, TF_SERVICE, oip_method
+from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
+from fpgaflow.fpga_runtime.server import OVERALL, grpc_options
+from fpgaflow.fpga_runtime.service import ServiceDefinition
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 # A call without a deadline reports one far in the future; beyond this, the forwarding default applies.

@@ -1,8 +1,8 @@
 """What a deployment target provides to the cluster: starting, watching and stopping nodes.
 
 The controller decides which node runs what; a launcher makes it happen on its target (the
-``local`` target: processes on this machine, :mod:`fpga_runtime.cluster.local`; the ``docker``
-target: containers, ``tasks/cluster_docker.py``). A launcher is named by ``module:Class`` in the
+``local`` target: processes on this machine, :mod:`fpgaflow.fpga_runtime.cluster.local`; the ``docker``
+target: containers, ``tasks/deployment/docker_cluster.py``). A launcher is named by ``module:Class`` in the
 cluster state and built as ``Class(cluster_name, settings, cluster_directory)``.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fpga_runtime.cluster.state import NodeRecord
-from fpga_runtime.errors import FpgaflowError
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.cluster.state import NodeRecord
+from fpgaflow.fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The ``local`` target: every node is a process on this machine, on a free loopback port.
 
-A whole service runs as ``python -m fpga_runtime SERVICE_DIR``, a segment of a split service as
-``python -m fpga_runtime.chain SERVICE_DIR --segment K --next HOST:PORT``; each in a session of
+A whole service runs as ``python -m fpgaflow.fpga_runtime SERVICE_DIR``, a segment of a split service as
+``python -m fpgaflow.fpga_runtime.chain SERVICE_DIR --segment K --next HOST:PORT``; each in a session of
 its own (nodes outlive the gateway that started them), its log in ``<cluster>/logs/<node>.log``.
 """
 
@@ -12,13 +12,13 @@ import sys
 import threading
 from pathlib import Path
 
-from fpga_runtime.cluster.launcher import NodeProcess, NodeSpec
-from fpga_runtime.cluster.processes import command_line, pid_alive, spawn, terminate, wait_until_listening
-from fpga_runtime.cluster.state import NodeRecord
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.cluster.launcher import NodeProcess, NodeSpec
+from fpgaflow.fpga_runtime.cluster.processes import command_line, pid_alive, spawn, terminate, wait_until_listening
+from fpgaflow.fpga_runtime.cluster.state import NodeRecord
+from fpgaflow.fpga_runtime.settings import Settings
 
 NODE_HOST = "127.0.0.1"
-RUNTIME_MODULE = "fpga_runtime"
+RUNTIME_MODULE = "fpgaflow.fpga_runtime"
 
 
 class LocalLauncher:

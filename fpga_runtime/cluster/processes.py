@@ -2,7 +2,7 @@
 
 A process is started in a session of its own, so it outlives the command that started it; its
 stderr goes to a log file and its stdout is read until it prints ``listening on HOST:PORT`` (what
-``python -m fpga_runtime``, ``python -m fpga_runtime.chain`` and the gateway print once they
+``python -m fpgaflow.fpga_runtime``, ``python -m fpgaflow.fpga_runtime.chain`` and the gateway print once they
 answer), then copied to the log. Exits are awaited through a pidfd where the platform has one,
 so waiting never needs a sleep.
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.errors import FpgaflowError
 
 LISTENING = "listening on "
 EXIT_POLL_SECONDS = 0.05  # only where no pidfd exists

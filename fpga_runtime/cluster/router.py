@@ -23,9 +23,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fpga_runtime.errors import ModelNotFound, ModelNotReady, UpstreamError
-from fpga_runtime.server import grpc_options
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.errors import ModelNotFound, ModelNotReady, UpstreamError
+from fpgaflow.fpga_runtime.server import grpc_options
+from fpgaflow.fpga_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE})

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 
-from fpga_runtime.errors import FpgaflowError
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_KEY_LENGTH = 512

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fpga_runtime.errors import FpgaflowError, ResourceExhausted
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.errors import FpgaflowError, ResourceExhausted
+from fpgaflow.fpga_runtime.settings import Settings
 
 STATE_FILE = "state.json"
 SCHEMA_VERSION = 1

@@ -1,6 +1,6 @@
-"""Keeps a cluster's gateway running: ``python -m fpga_runtime.cluster.watchdog DAEMON-ARGUMENTS...``.
+"""Keeps a cluster's gateway running: ``python -m fpgaflow.fpga_runtime.cluster.watchdog DAEMON-ARGUMENTS...``.
 
-Runs ``python -m fpga_runtime.cluster.daemon DAEMON-ARGUMENTS`` as its child and copies the
+Runs ``python -m fpgaflow.fpga_runtime.cluster.daemon DAEMON-ARGUMENTS`` as its child and copies the
 child's stdout (``listening on HOST:PORT``) to its own. When the gateway dies (killed, crashed)
 it starts it again on the port it first listened on, so clients find it at the same address, and
 the new gateway re-adopts the nodes and placements of the saved state. Quick deaths in a row wait
@@ -21,10 +21,10 @@ import threading
 import time
 from typing import Sequence
 
-from fpga_runtime.cluster.processes import LISTENING
-from fpga_runtime.settings import get_settings
+from fpgaflow.fpga_runtime.cluster.processes import LISTENING
+from fpgaflow.fpga_runtime.settings import get_settings
 
-log = logging.getLogger("fpga_runtime.cluster.watchdog")
+log = logging.getLogger("fpgaflow.fpga_runtime.cluster.watchdog")
 REFUSED_TO_START = 2
 MAX_BACKOFF_SECONDS = 30.0
 STABLE_SECONDS = 60.0  # a gateway that lived this long died "for the first time" again
@@ -89,7 +89,7 @@ class Watchdog:
                 return 0
 
     def _run_child(self, arguments: list[str]) -> int:
-        command = [sys.executable, "-m", "fpga_runtime.cluster.daemon", *arguments, "--watchdog-pid", str(os.getpid())]
+        command = [sys.executable, "-m", "fpgaflow.fpga_runtime.cluster.daemon", *arguments, "--watchdog-pid", str(os.getpid())]
         self._child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         if self._stop.is_set():  # a stop that came while the child was being started
             self._child.send_signal(signal.SIGTERM)

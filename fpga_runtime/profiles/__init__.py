@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.errors import InvalidInput
 
 PROFILE_SUFFIX = ".yaml"
 

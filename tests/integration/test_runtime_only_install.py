@@ -15,8 +15,8 @@ HEAVY = ("tensorflow", "keras", "prefect", "mlflow", "great_expectations", "pand
 
 IMPORT_EVERYTHING = """
 import importlib, json, pkgutil, sys
-import fpga_runtime
-names = [m.name for m in pkgutil.walk_packages(fpga_runtime.__path__, "fpga_runtime.") if m.name != "fpga_runtime.__main__"]
+from fpgaflow import fpga_runtime
+names = [m.name for m in pkgutil.walk_packages(fpga_runtime.__path__, "fpga_runtime.") if m.name != "fpgaflow.fpga_runtime.__main__"]
 for name in names:
     importlib.import_module(name)
 heavy = %r
@@ -41,7 +41,7 @@ def test_runtime_installs_and_imports_without_the_pipeline_stack(tmp_path):
                            timeout=300, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr[-3000:]
     report = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert "fpga_runtime.preprocessing" in report["modules"] and "fpga_runtime.service" in report["modules"]
+    assert "fpgaflow.fpga_runtime.preprocessing" in report["modules"] and "fpgaflow.fpga_runtime.service" in report["modules"]
     assert report["imported_heavy"] == []
     assert report["installed_heavy"] == []
 

@@ -1,4 +1,4 @@
-"""Malformed requests and the status each must get from the one error table (fpga_runtime.errors).
+"""Malformed requests and the status each must get from the one error table (fpgaflow.fpga_runtime.errors).
 
 Used by the property-based tests against a node and the gateway. Statuses come from the error
 classes themselves, so a change of the table changes what is expected, in one place. A request
@@ -16,11 +16,11 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from fpga_runtime import codec
-from fpga_runtime.errors import InvalidInput, ModelNotFound, ResourceExhausted
-from fpga_runtime.proto import tf_serving_pb2 as tfs
-from fpga_runtime.proto import tf_tensor_pb2 as tf
-from fpga_runtime.protocol import TF_PREDICT
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotFound, ResourceExhausted
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tfs
+from fpgaflow.fpga_runtime.proto import tf_tensor_pb2 as tf
+from fpgaflow.fpga_runtime.protocol import TF_PREDICT
 from tests.fixtures.wire import tf_predict
 
 BAD_INPUT = InvalidInput.status

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fpga_runtime.cluster.daemon import cluster_client
+from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 from tests.fixtures.tiny_service import write_tiny_service
 from tests.integration.cluster.conftest import eventually, running_cluster, status
 

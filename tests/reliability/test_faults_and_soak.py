@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.processes import wait_for_exit
-from fpga_runtime.errors import FpgaflowError
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.cluster.processes import wait_for_exit
+from fpgaflow.fpga_runtime.errors import FpgaflowError
 from tests.fixtures.tiny_service import encoded_images
 from tests.integration.cluster.conftest import Load, eventually, status
 from tests.reliability.conftest import MODEL, rss_bytes, wait_for_replicas

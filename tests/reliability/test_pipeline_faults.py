@@ -22,15 +22,15 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from fpga_runtime.preprocessing import PreprocessSpec
-from fpga_runtime.service import load_service
-from fpga_runtime.settings import Settings
-from tasks import files, packaging
-from tasks.config import PipelineConfig
-from tasks.conversion import ConversionReport, StageParity
-from tasks.image_build import build_image
-from tasks.packaging import package_service
-from tasks.registry import (
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks import files, packaging
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.conversion.onnx_stages import ConversionReport, StageParity
+from fpgaflow.tasks.packaging.image_build import build_image
+from fpgaflow.tasks.packaging.service_dir import package_service
+from fpgaflow.tasks.registry.versions import (
     CANDIDATE_ALIAS,
     TAG_GATES,
     TAG_STATUS,
@@ -42,8 +42,8 @@ from tasks.registry import (
     publish_version,
     register_trained_model,
 )
-from tasks.sample_data import write_sample_data
-from tasks.tracking import TrackingUnavailable, mlflow_client, start_pipeline_run
+from fpgaflow.tasks.data.sample_data import write_sample_data
+from fpgaflow.tasks.registry.tracking import TrackingUnavailable, mlflow_client, start_pipeline_run
 from tests.fixtures.keras_stages import save_stages
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, write_tiny_service
 
@@ -152,7 +152,7 @@ def test_fpgaflow_run_with_mlflow_down_ends_with_one_line_naming_the_server(tmp_
                    "FPGAFLOW_MLFLOW_HTTP_RETRIES": "0"}
     environment.pop("PREFECT_HOME", None)
     environment.pop("PREFECT_API_URL", None)
-    done = subprocess.run([sys.executable, "-m", "flows", "run", str(data_dir), "--until", "train", "--input-size", "32"],
+    done = subprocess.run([sys.executable, "-m", "fpgaflow.flows", "run", str(data_dir), "--until", "train", "--input-size", "32"],
                           cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]
     assert done.stdout.splitlines() == [

@@ -20,15 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.daemon import cluster_client
-from fpga_runtime.cluster.security import read_api_keys
-from fpga_runtime.errors import FpgaflowError, PredictionError
-from fpga_runtime.service import check_name, load_service
-from fpga_runtime.settings import Settings
-from tasks.config import PipelineConfig
-from tasks.image_build import default_tag, write_build_context
-from tasks.packaging import default_service_dir
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
+from fpgaflow.fpga_runtime.cluster.security import read_api_keys
+from fpgaflow.fpga_runtime.errors import FpgaflowError, PredictionError
+from fpgaflow.fpga_runtime.service import check_name, load_service
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.packaging.image_build import default_tag, write_build_context
+from fpgaflow.tasks.packaging.service_dir import default_service_dir
 from tests.fixtures.tiny_service import encoded_images, write_tiny_service
 from tests.integration.cluster.conftest import eventually, running_cluster, status
 from tests.reliability.conftest import MODEL
@@ -107,7 +107,7 @@ def score_status(settings, token: str | None, root: bytes, use_ssl: bool = True)
 
 
 def reload_keys_with_the_cli(settings: Settings) -> str:
-    done = subprocess.run([sys.executable, "-m", "flows", "cluster", "reload-keys"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "fpgaflow.flows", "cluster", "reload-keys"], capture_output=True, text=True,
                           env={**_environment(), "FPGAFLOW_HOME": str(settings.home)}, timeout=120, check=True)
     return done.stdout
 

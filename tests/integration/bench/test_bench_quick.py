@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchmarks.report import CONCURRENCY_CHART, LATENCY_CHART
-from flows.cli import main
+from fpgaflow.benchmarks.report import CONCURRENCY_CHART, LATENCY_CHART
+from fpgaflow.flows.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,12 +10,12 @@ from typing import Callable, Iterator
 
 import pytest
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.daemon import cluster_client, kill_gateway, start_gateway, stop_cluster
-from fpga_runtime.cluster.processes import terminate
-from fpga_runtime.cluster.state import StateStore, cluster_dir
-from fpga_runtime.settings import Settings
-from tasks.cluster_targets import LAUNCHERS
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, kill_gateway, start_gateway, stop_cluster
+from fpgaflow.fpga_runtime.cluster.processes import terminate
+from fpgaflow.fpga_runtime.cluster.state import StateStore, cluster_dir
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.deployment.targets import LAUNCHERS
 from tests.fixtures.tiny_service import encoded_images
 
 WAIT_SECONDS = 60

@@ -10,9 +10,9 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.processes import pid_alive, wait_for_exit
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.cluster.processes import pid_alive, wait_for_exit
+from fpgaflow.fpga_runtime.settings import Settings
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import kill_leftovers
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def fpgaflow(home, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess:
     completed = subprocess.run(
-        [sys.executable, "-m", "flows", *arguments],
+        [sys.executable, "-m", "fpgaflow.flows", *arguments],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "FPGAFLOW_HOME": str(home), "FPGAFLOW_CLUSTER_GATEWAY_PORT": "0"},
     )

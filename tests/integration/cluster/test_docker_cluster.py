@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_runtime.cluster.daemon import cluster_client
-from fpga_runtime.settings import Settings
-from tasks.cluster_docker import CLUSTER_LABEL, network_name
-from tasks.deploy import deploy
-from tasks.image_build import INSTALL_STAGE_LABEL, build_image
+from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.deployment.docker_cluster import CLUSTER_LABEL, network_name
+from fpgaflow.tasks.deployment.deploy import deploy
+from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, build_image
 from tests.fixtures.docker_engine import docker_client, local_base_image  # noqa: F401  (session fixtures)
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status

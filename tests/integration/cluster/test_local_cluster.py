@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fpga_runtime import codec
-from fpga_runtime.cluster.daemon import cluster_client, gateway_running, start_gateway
-from fpga_runtime.cluster.processes import pid_alive, wait_for_exit
-from fpga_runtime.errors import UpstreamError
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_serving_pb2 as tf_pb
-from fpga_runtime.protocol import TF_PREDICT, oip_method
-from tasks.cluster_targets import LAUNCHERS
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, gateway_running, start_gateway
+from fpgaflow.fpga_runtime.cluster.processes import pid_alive, wait_for_exit
+from fpgaflow.fpga_runtime.errors import UpstreamError
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tf_pb
+from fpgaflow.fpga_runtime.protocol import TF_PREDICT, oip_method
+from fpgaflow.tasks.deployment.targets import LAUNCHERS
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, kill_leftovers, running_cluster, status
 

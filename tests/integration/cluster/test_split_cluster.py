@@ -8,11 +8,11 @@ import signal
 import numpy as np
 import pytest
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.cluster.daemon import cluster_client
-from fpga_runtime.errors import UpstreamError
-from fpga_runtime.server import create_server
-from tasks.deploy import deploy
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
+from fpgaflow.fpga_runtime.errors import UpstreamError
+from fpgaflow.fpga_runtime.server import create_server
+from fpgaflow.tasks.deployment.deploy import deploy
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import encoded_images
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status

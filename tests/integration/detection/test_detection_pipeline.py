@@ -14,10 +14,10 @@ import pickle
 import numpy as np
 import pytest
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.server import create_server
-from fpga_runtime.settings import Settings
-from tasks.config import PipelineConfig
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.server import create_server
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.config import PipelineConfig
 
 READY_TIMEOUT = 120
 IMAGES = 240
@@ -34,8 +34,8 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory, settings):
-    from tasks.ssd.intake import intake_detection_dataset
-    from tasks.ssd.sample_data import write_detection_sample_data
+    from fpgaflow.tasks.data.detection_intake import intake_detection_dataset
+    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
 
     data_dir = tmp_path_factory.mktemp("data") / "digit-boxes"
     write_detection_sample_data(data_dir, count=IMAGES, digits=DIGITS, seed=0)
@@ -53,14 +53,14 @@ def config(intake) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def splits(intake):
-    from tasks.ssd.intake import load_detection_splits
+    from fpgaflow.tasks.data.detection_intake import load_detection_splits
 
     return load_detection_splits(intake.split_path)
 
 
 @pytest.fixture(scope="module")
 def trained(intake, splits, config, settings, tmp_path_factory):
-    from tasks.ssd.train_step import detection_train_step
+    from fpgaflow.tasks.training.detector_steps import detection_train_step
 
     return detection_train_step(splits, intake.class_names, intake.dataset_fingerprint, config,
                                 tmp_path_factory.mktemp("run") / "train", settings)
@@ -68,14 +68,14 @@ def trained(intake, splits, config, settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def test_images(splits, trained):
-    from tasks.featurize import load_images
+    from fpgaflow.tasks.featurizers.features import load_images
 
     return load_images(list(splits.loc[splits["split"] == "test", "path"]), trained.featurizer.preprocessing)
 
 
 @pytest.fixture(scope="module")
 def conversion(trained, test_images, settings, tmp_path_factory):
-    from tasks.ssd.conversion import convert_detector_stages
+    from fpgaflow.tasks.conversion.detector_stages import convert_detector_stages
 
     files = trained.model_files
     return convert_detector_stages(files.fpga_stage, files.cpu_stage, test_images, tmp_path_factory.mktemp("onnx"), settings)
@@ -83,7 +83,7 @@ def conversion(trained, test_images, settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def numerics(conversion, splits, intake, trained, config, settings, tmp_path_factory):
-    from tasks.ssd.numerics import evaluate_detector_numerics
+    from fpgaflow.tasks.numerics.detector_steps import evaluate_detector_numerics
 
     return evaluate_detector_numerics(conversion.fpga_onnx, conversion.cpu_onnx, splits, intake.class_names,
                                       intake.dataset_fingerprint, trained.featurizer.preprocessing, config,
@@ -118,10 +118,10 @@ def test_numeric_formats_are_gated_on_map(numerics, trained):
 
 @pytest.fixture(scope="module")
 def published(trained, conversion, numerics, intake, config, settings, tmp_path_factory):
-    from tasks.registry import publish_version
-    from tasks.ssd.packaging import package_detector
-    from tasks.ssd.registry import register_trained_detector
-    from tasks.tracking import start_pipeline_run
+    from fpgaflow.tasks.registry.versions import publish_version
+    from fpgaflow.tasks.packaging.detector_service import package_detector
+    from fpgaflow.tasks.registry.detector_versions import register_trained_detector
+    from fpgaflow.tasks.registry.tracking import start_pipeline_run
 
     run_id = start_pipeline_run(config, intake.dataset_fingerprint, settings)
     files = trained.model_files
@@ -138,7 +138,7 @@ def published(trained, conversion, numerics, intake, config, settings, tmp_path_
 
 
 def test_registered_and_published_like_a_classifier(published):
-    from fpga_runtime.service import load_service
+    from fpgaflow.fpga_runtime.service import load_service
 
     service = load_service(published.service_dir)
     assert service.task == "detection" and service.preprocessing.resize == "stretch" and service.input_size == 96
@@ -147,10 +147,10 @@ def test_registered_and_published_like_a_classifier(published):
 
 
 def test_served_boxes_equal_keras_and_onnxruntime(published, trained, conversion, splits, test_images):
-    from tasks.ssd.conversion import FPGA_INPUT, run_stage
-    from tasks.ssd.parity import detection_parity
-    from tasks.ssd.export import load_detector
-    from tasks.ssd.training import predict_detections
+    from fpgaflow.tasks.conversion.detector_stages import FPGA_INPUT, run_stage
+    from fpgaflow.tasks.detection.parity import detection_parity
+    from fpgaflow.tasks.detection.export import load_detector
+    from fpgaflow.tasks.detection.training import predict_detections
 
     exported = load_detector(trained.model_files.directory)
     keras = predict_detections(exported.detector, test_images, exported.detection)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fpga_runtime import codec
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.detections import detections_from_outputs
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_serving_pb2 as tfs
-from fpga_runtime.protocol import DETECTION_OUTPUTS
-from fpga_runtime.server import create_server
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.detections import detections_from_outputs
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tfs
+from fpgaflow.fpga_runtime.protocol import DETECTION_OUTPUTS
+from fpgaflow.fpga_runtime.server import create_server
 from tests.fixtures.detection_service import CLASS_NAMES, encoded_scenes, reference_detections, write_detection_service
 from tests.fixtures.wire import oip_call, tf_predict
 
@@ -86,7 +86,7 @@ def test_client_detect_file_and_images(server, service_dir, scenes, tmp_path):
 
 
 def test_score_detect_draws_the_boxes_into_a_png(server, service_dir, scenes, tmp_path, capsys):
-    from flows.cli import main
+    from fpgaflow.flows.cli import main
 
     image, out = tmp_path / "scene.png", tmp_path / "drawn.png"
     image.write_bytes(scenes[0])
@@ -100,7 +100,7 @@ def test_score_detect_draws_the_boxes_into_a_png(server, service_dir, scenes, tm
 
 
 def test_score_out_needs_detect_and_one_image(server, tmp_path, scenes, capsys):
-    from flows.cli import main
+    from fpgaflow.flows.cli import main
 
     image = tmp_path / "scene.png"
     image.write_bytes(scenes[0])
@@ -109,7 +109,7 @@ def test_score_out_needs_detect_and_one_image(server, tmp_path, scenes, capsys):
 
 
 def test_smoke_test_compares_the_node_with_the_offline_stages(server, service_dir, scenes, tmp_path):
-    from tasks.ssd.smoke import detection_smoke_test
+    from fpgaflow.tasks.deployment.detector_smoke import detection_smoke_test
 
     paths = []
     for index, data in enumerate(scenes):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.settings import Settings
-from tasks.image_build import INSTALL_STAGE_LABEL, LABEL_PREFIX, RUNTIME_UID, ImageBuildFailed, build_image
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, LABEL_PREFIX, RUNTIME_UID, ImageBuildFailed, build_image
 from tests.fixtures.lineage_service import LINEAGE, write_service_with_lineage
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
 

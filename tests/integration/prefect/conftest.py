@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fpga_runtime.cluster.daemon import gateway_running, stop_cluster
-from fpga_runtime.settings import get_settings
+from fpgaflow.fpga_runtime.cluster.daemon import gateway_running, stop_cluster
+from fpgaflow.fpga_runtime.settings import get_settings
 
 
 @pytest.fixture

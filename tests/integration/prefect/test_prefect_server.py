@@ -22,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from fpga_runtime.server import create_server
-from tasks.dataset_watch import check_dataset, record_fingerprint
-from tasks.events import DATASET_UPDATED, MODEL_DEGRADED
+from fpgaflow.fpga_runtime.server import create_server
+from fpgaflow.tasks.data.watch import check_dataset, record_fingerprint
+from fpgaflow.tasks.events import DATASET_UPDATED, MODEL_DEGRADED
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 from tests.fixtures.tiny_service import encoded_images, write_tiny_service
 

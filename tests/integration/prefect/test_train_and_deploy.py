@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.train_and_deploy import train_and_deploy
-from fpga_runtime.client import PredictionClient
-from tasks.config import PipelineConfig
-from tasks.monitoring import parse_endpoint
-from tasks.registry import CANDIDATE_ALIAS
-from tasks.tracking import TAG_FLOW_RUN_ID, mlflow_client
+from fpgaflow.flows.train_and_deploy import train_and_deploy
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.operations.monitoring import parse_endpoint
+from fpgaflow.tasks.registry.versions import CANDIDATE_ALIAS
+from fpgaflow.tasks.registry.tracking import TAG_FLOW_RUN_ID, mlflow_client
 from tests.fixtures.prefect_runs import artifacts_of
 
 STEP_ARTIFACTS = {

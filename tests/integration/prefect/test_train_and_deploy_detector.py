@@ -13,11 +13,11 @@ from uuid import UUID
 
 import pytest
 
-from flows.cli import main
-from fpga_runtime.client import PredictionClient
-from tasks.monitoring import parse_endpoint
-from tasks.registry import CANDIDATE_ALIAS
-from tasks.tracking import mlflow_client
+from fpgaflow.flows.cli import main
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.tasks.operations.monitoring import parse_endpoint
+from fpgaflow.tasks.registry.versions import CANDIDATE_ALIAS
+from fpgaflow.tasks.registry.tracking import mlflow_client
 from tests.fixtures.prefect_runs import artifacts_of
 
 DETECTOR_ARTIFACTS = {
@@ -28,7 +28,7 @@ DETECTOR_ARTIFACTS = {
 
 @pytest.fixture
 def detection_dir(tmp_path):
-    from tasks.ssd.sample_data import write_detection_sample_data
+    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
 
     directory = tmp_path / "digit-boxes"
     write_detection_sample_data(directory, count=120, digits=(0, 1, 7), seed=0)

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from fpga_runtime.preprocessing import PreprocessSpec
-from fpga_runtime.service import load_service
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.settings import Settings
 from tests.fixtures.keras_stages import CLASS_NAMES, INPUT_SIZE, held_out_like, save_stages
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -72,11 +72,11 @@ def tracking_server(tmp_path_factory):
 def test_pipeline_registry_steps_against_a_tracking_server(tracking_server, tmp_path):
     from mlflow import MlflowClient
 
-    from tasks.config import PipelineConfig
-    from tasks.conversion import convert_stages
-    from tasks.packaging import package_service
-    from tasks.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, pipeline_summary, promote, publish_version, register_trained_model
-    from tasks.tracking import finish_run, log_conversion, log_numerics, start_pipeline_run
+    from fpgaflow.tasks.config import PipelineConfig
+    from fpgaflow.tasks.conversion.onnx_stages import convert_stages
+    from fpgaflow.tasks.packaging.service_dir import package_service
+    from fpgaflow.tasks.registry.versions import CANDIDATE_ALIAS, CHAMPION_ALIAS, pipeline_summary, promote, publish_version, register_trained_model
+    from fpgaflow.tasks.registry.tracking import finish_run, log_conversion, log_numerics, start_pipeline_run
 
     settings = Settings(home=tmp_path / "home", mlflow_tracking_uri=tracking_server.url, mlflow_experiment="team")
     client = MlflowClient(tracking_uri=tracking_server.url, registry_uri=tracking_server.url)

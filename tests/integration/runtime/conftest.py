@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from fpga_runtime.server import create_server
+from fpgaflow.fpga_runtime.server import create_server
 from tests.fixtures.tiny_service import encoded_images, write_tiny_service
 
 READY_TIMEOUT = 60

@@ -8,13 +8,13 @@ import grpc
 import numpy as np
 import pytest
 
-from fpga_runtime.client import PredictionClient
-from fpga_runtime.errors import PredictionError
-from fpga_runtime.executor import PREPROCESS, ServiceExecutor
-from fpga_runtime.preprocessing import preprocess
-from fpga_runtime.server import ModelServer, create_server
-from fpga_runtime.service import load_service
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.errors import PredictionError
+from fpgaflow.fpga_runtime.executor import PREPROCESS, ServiceExecutor
+from fpgaflow.fpga_runtime.preprocessing import preprocess
+from fpgaflow.fpga_runtime.server import ModelServer, create_server
+from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.settings import Settings
 from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities
 
 TIMEOUT = 10
@@ -36,7 +36,7 @@ class RetryLog(logging.Handler):
 @pytest.fixture()
 def retry_log():
     handler = RetryLog()
-    logger = logging.getLogger("fpga_runtime.client")
+    logger = logging.getLogger("fpgaflow.fpga_runtime.client")
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)

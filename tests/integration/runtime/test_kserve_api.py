@@ -6,11 +6,11 @@ import grpc
 import numpy as np
 import pytest
 
-from fpga_runtime import codec
-from fpga_runtime.preprocessing import preprocess
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_serving_pb2 as tfs
-from fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.preprocessing import preprocess
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tfs
+from fpgaflow.fpga_runtime.service import load_service
 from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities
 from tests.fixtures.wire import oip_call, tf_predict
 

@@ -10,16 +10,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from fpga_runtime import codec
-from fpga_runtime.errors import FpgaflowError, ResourceExhausted
-from fpga_runtime.executor import PREPROCESS, ServiceExecutor
-from fpga_runtime.metrics import ServerMetrics
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_serving_pb2 as tfs
-from fpga_runtime.rpc import unary_handler
-from fpga_runtime.server import ModelServer
-from fpga_runtime.service import load_service
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.errors import FpgaflowError, ResourceExhausted
+from fpgaflow.fpga_runtime.executor import PREPROCESS, ServiceExecutor
+from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tfs
+from fpgaflow.fpga_runtime.rpc import unary_handler
+from fpgaflow.fpga_runtime.server import ModelServer
+from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.settings import Settings
 from tests.fixtures.wire import tf_predict, unary
 
 TIMEOUT = 10

@@ -1,4 +1,4 @@
-"""`fpgaflow serve`, `python -m fpga_runtime` and `fpgaflow score` as real processes."""
+"""`fpgaflow serve`, `python -m fpgaflow.fpga_runtime` and `fpgaflow score` as real processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.client import PredictionClient
 from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities
 
 STARTUP_TIMEOUT = 120
@@ -65,12 +65,12 @@ def image_files(images, tmp_path):
 
 
 def test_fpgaflow_serve_then_score_then_sigterm(service_dir, images, image_files):
-    node = Node([sys.executable, "-m", "flows", "serve", str(service_dir), "--port", "0", "--metrics-port", "0", "--device", "arria10"])
+    node = Node([sys.executable, "-m", "fpgaflow.flows", "serve", str(service_dir), "--port", "0", "--metrics-port", "0", "--device", "arria10"])
     try:
         assert node.host == "127.0.0.1" and node.port > 0
         assert node._wait_for("metrics on http://127.0.0.1:").endswith("/metrics")
         scored = subprocess.run(
-            [sys.executable, "-m", "flows", "score", *map(str, image_files), "--address", node.address],
+            [sys.executable, "-m", "fpgaflow.flows", "score", *map(str, image_files), "--address", node.address],
             capture_output=True, text=True, timeout=EXIT_TIMEOUT,
         )
         assert scored.returncode == 0, scored.stderr
@@ -89,7 +89,7 @@ def test_fpgaflow_serve_then_score_then_sigterm(service_dir, images, image_files
 
 
 def test_python_m_fpga_runtime_serves_the_same_node(service_dir, images):
-    node = Node([sys.executable, "-m", "fpga_runtime", str(service_dir), "--port", "0"])
+    node = Node([sys.executable, "-m", "fpgaflow.fpga_runtime", str(service_dir), "--port", "0"])
     try:
         with PredictionClient(node.host, node.port) as client:
             np.testing.assert_allclose(
@@ -103,7 +103,7 @@ def test_python_m_fpga_runtime_serves_the_same_node(service_dir, images):
 
 def test_serve_reports_a_bad_service_directory_cleanly(tmp_path):
     finished = subprocess.run(
-        [sys.executable, "-m", "fpga_runtime", str(tmp_path), "--port", "0"], capture_output=True, text=True, timeout=EXIT_TIMEOUT
+        [sys.executable, "-m", "fpgaflow.fpga_runtime", str(tmp_path), "--port", "0"], capture_output=True, text=True, timeout=EXIT_TIMEOUT
     )
     assert finished.returncode == 2
     assert "service.json is missing" in finished.stderr and "Traceback" not in finished.stderr
@@ -114,7 +114,7 @@ def test_score_reports_an_unreachable_server_with_its_status(image_files):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     finished = subprocess.run(
-        [sys.executable, "-m", "flows", "score", str(image_files[0]), "--address", f"127.0.0.1:{port}", "--retries", "0"],
+        [sys.executable, "-m", "fpgaflow.flows", "score", str(image_files[0]), "--address", f"127.0.0.1:{port}", "--retries", "0"],
         capture_output=True, text=True, timeout=EXIT_TIMEOUT,
     )
     assert finished.returncode == 2

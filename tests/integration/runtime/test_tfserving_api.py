@@ -4,13 +4,13 @@ import grpc
 import numpy as np
 import pytest
 
-from fpga_runtime import codec
-from fpga_runtime.preprocessing import preprocess
-from fpga_runtime.proto import tf_serving_pb2 as tfs
-from fpga_runtime.proto import tf_tensor_pb2 as tf
-from fpga_runtime.protocol import SIGNATURE_DEF_MAP_TYPE_URL, TENSOR_PROTO_TYPE_URL, TF_PREDICT
-from fpga_runtime.server import ModelServer, create_server
-from fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.preprocessing import preprocess
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tfs
+from fpgaflow.fpga_runtime.proto import tf_tensor_pb2 as tf
+from fpgaflow.fpga_runtime.protocol import SIGNATURE_DEF_MAP_TYPE_URL, TENSOR_PROTO_TYPE_URL, TF_PREDICT
+from fpgaflow.fpga_runtime.server import ModelServer, create_server
+from fpgaflow.fpga_runtime.service import load_service
 from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities, write_tiny_service
 from tests.fixtures.wire import tf_metadata, tf_predict
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.harness import Target, judge_targets
-from benchmarks.machine import PeakCompute
-from benchmarks.measure import WindowPlan, measure_interleaved, measure_level, windows_agree
+from fpgaflow.benchmarks.harness import Target, judge_targets
+from fpgaflow.benchmarks.machine import PeakCompute
+from fpgaflow.benchmarks.measure import WindowPlan, measure_interleaved, measure_level, windows_agree
 
 
 def test_windows_agree_within_tolerance_of_their_mean():

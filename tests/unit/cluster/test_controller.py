@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from fpga_runtime.cluster.controller import Controller
-from fpga_runtime.cluster.gateway import Gateway
-from fpga_runtime.cluster.launcher import NodeProcess, NodeSpec
-from fpga_runtime.cluster.state import NodeRecord, StateStore, new_state
-from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
-from fpga_runtime.settings import Settings
-from tasks.split import split_service
+from fpgaflow.fpga_runtime.cluster.controller import Controller
+from fpgaflow.fpga_runtime.cluster.gateway import Gateway
+from fpgaflow.fpga_runtime.cluster.launcher import NodeProcess, NodeSpec
+from fpgaflow.fpga_runtime.cluster.state import NodeRecord, StateStore, new_state
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.deployment.split import split_service
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import write_tiny_service
 

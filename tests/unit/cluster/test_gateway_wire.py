@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_runtime import codec
-from fpga_runtime.cluster.gateway import length_delimited_fields, model_infer_target, predict_target
-from fpga_runtime.errors import InvalidInput
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_serving_pb2 as tf
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.cluster.gateway import length_delimited_fields, model_infer_target, predict_target
+from fpgaflow.fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tf
 
 
 def _predict(name: str, **version) -> bytes:

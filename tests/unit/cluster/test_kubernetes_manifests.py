@@ -7,12 +7,12 @@ import copy
 import pytest
 import yaml
 
-from fpga_runtime.errors import InvalidInput
-from fpga_runtime.service import load_service
-from fpga_runtime.settings import Settings
-from tasks.image_build import SERVICE_PATH
-from tasks.kubernetes_deploy import ManifestInvalid, deploy_to_kubernetes, object_name, render_manifests, validate_manifest
-from tasks.split import split_service
+from fpgaflow.fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.packaging.image_build import SERVICE_PATH
+from fpgaflow.tasks.deployment.kubernetes import ManifestInvalid, deploy_to_kubernetes, object_name, render_manifests, validate_manifest
+from fpgaflow.tasks.deployment.split import split_service
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import write_tiny_service
 
@@ -90,7 +90,7 @@ def test_a_split_model_is_a_chain_of_deployments_each_handing_on_to_the_next_ser
     deployments = [validate_manifest(m) for m in manifests if m["kind"] == "Deployment"]
     assert [d.metadata.name for d in deployments] == ["fpgaflow-deep", "fpgaflow-deep-s2"]
     first, second = (d.spec.template.spec.containers[0] for d in deployments)
-    assert first.command[-2:] == ["-m", "fpga_runtime.chain"]
+    assert first.command[-2:] == ["-m", "fpgaflow.fpga_runtime.chain"]
     assert first.args[first.args.index("--next") + 1] == f"fpgaflow-deep-s2:{settings.image_grpc_port}"
     assert "--next" not in second.args and second.args[second.args.index("--segment") + 1] == "2"
 
@@ -117,8 +117,8 @@ def test_object_names_are_dns_labels():
 def test_fpgaflow_deploy_to_kubernetes_without_a_kubeconfig_writes_the_manifests(tmp_path, monkeypatch, capsys):
     import json
 
-    from flows.cli import main
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.flows.cli import main
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     monkeypatch.setenv("FPGAFLOW_KUBECONFIG", str(tmp_path / "absent"))
     get_settings.cache_clear()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fpga_runtime.cluster.state import PlacementRecord, ReplicaRecord, StateStore, new_state
-from fpga_runtime.errors import FpgaflowError, ResourceExhausted
+from fpgaflow.fpga_runtime.cluster.state import PlacementRecord, ReplicaRecord, StateStore, new_state
+from fpgaflow.fpga_runtime.errors import FpgaflowError, ResourceExhausted
 
 
 def test_reserve_picks_the_lowest_free_nodes():
@@ -41,7 +41,7 @@ def test_resize_refuses_no_nodes():
 
 
 def test_state_survives_a_save_and_load_with_placements_and_processes(tmp_path):
-    state = new_state("c1", "docker", "tasks.cluster_docker:DockerLauncher", "arria10", 3)
+    state = new_state("c1", "docker", "fpgaflow.tasks.deployment.docker_cluster:DockerLauncher", "arria10", 3)
     node = state.node("node-2")
     node.model, node.version, node.address, node.container, node.segment = "tiny", "4", "127.0.0.1:5", "ctr", 1
     state.placements["tiny"] = PlacementRecord(

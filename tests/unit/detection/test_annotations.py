@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.ssd.annotations import AnnotatedObject, Annotation, AnnotationError, parse_json, parse_voc_xml, read_annotation, write_json
+from fpgaflow.tasks.detection.annotations import AnnotatedObject, Annotation, AnnotationError, parse_json, parse_voc_xml, read_annotation, write_json
 
 VOC = """<annotation>
   <filename>000005.jpg</filename>

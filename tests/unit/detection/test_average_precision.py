@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.ssd.average_precision import GroundTruth, ImageDetections, average_precision, detections_of, mean_average_precision
+from fpgaflow.tasks.detection.average_precision import GroundTruth, ImageDetections, average_precision, detections_of, mean_average_precision
 
 A = [0.0, 0.0, 0.4, 0.4]
 B = [0.5, 0.5, 0.9, 0.9]

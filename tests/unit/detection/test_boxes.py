@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.ssd.boxes import centres_to_corners, decode, encode, iou, match
+from fpgaflow.tasks.detection.boxes import centres_to_corners, decode, encode, iou, match
 
 
 def test_iou_of_hand_computed_boxes():

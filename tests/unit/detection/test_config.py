@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import PipelineConfig, load_config
+from fpgaflow.tasks.config import PipelineConfig, load_config
 
 
 def test_ssd_vgg_defaults_to_300_px_and_keeps_an_explicit_size(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from flows.cli import main
-from tasks.ssd.annotations import read_annotation
+from fpgaflow.flows.cli import main
+from fpgaflow.tasks.detection.annotations import read_annotation
 
 
 def test_sample_data_writes_annotated_canvases_of_the_chosen_digits(tmp_path, capsys):
@@ -25,7 +25,7 @@ def test_sample_data_writes_annotated_canvases_of_the_chosen_digits(tmp_path, ca
 
 
 def test_the_same_seed_writes_the_same_files(tmp_path):
-    from tasks.ssd.sample_data import write_detection_sample_data
+    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
 
     first = write_detection_sample_data(tmp_path / "a", count=3, digits=[5], seed=9)
     second = write_detection_sample_data(tmp_path / "b", count=3, digits=[5], seed=9)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tasks.ssd.geometry import check_geometry, head_names, map_sizes, prior_layout, usable_feature_maps
-from tasks.ssd.priors import PriorLayout
+from fpgaflow.tasks.detection.geometry import check_geometry, head_names, map_sizes, prior_layout, usable_feature_maps
+from fpgaflow.tasks.detection.priors import PriorLayout
 
 
 def test_ssd300_has_its_six_maps_and_8732_default_boxes():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.config import DetectionConfig
-from tasks.errors import PipelineStepError
-from tasks.featurizers import WeightsUnavailable
+from fpgaflow.tasks.config import DetectionConfig
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.catalog import WeightsUnavailable
 
 
 def test_full_size_ssd300_has_the_twelve_head_tensors_of_the_original():
-    from tasks.ssd.model import build_ssd_model
+    from fpgaflow.tasks.detection.model import build_ssd_model
 
     model = build_ssd_model(300, 20)
     shapes = {name: tuple(tensor.shape[1:]) for name, tensor in zip(model.output_names, model.outputs)}
@@ -26,7 +26,7 @@ def test_full_size_ssd300_has_the_twelve_head_tensors_of_the_original():
 
 @pytest.fixture(scope="module")
 def small():
-    from tasks.ssd.model import build_detector
+    from fpgaflow.tasks.detection.model import build_detector
 
     return build_detector(2, input_size=96, width=0.125, seed=1)
 
@@ -42,7 +42,7 @@ def test_a_small_detector_and_its_facts(small):
 
 
 def test_seeded_builds_are_identical_and_a_weights_file_restores_them(small, tmp_path):
-    from tasks.ssd.model import build_detector
+    from fpgaflow.tasks.detection.model import build_detector
 
     assert build_detector(2, input_size=96, width=0.125, seed=1).info.fingerprint == small.info.fingerprint
     assert build_detector(2, input_size=96, width=0.125, seed=2).info.fingerprint != small.info.fingerprint
@@ -55,8 +55,8 @@ def test_seeded_builds_are_identical_and_a_weights_file_restores_them(small, tmp
 
 
 def test_missing_imagenet_weights_say_where_to_put_them(tmp_path):
-    from fpga_runtime.settings import Settings
-    from tasks.ssd.model import build_detector
+    from fpgaflow.fpga_runtime.settings import Settings
+    from fpgaflow.tasks.detection.model import build_detector
 
     with pytest.raises(WeightsUnavailable, match="vgg16_weights_tf_dim_ordering_tf_kernels.h5"):
         build_detector(2, weights="imagenet", input_size=96, settings=Settings(imagenet_weights_dir=tmp_path))
@@ -67,7 +67,7 @@ def test_missing_imagenet_weights_say_where_to_put_them(tmp_path):
 def test_ssd_loss_mines_three_negatives_per_positive():
     import tensorflow as tf
 
-    from tasks.ssd.loss import SsdLoss
+    from fpgaflow.tasks.detection.loss import SsdLoss
 
     # One image, six priors, background + one class. Prior 0 is positive; the others are negatives
     # whose background losses are -log softmax(logits)[0].
@@ -86,8 +86,8 @@ def test_ssd_loss_mines_three_negatives_per_positive():
 
 
 def test_head_mode_freezes_the_vgg_convolutions_full_mode_thaws_the_last_blocks(small):
-    from tasks.ssd.model import backbone_layers
-    from tasks.ssd.training import set_trainable
+    from fpgaflow.tasks.detection.model import backbone_layers
+    from fpgaflow.tasks.detection.training import set_trainable
 
     assert set_trainable(small.model, "head", 1) == []
     assert not any(layer.trainable for layer in backbone_layers(small.model))
@@ -98,8 +98,8 @@ def test_head_mode_freezes_the_vgg_convolutions_full_mode_thaws_the_last_blocks(
 
 
 def test_training_targets_put_every_object_on_a_prior(small):
-    from tasks.ssd.average_precision import GroundTruth
-    from tasks.ssd.training import encode_targets
+    from fpgaflow.tasks.detection.average_precision import GroundTruth
+    from fpgaflow.tasks.detection.training import encode_targets
 
     truths = [GroundTruth([[0.1, 0.1, 0.4, 0.3], [0.5, 0.5, 0.9, 0.95]], [0, 1]), GroundTruth(np.zeros((0, 4)), [])]
     targets = encode_targets(truths, small.layout.priors(), 0.5)
@@ -108,7 +108,7 @@ def test_training_targets_put_every_object_on_a_prior(small):
 
 
 def test_export_writes_both_stages_and_loads_back(small, tmp_path):
-    from tasks.ssd.export import export_detector, load_detector
+    from fpgaflow.tasks.detection.export import export_detector, load_detector
 
     files = export_detector(small, ["1", "7"], DetectionConfig(max_detections=20), tmp_path / "model")
     assert all(path.is_file() for path in (files.fpga_stage, files.cpu_stage, files.class_names, files.featurizer, files.detection_config))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.ssd.parity import detection_parity
+from fpgaflow.tasks.detection.parity import detection_parity
 
 
 def outputs(boxes, scores, classes, keep=3):

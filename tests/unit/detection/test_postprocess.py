@@ -6,10 +6,10 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from tasks.config import DetectionConfig
-from tasks.ssd.boxes import encode
-from tasks.ssd.detect import detect, non_max_suppression
-from tasks.ssd.geometry import flatten_heads, head_shapes
+from fpgaflow.tasks.config import DetectionConfig
+from fpgaflow.tasks.detection.boxes import encode
+from fpgaflow.tasks.detection.detect import detect, non_max_suppression
+from fpgaflow.tasks.detection.geometry import flatten_heads, head_shapes
 from tests.fixtures.detection_service import tiny_info
 
 PRIORS = np.array([[0.25, 0.25, 0.5, 0.5], [0.3, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]], np.float32)
@@ -42,7 +42,7 @@ def test_nms_rules_match_onnx_nonmaxsuppression():
 
 @pytest.fixture(scope="module")
 def postprocess_session():
-    from tasks.ssd.postprocess import postprocess_model
+    from fpgaflow.tasks.detection.postprocess import postprocess_model
 
     return onnxruntime.InferenceSession(
         postprocess_model(tiny_info(), DetectionConfig(score_threshold=0.2, max_detections=12, max_per_class=5)).SerializeToString(),

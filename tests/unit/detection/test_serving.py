@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fpga_runtime.codec import STRING
-from fpga_runtime.dataplane import DataPlane
-from fpga_runtime.detections import Detections, detections_from_outputs, draw_detections
-from fpga_runtime.errors import InvalidServiceDefinition
-from fpga_runtime.protocol import DETECTION_OUTPUTS, IMAGES_INPUT
-from fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.codec import STRING
+from fpgaflow.fpga_runtime.dataplane import DataPlane
+from fpgaflow.fpga_runtime.detections import Detections, detections_from_outputs, draw_detections
+from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
+from fpgaflow.fpga_runtime.protocol import DETECTION_OUTPUTS, IMAGES_INPUT
+from fpgaflow.fpga_runtime.service import load_service
 from tests.fixtures.detection_service import CLASS_NAMES, encoded_scenes, reference_detections, write_detection_service
 
 

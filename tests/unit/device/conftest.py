@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fpga_runtime.preprocessing import PreprocessSpec
-from fpga_runtime.service import ServiceDefinition, Stage, TensorSpec
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, TensorSpec
 
 OPSET = 17
 IR_VERSION = 9  # onnxruntime 1.31 loads IR <= 13; onnx 1.23 writes 14 unless told

@@ -9,9 +9,9 @@ import onnx
 import onnxruntime
 import pytest
 
-from fpga_runtime.device import EmulatedDevice
-from fpga_runtime.errors import InvalidInput, ModelNotReady, ResourceExhausted
-from fpga_runtime.profiles import load_profile
+from fpgaflow.fpga_runtime.device import EmulatedDevice
+from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotReady, ResourceExhausted
+from fpgaflow.fpga_runtime.profiles import load_profile
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The pipeline's numerics emulation costs nothing on the device: the hardware computes in the format.
 
-Graphs prepared by tasks.bfp_onnx (block floating point rounding inserted as ONNX ops) and
-tasks.int8_onnx (QDQ static quantization) have the MACs and weights of the float graph.
+Graphs prepared by fpgaflow.tasks.numerics.bfp (block floating point rounding inserted as ONNX ops) and
+fpgaflow.tasks.numerics.int8 (QDQ static quantization) have the MACs and weights of the float graph.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_runtime.graph_cost import graph_cost
-from fpga_runtime.numerics import FORMATS
+from fpgaflow.fpga_runtime.graph_cost import graph_cost
+from fpgaflow.fpga_runtime.numerics import FORMATS
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def float_model(graphs):
 
 @pytest.mark.parametrize("name", ["msfp8", "msfp9"])
 def test_block_float_emulation_nodes_are_free(float_model, name):
-    from tasks.bfp_onnx import apply_block_float
+    from fpgaflow.tasks.numerics.bfp import apply_block_float
 
     emulated = apply_block_float(float_model, FORMATS[name])
     assert len(emulated.graph.node) > len(float_model.graph.node)
@@ -32,7 +32,7 @@ def test_block_float_emulation_nodes_are_free(float_model, name):
 
 
 def test_int8_qdq_graph_has_the_float_macs_and_weights(float_model):
-    from tasks.int8_onnx import quantize_int8
+    from fpgaflow.tasks.numerics.int8 import quantize_int8
 
     calibration = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
     quantized = quantize_int8(float_model, calibration)

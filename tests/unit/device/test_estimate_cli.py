@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.cli import main
+from fpgaflow.flows.cli import main
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_narrow_format_service_fits_the_tiny_device(graphs, tmp_path, tiny_profi
 
 
 def test_default_device_comes_from_settings(service_dir, monkeypatch, capsys):
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     monkeypatch.setenv("FPGAFLOW_DEVICE_PROFILE", "arria10")
     get_settings.cache_clear()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
-from fpga_runtime.graph_cost import cost_report, estimate_latency, graph_cost, weight_bits_of
-from fpga_runtime.profiles import load_profile
+from fpgaflow.fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.graph_cost import cost_report, estimate_latency, graph_cost, weight_bits_of
+from fpgaflow.fpga_runtime.profiles import load_profile
 
 
 def only_layer(cost):

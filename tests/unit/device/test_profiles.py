@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fpga_runtime.errors import InvalidInput
-from fpga_runtime.numerics import FORMATS
-from fpga_runtime.profiles import known_profiles, load_profile
+from fpgaflow.fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.numerics import FORMATS
+from fpgaflow.fpga_runtime.profiles import known_profiles, load_profile
 
 
 def test_bundled_profiles_model_the_published_parts():

@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from fpga_runtime.graph_cost import cost_report, graph_cost
-from fpga_runtime.profiles import load_profile
+from fpgaflow.fpga_runtime.graph_cost import cost_report, graph_cost
+from fpgaflow.fpga_runtime.profiles import load_profile
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.settings import Settings
 from tests.fixtures.lineage_service import write_service_with_lineage
 
 MISSING_ENGINE = "unix:///nonexistent/fpgaflow-test/docker.sock"

@@ -6,7 +6,7 @@ import hashlib
 
 from packaging.requirements import Requirement
 
-from tasks.wheelhouse import (
+from fpgaflow.tasks.packaging.wheelhouse import (
     copy_project_sources,
     build_project_wheel,
     ensure_wheelhouse,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fpga_runtime.settings import Settings
-from tasks.errors import DataValidationError
-from tasks.intake import intake_dataset
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.data.intake import intake_dataset
 
 
 @pytest.fixture

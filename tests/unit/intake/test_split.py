@@ -6,9 +6,9 @@ import shutil
 
 import pandas as pd
 
-from fpga_runtime.settings import Settings
-from tasks.intake import intake_dataset
-from tasks.manifest import build_manifest, dataset_fingerprint, stratified_split
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.data.intake import intake_dataset
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint, stratified_split
 
 
 def test_rerun_gives_same_split_and_fingerprint(digits_dir, tmp_path):

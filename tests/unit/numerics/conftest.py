@@ -31,7 +31,7 @@ def build_featurizer(seed: int = 0):
 
 @pytest.fixture(scope="session")
 def featurizer_path(tmp_path_factory) -> Path:
-    from tasks.conversion import FEATURES, FPGA_INPUT, convert_keras_stage
+    from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_keras_stage
 
     path = tmp_path_factory.mktemp("numerics-featurizer") / "fpga_stage.onnx"
     return convert_keras_stage(build_featurizer(), path, FPGA_INPUT, FEATURES, OPSET)

@@ -8,8 +8,8 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fpga_runtime.numerics import bfp_quantize, numeric_format
-from tasks.bfp_onnx import apply_block_float, block_quantizer_model
+from fpgaflow.fpga_runtime.numerics import bfp_quantize, numeric_format
+from fpgaflow.tasks.numerics.bfp import apply_block_float, block_quantizer_model
 
 IR_VERSION = 10  # onnxruntime 1.31 loads IR <= 13; onnx.helper defaults to a newer one
 

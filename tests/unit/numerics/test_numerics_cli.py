@@ -10,8 +10,8 @@ import onnx
 import pytest
 from PIL import Image
 
-from flows.cli import main
-from tasks.numerics import FORMAT_METADATA_KEY
+from fpgaflow.flows.cli import main
+from fpgaflow.tasks.numerics.formats import FORMAT_METADATA_KEY
 
 from .conftest import INPUT_SIZE
 

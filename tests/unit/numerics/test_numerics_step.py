@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from fpga_runtime.numerics import FORMATS
-from fpga_runtime.settings import get_settings
-from tasks.errors import PipelineStepError
-from tasks.numerics import (
+from fpgaflow.fpga_runtime.numerics import FORMATS
+from fpgaflow.fpga_runtime.settings import get_settings
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.numerics.formats import (
     BLOCK_SIZE_METADATA_KEY,
     FORMAT_METADATA_KEY,
     IMPLEMENTATIONS,
@@ -104,7 +104,7 @@ def test_int8_needs_calibration_images(featurizer_model):
 
 
 def test_feature_extractor_contract(featurizer_model, prepared, images):
-    from tasks.featurize import FeatureExtractor
+    from fpgaflow.tasks.featurizers.features import FeatureExtractor
 
     extractor = OnnxFeatureExtractor(featurizer_model)
     assert isinstance(extractor, FeatureExtractor)

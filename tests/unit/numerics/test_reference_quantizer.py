@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fpga_runtime.numerics import (
+from fpgaflow.fpga_runtime.numerics import (
     FORMATS,
     bfp_max_magnitude,
     bfp_quantize,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tasks.dataset_watch import (
+from fpgaflow.tasks.data.watch import (
     check_dataset,
     check_markdown,
     dataset_updated_payload,
@@ -15,9 +15,9 @@ from tasks.dataset_watch import (
     record_fingerprint,
     state_path,
 )
-from tasks.errors import PipelineStepError
-from tasks.events import DATASET_RESOURCE_PREFIX, DATASET_UPDATED, RESOURCE_ID, dataset_resource, folder_key
-from tasks.manifest import build_manifest, dataset_fingerprint
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.events import DATASET_RESOURCE_PREFIX, DATASET_UPDATED, RESOURCE_ID, dataset_resource, folder_key
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
 from tests.fixtures.tiny_service import encoded_images
 
 

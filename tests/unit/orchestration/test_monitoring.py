@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fpga_runtime.server import create_server
-from fpga_runtime.settings import Settings
-from tasks.errors import PipelineStepError
-from tasks.events import MODEL_DEGRADED, MODEL_RESOURCE_PREFIX, RESOURCE_ID, model_resource
-from tasks.monitoring import degraded_payload, emit_model_degraded, monitor_endpoint, parse_endpoint, result_description
+from fpgaflow.fpga_runtime.server import create_server
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.events import MODEL_DEGRADED, MODEL_RESOURCE_PREFIX, RESOURCE_ID, model_resource
+from fpgaflow.tasks.operations.monitoring import degraded_payload, emit_model_degraded, monitor_endpoint, parse_endpoint, result_description
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 
 READY_TIMEOUT = 60

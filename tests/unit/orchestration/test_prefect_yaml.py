@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.dataset_watch import DatasetCheck, dataset_updated_payload
-from tasks.events import DATASET_RESOURCE_PREFIX, DATASET_UPDATED, MODEL_DEGRADED, MODEL_RESOURCE_PREFIX
-from tasks.monitoring import MonitorResult, degraded_payload
-from tasks.scoring import accuracy_report
+from fpgaflow.tasks.data.watch import DatasetCheck, dataset_updated_payload
+from fpgaflow.tasks.events import DATASET_RESOURCE_PREFIX, DATASET_UPDATED, MODEL_DEGRADED, MODEL_RESOURCE_PREFIX
+from fpgaflow.tasks.operations.monitoring import MonitorResult, degraded_payload
+from fpgaflow.tasks.operations.scoring import accuracy_report
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 SPEC = yaml.safe_load((REPOSITORY / "prefect.yaml").read_text())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fpga_runtime.settings import Settings
-from tasks.config import PipelineConfig, TrainingConfig
-from tasks.errors import PipelineStepError
-from tasks.model_versions import find_champion, resolve_version
-from tasks.registry import CHAMPION_ALIAS
-from tasks.retraining import (
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
+from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS
+from fpgaflow.tasks.operations.retraining import (
     RETRAIN_UNTIL,
     VersionScore,
     config_from_params,
@@ -19,8 +19,8 @@ from tasks.retraining import (
     retrain_config,
     score_version,
 )
-from tasks.scoring import accuracy_report, folder_images
-from tasks.tracking import flatten
+from fpgaflow.tasks.operations.scoring import accuracy_report, folder_images
+from fpgaflow.tasks.registry.tracking import flatten
 from tests.fixtures.labelled_images import write_labelled_folder
 from tests.fixtures.registered_service import register_tiny_service
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import PipelineStepError
+from fpgaflow.tasks.errors import PipelineStepError
 
-from tasks.scoring import (
+from fpgaflow.tasks.operations.scoring import (
     LabelledImage,
     accuracy_report,
     batches,

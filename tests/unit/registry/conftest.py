@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpga_runtime.preprocessing import PreprocessSpec
-from fpga_runtime.settings import Settings
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.settings import Settings
 from tests.fixtures.keras_stages import INPUT_SIZE, held_out_like, save_stages
 
 
@@ -35,7 +35,7 @@ def conversion_settings(tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def converted(stage_files, held_out_images, conversion_settings, tmp_path_factory):
     """The conversion report of the tiny stages (both ONNX files beside it)."""
-    from tasks.conversion import convert_stages
+    from fpgaflow.tasks.conversion.onnx_stages import convert_stages
 
     fpga_path, cpu_path = stage_files
     return convert_stages(fpga_path, cpu_path, held_out_images, tmp_path_factory.mktemp("onnx"), conversion_settings)

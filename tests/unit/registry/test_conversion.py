@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tasks.conversion import (
+from fpgaflow.tasks.conversion.onnx_stages import (
     FEATURES,
     FPGA_INPUT,
     PROBABILITIES,
@@ -25,7 +25,7 @@ from tasks.conversion import (
     run_onnx,
 )
 
-from tasks.errors import PipelineStepError
+from fpgaflow.tasks.errors import PipelineStepError
 from tests.fixtures.keras_stages import INPUT_SIZE, build_stages, save_stages
 
 
@@ -52,7 +52,7 @@ def test_parity_report_passes_and_is_saved(converted, held_out_images):
 
 
 def test_onnx_chain_reproduces_keras_probabilities(converted, stage_files, held_out_images):
-    from tasks.conversion import load_keras_model, run_keras
+    from fpgaflow.tasks.conversion.onnx_stages import load_keras_model, run_keras
 
     fpga_model, cpu_model = (load_keras_model(path) for path in stage_files)
     expected = run_keras(cpu_model, run_keras(fpga_model, held_out_images))
@@ -63,7 +63,7 @@ def test_onnx_chain_reproduces_keras_probabilities(converted, stage_files, held_
 
 
 def test_parity_failure_names_the_stage_the_difference_and_the_tolerance(converted, held_out_images, tmp_path):
-    from tasks.conversion import load_keras_model, run_keras
+    from fpgaflow.tasks.conversion.onnx_stages import load_keras_model, run_keras
 
     other_fpga, _ = save_stages(tmp_path / "other", seed=2)
     keras_features = run_keras(load_keras_model(other_fpga), held_out_images)
@@ -79,7 +79,7 @@ def test_parity_failure_names_the_stage_the_difference_and_the_tolerance(convert
 
 
 def test_tolerance_zero_with_top1_requirement_reports_every_problem(stage_files, held_out_images, tmp_path):
-    from fpga_runtime.settings import Settings
+    from fpgaflow.fpga_runtime.settings import Settings
 
     strict = Settings(home=tmp_path, parity_tolerance=0.0, parity_min_top1_agreement=1.0, parity_images=4)
     report = convert_stages(*stage_files, held_out_images, tmp_path / "onnx", strict)

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from fpga_runtime.errors import InvalidServiceDefinition
-from fpga_runtime.service import SERVICE_FILE, load_service
-from fpga_runtime.settings import Settings
-from tasks.conversion import CPU_STAGE_FILE, FPGA_STAGE_FILE
-from tasks.packaging import default_service_dir, package_service
+from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
+from fpgaflow.fpga_runtime.service import SERVICE_FILE, load_service
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE
+from fpgaflow.tasks.packaging.service_dir import default_service_dir, package_service
 
 from tests.fixtures.keras_stages import CLASS_NAMES, FEATURE_DIM, INPUT_SIZE
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from fpga_runtime.errors import ModelNotFound
-from fpga_runtime.service import load_service
-from fpga_runtime.settings import Settings, get_settings
-from tasks.config import PipelineConfig
-from tasks.conversion import FEATURES, FPGA_INPUT, convert_stages, run_onnx
-from tasks.errors import PipelineStepError
-from tasks.packaging import package_service
-from tasks.registry import (
+from fpgaflow.fpga_runtime.errors import ModelNotFound
+from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_stages, run_onnx
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.packaging.service_dir import package_service
+from fpgaflow.tasks.registry.versions import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     PromotionRefused,
@@ -30,7 +30,7 @@ from tasks.registry import (
     publish_version,
     register_trained_model,
 )
-from tasks.tracking import (
+from fpgaflow.tasks.registry.tracking import (
     FormatOutcome,
     finish_run,
     log_conversion,
@@ -227,7 +227,7 @@ def test_service_downloaded_from_mlflow_loads_and_scores(chain, client, held_out
 def test_registered_model_is_the_trained_classifier(chain, registry_settings, held_out_images):
     import mlflow.keras
 
-    from tasks.tracking import mlflow_client
+    from fpgaflow.tasks.registry.tracking import mlflow_client
 
     mlflow_client(registry_settings)
     classifier = mlflow.keras.load_model(f"models:/pets@{CANDIDATE_ALIAS}")
@@ -290,7 +290,7 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     )
     assert str(client.get_model_version_by_alias("pets", CHAMPION_ALIAS).version) == chain.version
 
-    from flows.cli import main
+    from fpgaflow.flows.cli import main
 
     monkeypatch.setenv("FPGAFLOW_HOME", str(registry_settings.home))
     get_settings.cache_clear()
@@ -301,7 +301,7 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     assert main(["promote", "pets", chain.version, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"name": "pets", "version": chain.version, "previous_champion": chain.version}
 
-    from tasks.registry import promote_task
+    from fpgaflow.tasks.registry.versions import promote_task
 
     with pytest.raises(PromotionRefused):
         promote_task.fn("pets", version)
@@ -310,8 +310,8 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
 
 def test_a_parity_failure_blocks_the_version(chain, registry_settings, preprocess_spec):
     failing = chain.report.model_copy(update={"problems": ("fpga: max abs difference 0.5 (scaled 0.5) exceeds the tolerance 0.0001",)})
-    from tasks.registry import evaluate_gates
-    from tasks.tracking import coerce_outcomes
+    from fpgaflow.tasks.registry.versions import evaluate_gates
+    from fpgaflow.tasks.registry.tracking import coerce_outcomes
 
     gates, passed = evaluate_gates(failing, coerce_outcomes(PASSING), "int8")
     assert not passed
@@ -323,7 +323,7 @@ def test_a_parity_failure_blocks_the_version(chain, registry_settings, preproces
 def test_unknown_versions_and_wrong_class_counts_are_refused(chain, registry_settings, stage_files):
     with pytest.raises(ModelNotFound, match="model 'pets' has no version 999"):
         promote("pets", "999", registry_settings)
-    from tasks.tracking import mlflow_client
+    from fpgaflow.tasks.registry.tracking import mlflow_client
 
     run_id = mlflow_client(registry_settings).create_run(
         mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
@@ -333,8 +333,8 @@ def test_unknown_versions_and_wrong_class_counts_are_refused(chain, registry_set
 
 
 def test_a_retry_after_logging_the_model_reuses_it(chain, client, registry_settings, stage_files):
-    from tasks.registry import log_classifier
-    from tasks.tracking import mlflow_client
+    from fpgaflow.tasks.registry.versions import log_classifier
+    from fpgaflow.tasks.registry.tracking import mlflow_client
 
     experiment_id = mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
     run_id = client.create_run(experiment_id).info.run_id

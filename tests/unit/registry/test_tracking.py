@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from fpga_runtime.settings import Settings
-from tasks.errors import PipelineStepError
-from tasks.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
-from tasks.tracking import (
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.registry.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
+from fpgaflow.tasks.registry.tracking import (
     FormatOutcome,
     coerce_outcomes,
     evaluation_metrics,
@@ -130,7 +130,7 @@ def test_no_flow_run_outside_a_flow():
 def test_flow_run_id_and_ui_url_become_lineage_tags(monkeypatch):
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    from tasks.tracking import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL, lineage_tags
+    from fpgaflow.tasks.registry.tracking import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL, lineage_tags
 
     flow_run_id = "0b1c6f4e-7d0a-4c55-9a53-2f7e1d3c9b10"
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run_id)
@@ -160,14 +160,14 @@ def test_model_card_fits_the_registry_description_limit():
 
 
 def test_a_non_finite_accuracy_is_refused_before_logging(tmp_path):
-    from tasks.tracking import log_numerics
+    from fpgaflow.tasks.registry.tracking import log_numerics
 
     with pytest.raises(PipelineStepError, match="numerics result for 'int8' has a non-finite accuracy: nan"):
         log_numerics("any-run", {"int8": {"accuracy": math.nan, "delta": 0.0, "passed": False}}, Settings(home=tmp_path))
 
 
 def test_gate_results_of_the_numerics_step_are_recorded_as_they_are():
-    from tasks.numerics import gate_formats
+    from fpgaflow.tasks.numerics.formats import gate_formats
 
     outcomes = coerce_outcomes(gate_formats({"fp32": 0.8, "int8": 0.795, "msfp8": 0.7}, max_drop=0.01))
     assert {name: outcome.passed for name, outcome in outcomes.items()} == {"fp32": True, "int8": True, "msfp8": False}

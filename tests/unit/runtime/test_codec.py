@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fpga_runtime import codec
-from fpga_runtime.errors import InvalidInput
-from fpga_runtime.proto import open_inference_pb2 as oip
-from fpga_runtime.proto import tf_tensor_pb2 as tf
+from fpgaflow.fpga_runtime import codec
+from fpgaflow.fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
+from fpgaflow.fpga_runtime.proto import tf_tensor_pb2 as tf
 
 NUMERIC_DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
 

@@ -2,12 +2,12 @@ import grpc
 import numpy as np
 import pytest
 
-from fpga_runtime.codec import STRING
-from fpga_runtime.dataplane import DataPlane, ModelState
-from fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ModelNotReady, status_for
-from fpga_runtime.executor import ServiceExecutor
-from fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, IMAGES_INPUT, PREPROCESSED_INPUT
-from fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.codec import STRING
+from fpgaflow.fpga_runtime.dataplane import DataPlane, ModelState
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ModelNotReady, status_for
+from fpgaflow.fpga_runtime.executor import ServiceExecutor
+from fpgaflow.fpga_runtime.protocol import CLASS_NAMES_OUTPUT, CLASSES_OUTPUT, IMAGES_INPUT, PREPROCESSED_INPUT
+from fpgaflow.fpga_runtime.service import load_service
 from tests.fixtures.tiny_service import CLASS_NAMES, encoded_images, reference_probabilities, write_tiny_service
 
 

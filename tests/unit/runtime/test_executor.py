@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
-from fpga_runtime.executor import CPU, FPGA, PREPROCESS, ServiceExecutor
-from fpga_runtime.preprocessing import preprocess
-from fpga_runtime.service import load_service
+from fpgaflow.fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.executor import CPU, FPGA, PREPROCESS, ServiceExecutor
+from fpgaflow.fpga_runtime.preprocessing import preprocess
+from fpgaflow.fpga_runtime.service import load_service
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, encoded_images, reference_probabilities, write_tiny_service
 
 

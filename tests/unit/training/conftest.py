@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from tasks.manifest import build_manifest, dataset_fingerprint, stratified_split
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint, stratified_split
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from tasks.errors import PipelineStepError
-from tasks.evaluation import evaluate_predictions
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.training.evaluation import evaluate_predictions
 
 CLASSES = ["cat", "dog", "fox"]
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])

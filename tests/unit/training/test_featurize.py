@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpga_runtime.preprocessing import PreprocessSpec, preprocess
-from tasks.errors import PipelineStepError
-from tasks.featurize import FeatureExtractor, feature_cache_dir, featurize_splits, load_images
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.features import FeatureExtractor, feature_cache_dir, featurize_splits, load_images
 
 SPEC = PreprocessSpec.for_input_size(32)
 
@@ -70,7 +70,7 @@ def test_cache_key_changes_with_weights_data_preprocessing_and_split(digits, tmp
 
 
 def test_feature_cache_lives_under_home_and_can_be_turned_off(fpgaflow_home):
-    from fpga_runtime.settings import Settings
+    from fpgaflow.fpga_runtime.settings import Settings
 
     assert feature_cache_dir() == fpgaflow_home.resolve() / "cache" / "features"
     assert feature_cache_dir(Settings(feature_cache=False)) is None

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
-from fpga_runtime.preprocessing import PreprocessSpec
-from fpga_runtime.settings import Settings
-from tasks.featurizers import (
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.featurizers.catalog import (
     ARCHITECTURES,
     FEATURES,
     INPUT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flows.cli import main
+from fpgaflow.flows.cli import main
 
 
 def test_json_facts_of_one_featurizer(capsys):
@@ -16,7 +16,7 @@ def test_json_facts_of_one_featurizer(capsys):
 
 def test_missing_imagenet_weights_is_a_one_line_error(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("FPGAFLOW_IMAGENET_WEIGHTS_DIR", str(tmp_path))
-    from fpga_runtime.settings import get_settings
+    from fpgaflow.fpga_runtime.settings import get_settings
 
     get_settings.cache_clear()
     assert main(["featurizers", "--name", "resnet50", "--weights", "imagenet"]) == 2

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fpga_runtime.preprocessing import preprocess
-from fpga_runtime.settings import Settings
-from tasks.config import PipelineConfig, TrainingConfig
-from tasks.export import ExportedModel, load_model
-from tasks.featurize import load_images
-from tasks.train_step import TrainingOutcome, train_step
-from tasks.training import ImageBatches
+from fpgaflow.fpga_runtime.preprocessing import preprocess
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
+from fpgaflow.tasks.training.export import ExportedModel, load_model
+from fpgaflow.tasks.featurizers.features import load_images
+from fpgaflow.tasks.training.steps import TrainingOutcome, train_step
+from fpgaflow.tasks.training.head import ImageBatches
 
 # Random-init ResNet-50 features at 64x64 with a linear head: 0.825 test accuracy measured on these
 # 300 images (40 test images, chance 0.10); the full 1,797 digits reach about 0.97.
@@ -111,7 +111,7 @@ def test_model_building_after_seeding_ignores_other_users_of_the_random_module()
 
     import keras
 
-    from tasks.featurizers import seed_everything
+    from fpgaflow.tasks.featurizers.catalog import seed_everything
 
     def seeded_weights(draws_by_others: int) -> list[np.ndarray]:
         seed_everything(7)

@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.config import TrainingConfig
-from tasks.errors import PipelineStepError
-from tasks.featurize import featurize_splits
-from tasks.featurizers import FEATURES, build_featurizer
-from tasks.training import PROBABILITIES, fine_tune_full, predict_probabilities, train_head, unfreeze_last_blocks
+from fpgaflow.tasks.config import TrainingConfig
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.features import featurize_splits
+from fpgaflow.tasks.featurizers.catalog import FEATURES, build_featurizer
+from fpgaflow.tasks.training.head import PROBABILITIES, fine_tune_full, predict_probabilities, train_head, unfreeze_last_blocks
 
 
 def blobs(seed: int, per_class: int = 40, classes: int = 3, dim: int = 16, spread: float = 1.0):

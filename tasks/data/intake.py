@@ -1,0 +1,194 @@
+"""Data intake: scan a folder-per-class dataset, validate it with Great Expectations, split it.
+
+A failed validation stops the pipeline with a message naming each offending file and rule; the full
+GX result is saved as JSON beside the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.data.expectations import RULES, suite_parameters, validation_tables
+from fpgaflow.tasks.files import write_text_atomic
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint, stratified_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    file: str  # relpath of the offending file, or the class label for class-level rules
+    detail: str
+
+
+@dataclass
+class IntakeResult:
+    data_dir: str
+    dataset_fingerprint: str
+    num_images: int
+    num_classes: int
+    class_names: list[str]
+    validation_success: bool
+    report_path: str
+    split_path: str = ""
+    split_counts: dict[str, int] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    skipped: list[Violation] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {key: getattr(self, key) for key in ("dataset_fingerprint", "num_images", "num_classes", "validation_success")}
+
+
+def run_expectations(tables: dict[str, pd.DataFrame], rules: dict[str, tuple[str, str, dict]], parameters: dict,
+                     key_columns: dict[str, str], detail_columns: dict[str, str] | None = None,
+                     suite_prefix: str = "fpgaflow-intake") -> tuple[dict, list[Violation]]:
+    """Validate each table with the rules that name it (``rule -> (table, expectation, kwargs)``).
+
+    ``parameters`` fill the rules' ``$PARAMETER`` thresholds; a violation names the row by the table's
+    ``key_columns`` entry and, for a rule in ``detail_columns``, explains itself with that column's value.
+    """
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("intake")
+    report, violations = {"success": True, "results": []}, []
+    for table_name, table in tables.items():
+        batch = source.add_dataframe_asset(table_name).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_prefix}-{table_name}"))
+        for rule, (rule_table, expectation, kwargs) in rules.items():
+            if rule_table == table_name:
+                suite.add_expectation(getattr(gxe, expectation)(**kwargs, meta={"rule": rule}))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{suite_prefix}-{table_name}", data=batch, suite=suite)
+        )
+        key_column = key_columns[table_name]
+        result = definition.run(
+            batch_parameters={"dataframe": table},
+            expectation_parameters=parameters,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key_column]},
+        )
+        report["success"] = report["success"] and result.success
+        report["results"].append(result.to_json_dict())
+        for outcome in result.results:
+            if not outcome.success:
+                violations.extend(_violations_of(outcome, key_column, table, detail_columns or {}))
+    return report, violations
+
+
+def _run_expectations(tables: dict[str, pd.DataFrame], settings: Settings) -> tuple[dict, list[Violation]]:
+    return run_expectations(tables, RULES, suite_parameters(settings), {"files": "relpath", "classes": "label"},
+                            {"decodes_as_image": "decode_error"})
+
+
+def _violations_of(outcome, key_column: str, table: pd.DataFrame, detail_columns: dict[str, str]) -> list[Violation]:
+    config = outcome.expectation_config
+    rule = config.meta["rule"]
+    column = config.kwargs.get("column")
+    indexed = outcome.result.get("unexpected_index_list") or []
+    if not indexed:  # table-level rule (e.g. too few classes)
+        observed = outcome.result.get("observed_value")
+        return [Violation(rule, "(dataset)", f"observed {observed}, expected {_bounds(config.kwargs)}")]
+    if rule in detail_columns:
+        details = dict(zip(table[key_column], table[detail_columns[rule]]))
+        return [Violation(rule, str(item[key_column]), str(details[item[key_column]])) for item in indexed]
+    return [
+        Violation(rule, str(item[key_column]), f"{column}={_plain(item.get(column))!r}, expected {_bounds(config.kwargs)}")
+        for item in indexed
+    ]
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _bounds(kwargs: dict) -> str:
+    if "value_set" in kwargs:
+        return f"one of {kwargs['value_set']}"
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    return " and ".join(part for part in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if part)
+
+
+def _exclude_unreadable(manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
+    unreadable = manifest["decodes"].ne(True)
+    skipped = [Violation("decodes_as_image", row.relpath, row.decode_error) for row in manifest[unreadable].itertuples()]
+    for item in skipped:
+        log.warning("skipping unreadable file %s: %s", item.file, item.detail)
+    return manifest[~unreadable].reset_index(drop=True), skipped
+
+
+def format_violations(violations: list[Violation]) -> str:
+    return "\n".join(f"  - {item.file}: {item.rule} ({item.detail})" for item in violations)
+
+
+def intake_dataset(data_dir: Path, settings: Settings | None = None) -> IntakeResult:
+    """Scan, validate and split ``data_dir``; raise DataValidationError when a rule is broken."""
+    settings = settings or get_settings()
+    manifest = build_manifest(Path(data_dir))
+    if manifest.empty:
+        raise DataValidationError(f"{data_dir} holds no images: expected one sub-folder per class with image files")
+    skipped: list[Violation] = []
+    if settings.unreadable_policy == "skip":
+        manifest, skipped = _exclude_unreadable(manifest)
+    fingerprint = dataset_fingerprint(manifest)
+    output_dir = settings.home / "datasets" / fingerprint[:16]
+    report, violations = _run_expectations(validation_tables(manifest), settings)
+    report["skipped"] = [asdict(item) for item in skipped]
+    report_path = write_text_atomic(output_dir / "validation.json", json.dumps(report, indent=1, default=str))
+    class_names = sorted(manifest["label"].unique().tolist())
+    result = IntakeResult(
+        data_dir=str(data_dir), dataset_fingerprint=fingerprint, num_images=len(manifest), num_classes=len(class_names),
+        class_names=class_names, validation_success=bool(report["success"]), report_path=str(report_path),
+        violations=violations, skipped=skipped,
+    )
+    if not result.validation_success:
+        raise DataValidationError(
+            f"data validation failed for {data_dir} ({len(violations)} problems; full report: {report_path}):\n"
+            + format_violations(violations),
+            report_path=report_path,
+            violations=violations,
+        )
+    splits = stratified_split(manifest, settings.validation_fraction, settings.test_fraction, settings.split_seed)
+    result.split_path = str(write_text_atomic(output_dir / "splits.csv", splits.to_csv(index=False)))
+    result.split_counts = {name: int((splits["split"] == name).sum()) for name in ("train", "val", "test")}
+    return result
+
+
+def load_splits(split_path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(split_path, dtype={"label": str})
+
+
+def _validation_rows(result: IntakeResult | None, violations: list[Violation]) -> list[dict]:
+    broken = {item.rule for item in violations}
+    rows = [{"rule": rule, "passed": rule not in broken,
+             "offending": ", ".join(item.file for item in violations if item.rule == rule)[:500]} for rule in RULES]
+    if result is not None:
+        rows += [{"rule": "skipped (unreadable)", "passed": True, "offending": item.file} for item in result.skipped]
+    return rows
+
+
+@task(name="validate-data", persist_result=False)
+def validate_data(data_dir: Path, settings: Settings | None = None) -> IntakeResult:
+    """Intake as a Prefect task; publishes the rule table (artifact ``data-validation``) either way."""
+    try:
+        result = intake_dataset(data_dir, settings)
+    except DataValidationError as error:
+        publish_table("data-validation", _validation_rows(None, error.violations), f"FAILED: {data_dir}")
+        raise
+    publish_table("data-validation", _validation_rows(result, []),
+                  f"{result.num_images} images, {result.num_classes} classes, fingerprint {result.dataset_fingerprint[:16]}")
+    return result

@@ -1,0 +1,141 @@
+"""Watching a data folder: its fingerprint now, the one last recorded for it, whether it changed.
+
+The last fingerprint of each folder is a small JSON file under ``<home>/state/datasets/``, named by a
+hash of the folder's resolved path (one file per folder, so checks of different folders never
+overwrite each other) and replaced atomically.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.events import DATASET_UPDATED, dataset_resource, emit, folder_key
+from fpgaflow.tasks.files import write_text_atomic
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
+
+
+class RecordedFingerprint(BaseModel):
+    """What is kept per folder between checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: str
+    fingerprint: str
+    num_images: int
+    checked_at: str
+
+
+class DatasetCheck(BaseModel):
+    """One check of a folder: ``changed`` only when a previous fingerprint exists and differs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: str
+    fingerprint: str
+    num_images: int
+    previous_fingerprint: str | None
+
+    @property
+    def first_check(self) -> bool:
+        return self.previous_fingerprint is None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous_fingerprint is not None and self.previous_fingerprint != self.fingerprint
+
+
+def state_path(data_dir: Path, settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return settings.home / "state" / "datasets" / f"{folder_key(data_dir)}.json"
+
+
+def last_fingerprint(data_dir: Path, settings: Settings | None = None) -> RecordedFingerprint | None:
+    """The fingerprint recorded by the last check of ``data_dir``, or None if it was never checked."""
+    path = state_path(data_dir, settings)
+    if not path.is_file():
+        return None
+    try:
+        return RecordedFingerprint.model_validate_json(path.read_text())
+    except ValidationError as error:
+        raise PipelineStepError(
+            f"{path} (the last fingerprint of {data_dir}) is not a valid record: {error.errors()[0]['msg']}; "
+            "delete it to start watching the folder afresh"
+        ) from None
+
+
+def record_fingerprint(data_dir: Path, fingerprint: str, num_images: int, settings: Settings | None = None) -> Path:
+    """Remember ``fingerprint`` as the latest of ``data_dir``."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    record = RecordedFingerprint(
+        data_dir=str(data_dir),
+        fingerprint=fingerprint,
+        num_images=num_images,
+        checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    return write_text_atomic(state_path(data_dir, settings), record.model_dump_json(indent=1) + "\n")
+
+
+def check_dataset(data_dir: Path, settings: Settings | None = None) -> DatasetCheck:
+    """Fingerprint ``data_dir`` (the intake manifest's fingerprint) and compare with the last one recorded."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    manifest = build_manifest(data_dir)
+    previous = last_fingerprint(data_dir, settings)
+    return DatasetCheck(
+        data_dir=str(data_dir),
+        fingerprint=dataset_fingerprint(manifest),
+        num_images=len(manifest),
+        previous_fingerprint=previous.fingerprint if previous else None,
+    )
+
+
+def dataset_updated_payload(check: DatasetCheck, model_name: str = "") -> dict:
+    return {
+        "data_dir": check.data_dir,
+        "fingerprint": check.fingerprint,
+        "previous_fingerprint": check.previous_fingerprint or "",
+        "num_images": check.num_images,
+        "model_name": model_name,
+    }
+
+
+def emit_dataset_updated(check: DatasetCheck, model_name: str = "") -> str | None:
+    resource = {**dataset_resource(Path(check.data_dir)), "fpgaflow.fingerprint": check.fingerprint}
+    return emit(DATASET_UPDATED, resource, dataset_updated_payload(check, model_name))
+
+
+def check_markdown(check: DatasetCheck, event_id: str | None) -> str:
+    if check.first_check:
+        outcome = "first check of this folder: fingerprint recorded, no event (later changes emit one)"
+    elif check.changed:
+        sent = f"event id `{event_id}`" if event_id else "**the Prefect API did not take the event**"
+        outcome = f"**changed** since the last check: `{DATASET_UPDATED}` emitted ({sent})"
+    else:
+        outcome = "unchanged since the last check: no event"
+    return (
+        f"# Data folder `{check.data_dir}`\n\n"
+        f"- {check.num_images} files, fingerprint `{check.fingerprint}`\n"
+        f"- previous fingerprint `{check.previous_fingerprint or 'none'}`\n"
+        f"- {outcome}\n"
+    )
+
+
+@task(name="fingerprint-dataset", cache_policy=NO_CACHE)
+def check_dataset_task(data_dir: Path) -> DatasetCheck:
+    return check_dataset(data_dir)
+
+
+@task(name="emit-dataset-updated", cache_policy=NO_CACHE)
+def emit_dataset_updated_task(check: DatasetCheck, model_name: str = "") -> str | None:
+    return emit_dataset_updated(check, model_name)
+
+
+@task(name="record-fingerprint", cache_policy=NO_CACHE)
+def record_fingerprint_task(check: DatasetCheck) -> Path:
+    return record_fingerprint(Path(check.data_dir), check.fingerprint, check.num_images)

@@ -1,0 +1,75 @@
+"""The smoke test: the deployed service answers held-out images as the service definition does offline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.settings import get_settings
+from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.operations.monitoring import parse_endpoint
+from fpgaflow.tasks.operations.scoring import LabelledImage, OfflineService
+
+
+class SmokeResult(BaseModel):
+    endpoint: str
+    images: int
+    max_abs_diff: float
+    top1_agreement: float
+    accuracy: float
+    rows: list[dict]
+
+    def summary(self) -> dict:
+        return {"images": self.images, "max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
+                "accuracy": self.accuracy}
+
+
+def smoke_test(endpoint: str, service_dir: Path, images: Sequence[LabelledImage], tolerance: float = 1e-4,
+               api_key: str | None = None) -> SmokeResult:
+    """Score ``images`` one by one through ``endpoint`` and compare with the offline run of ``service_dir``.
+
+    Fails the step when an answer differs by more than ``tolerance`` or names another class.
+    """
+    if not images:
+        raise PipelineStepError("the smoke test needs at least one held-out image")
+    host, port = parse_endpoint(endpoint)
+    encoded = [image.path.read_bytes() for image in images]
+    with OfflineService(service_dir) as offline, PredictionClient(host, port, access_token=api_key) as client:
+        service = offline.service
+        expected = offline.outputs(encoded)[service.default_output]
+        served = np.stack([client.score_image(data) for data in encoded])
+    names = service.class_names
+    rows = [
+        {"image": image.path.name, "label": image.label, "served": names[int(got.argmax())],
+         "offline": names[int(want.argmax())], "max_abs_diff": float(np.max(np.abs(got - want)))}
+        for image, got, want in zip(images, served, expected)
+    ]
+    result = SmokeResult(
+        endpoint=endpoint, images=len(images), rows=rows,
+        max_abs_diff=float(np.max(np.abs(served - expected))),
+        top1_agreement=float(np.mean(served.argmax(axis=1) == expected.argmax(axis=1))),
+        accuracy=float(np.mean([row["served"] == row["label"] for row in rows])),
+    )
+    if result.max_abs_diff > tolerance or result.top1_agreement < 1.0:
+        raise PipelineStepError(
+            f"the service at {endpoint} does not answer as {service_dir} does offline: max abs difference "
+            f"{result.max_abs_diff:.3g} (tolerance {tolerance:g}), top-1 agreement {result.top1_agreement:.2%}"
+        )
+    return result
+
+
+@task(name="smoke-test", cache_policy=NO_CACHE)
+def smoke_test_task(endpoint: str, service_dir: Path, images: Sequence[LabelledImage]) -> SmokeResult:
+    keys = get_settings().server_api_keys
+    result = smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
+    publish_table("smoke-test", result.rows,
+                  f"{result.images} held-out images through {endpoint}: max abs diff {result.max_abs_diff:.2g}, "
+                  f"top-1 agreement {result.top1_agreement:.0%}, accuracy {result.accuracy:.2%}")
+    return result

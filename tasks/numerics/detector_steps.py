@@ -1,0 +1,84 @@
+"""The numerics step for a detector: its FPGA stage prepared in each numeric format, gated on mAP@0.5.
+
+Shaped like :mod:`fpgaflow.tasks.numerics.steps` (same call, same :class:`~fpgaflow.tasks.numerics.steps.NumericsOutcome`).
+The classifier's gate compares top-1 accuracy with fp32; a detector has no top-1, so its gate
+compares test mAP@0.5 with fp32's, with the same allowed drop (``max_accuracy_drop``, a fraction:
+0.01 = one mAP point), and the results' ``accuracy`` holds the mAP. Every format is prepared by
+:func:`fpgaflow.tasks.numerics.formats.prepare_format_file` (int8 calibrated on training images) and run by
+onnxruntime with the CPU stage on the test images. Unlike a classifier's head, the detector's heads
+are inside the FPGA stage, so nothing is retrained per format: the gate measures exactly what the
+device would serve, and every format shares the one CPU stage (decoding + NMS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.conversion.onnx_stages import FPGA_STAGE_FILE
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.features import load_images
+from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, format_names, gate_formats, gate_table, prepare_format_file
+from fpgaflow.tasks.numerics.steps import FormatFiles, NumericsOutcome, calibration_images
+from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
+from fpgaflow.tasks.conversion.detector_stages import FPGA_INPUT, run_stage
+from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
+
+
+def served_detections(fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spec: PreprocessSpec) -> list[ImageDetections]:
+    """Detections of image files through both ONNX stages, batch by batch, as a node computes them."""
+    found = []
+    for start in range(0, len(paths), PREDICT_BATCH_SIZE):
+        images = load_images(paths[start : start + PREDICT_BATCH_SIZE], spec)
+        found += detections_of(run_stage(cpu_onnx, run_stage(fpga_onnx, {FPGA_INPUT: images})))
+    return found
+
+
+def gate_detector_formats(maps: dict[str, float], max_drop: float) -> dict[str, FormatGateResult]:
+    """:func:`fpgaflow.tasks.numerics.formats.gate_formats` on mAP values, its messages speaking of mAP@0.5."""
+    results = gate_formats(maps, max_drop)
+    return {name: dataclasses.replace(result, message=result.message.replace("top-1", "mAP@0.5")) for name, result in results.items()}
+
+
+def evaluate_detector_numerics(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
+                               dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig, output_dir: Path,
+                               settings: Settings | None = None) -> NumericsOutcome:
+    """Test mAP@0.5 of every format in ``config.numerics`` (fp32 always included), the gates and the serve format.
+
+    ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step.
+    """
+    settings = settings or get_settings()
+    test = splits[splits["split"] == "test"]
+    if test.empty:
+        raise PipelineStepError("the split manifest has no test images to measure the numeric formats on")
+    truths, paths = load_ground_truth(test, class_names), list(test["path"])
+    calibration = calibration_images(splits, spec, settings.int8_calibration_images)
+    maps: dict[str, float] = {}
+    files: dict[str, FormatFiles] = {}
+    for name in format_names(config.numerics):
+        fpga_onnx = prepare_format_file(fp32_fpga_onnx, name, Path(output_dir) / name / FPGA_STAGE_FILE, calibration,
+                                        config.msfp_block_size, settings)
+        maps[name] = mean_average_precision(served_detections(fpga_onnx, fp32_cpu_onnx, paths, spec), truths, class_names).map50
+        files[name] = FormatFiles(fpga_onnx, Path(fp32_cpu_onnx))
+    max_drop = settings.max_accuracy_drop if config.max_accuracy_drop is None else config.max_accuracy_drop
+    results = gate_detector_formats(maps, max_drop)
+    return NumericsOutcome(results, choose_serve_format(results, config.serve_format), files)
+
+
+@task(name="detector-numerics", cache_policy=NO_CACHE)
+def evaluate_detector_numerics_task(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
+                                    dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
+                                    output_dir: Path) -> NumericsOutcome:
+    outcome = evaluate_detector_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config,
+                                         output_dir)
+    publish_table("numerics", gate_table(outcome.results), f"test mAP@0.5 per numeric format; serving {outcome.serve_format}")
+    return outcome

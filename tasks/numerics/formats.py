@@ -1,0 +1,411 @@
+"""The FPGA numerics step: prepare the featurizer in each numeric format, gate each on accuracy.
+
+Each format is a small class with ``name`` and ``prepare(model, calibration) -> model``, built
+from the format's descriptor (:mod:`fpgaflow.fpga_runtime.numerics`) by the implementation registered for
+its kind in :data:`IMPLEMENTATIONS`:
+
+* ``fp32``: the reference graph, unchanged;
+* ``int8``: onnxruntime static QDQ quantization calibrated on preprocessed training images;
+* ``msfp8`` / ``msfp9``: block floating point, weights rounded offline and activations rounded
+  inside the graph (:mod:`fpgaflow.tasks.numerics.bfp`).
+
+A prepared graph runs through :class:`OnnxFeatureExtractor`, so the head of a non-fp32 format is
+trained on the features the device will produce. :func:`gate_formats` compares each format's
+test accuracy with fp32 and :func:`choose_serve_format` picks the format to deploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnx
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from fpgaflow.fpga_runtime.numerics import FORMATS, FormatKind, NumericFormat, numeric_format
+from fpgaflow.fpga_runtime.ort import make_session
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.numerics.bfp import apply_block_float
+from fpgaflow.tasks.conversion.onnx_stages import StageParity, measure_parity
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.numerics.int8 import quantize_int8
+
+FEATURIZER_INPUT = "input"
+FEATURIZER_OUTPUT = "features"
+FORMAT_METADATA_KEY = "fpgaflow.numeric_format"
+BLOCK_SIZE_METADATA_KEY = "fpgaflow.block_size"
+# Which passing format 'auto' serves: the fastest on the device first, the reference last.
+SERVE_PREFERENCE: tuple[str, ...] = ("int8", "msfp8", "msfp9", "fp32")
+REFERENCE_FORMAT = "fp32"
+# Accuracies are fractions of a finite test set; a drop equal to the limit passes despite float noise.
+GATE_SLACK = 1e-9
+
+
+class NumericsGateError(PipelineStepError):
+    """The requested serve format did not pass its accuracy gate (or was not evaluated)."""
+
+
+class OnnxNumerics(Protocol):
+    """A numeric format the featurizer graph can be prepared in."""
+
+    format: NumericFormat
+
+    @property
+    def name(self) -> str: ...
+
+    def prepare(self, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+        """The graph computing in this format; ``calibration``: preprocessed training images [N, H, W, 3]."""
+        ...
+
+
+@dataclass(frozen=True)
+class Float32Numerics:
+    """The reference: the converted graph as it is."""
+
+    format: NumericFormat
+
+    @property
+    def name(self) -> str:
+        return self.format.name
+
+    def prepare(self, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+        return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+@dataclass(frozen=True)
+class Int8Numerics:
+    """Static QDQ int8, activation ranges calibrated on up to ``calibration_images`` training images."""
+
+    format: NumericFormat
+    per_channel: bool = True
+    reduce_range: bool = False
+    method: str = "minmax"
+    calibration_images: int = 64
+
+    @classmethod
+    def from_settings(cls, fmt: NumericFormat, settings: Settings) -> "Int8Numerics":
+        return cls(
+            fmt,
+            per_channel=settings.int8_per_channel,
+            reduce_range=settings.int8_reduce_range,
+            method=settings.int8_calibration_method,
+            calibration_images=settings.int8_calibration_images,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.format.name
+
+    def prepare(self, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+        calibration = np.asarray(calibration, dtype=np.float32)
+        if calibration.ndim != 4 or len(calibration) == 0:
+            raise PipelineStepError(
+                f"int8 needs preprocessed training images [N, H, W, 3] to calibrate on, got an array of shape {calibration.shape}"
+            )
+        return quantize_int8(
+            model,
+            calibration[: self.calibration_images],
+            per_channel=self.per_channel,
+            reduce_range=self.reduce_range,
+            method=self.method,
+        )
+
+
+@dataclass(frozen=True)
+class BlockFloatNumerics:
+    """ms-fp8 / ms-fp9: weights rounded offline, activations rounded inside the graph."""
+
+    format: NumericFormat
+
+    @property
+    def name(self) -> str:
+        return self.format.name
+
+    def prepare(self, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+        return apply_block_float(model, self.format)
+
+
+IMPLEMENTATIONS: dict[FormatKind, Callable[[NumericFormat, Settings], OnnxNumerics]] = {
+    "float32": lambda fmt, settings: Float32Numerics(fmt),
+    "int8": Int8Numerics.from_settings,
+    "block_float": lambda fmt, settings: BlockFloatNumerics(fmt),
+}
+
+
+def numerics_for(name: str, block_size: int | None = None, settings: Settings | None = None) -> OnnxNumerics:
+    """The implementation of format ``name`` (``block_size`` applies to block floating point formats)."""
+    try:
+        fmt = numeric_format(name, block_size)
+    except ValueError as error:
+        raise PipelineStepError(str(error)) from None
+    return IMPLEMENTATIONS[fmt.kind](fmt, settings or get_settings())
+
+
+def prepare_model(numerics: OnnxNumerics, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+    """``numerics.prepare`` checked by the ONNX checker and labelled with its format in the model metadata."""
+    try:
+        prepared = numerics.prepare(model, calibration)
+        onnx.checker.check_model(prepared)
+    except (ValueError, onnx.checker.ValidationError) as error:
+        raise PipelineStepError(f"cannot prepare the featurizer graph in {numerics.name}: {error}") from None
+    properties = {prop.key: prop.value for prop in prepared.metadata_props}
+    properties[FORMAT_METADATA_KEY] = numerics.name
+    if numerics.format.kind == "block_float":
+        properties[BLOCK_SIZE_METADATA_KEY] = str(numerics.format.block_size)
+    onnx.helper.set_model_props(prepared, properties)
+    return prepared
+
+
+def prepare_format_file(
+    source: Path, name: str, output: Path, calibration: np.ndarray, block_size: int | None = None, settings: Settings | None = None
+) -> Path:
+    """Read the fp32 featurizer ``source``, prepare it in format ``name``, write it to ``output``."""
+    source, output = Path(source), Path(output)
+    if not source.is_file():
+        raise PipelineStepError(f"featurizer graph {source} does not exist")
+    prepared = prepare_model(numerics_for(name, block_size, settings), onnx.load(source), calibration)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(prepared, output)
+    return output
+
+
+class OnnxFeatureExtractor:
+    """A prepared featurizer graph run by onnxruntime: ``fingerprint`` + ``__call__(batch) -> [N, D]``."""
+
+    def __init__(self, model: onnx.ModelProto | bytes | str | Path, input_name: str = FEATURIZER_INPUT,
+                 output_name: str = FEATURIZER_OUTPUT):
+        if isinstance(model, onnx.ModelProto):
+            serialized = model.SerializeToString()
+        elif isinstance(model, bytes):
+            serialized = model
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise PipelineStepError(f"featurizer graph {path} does not exist")
+            serialized = path.read_bytes()
+        self.session = make_session(serialized)
+        inputs = {tensor.name: tensor for tensor in self.session.get_inputs()}
+        outputs = [tensor.name for tensor in self.session.get_outputs()]
+        if input_name not in inputs or output_name not in outputs:
+            raise PipelineStepError(
+                f"featurizer graph must map input {input_name!r} to output {output_name!r}; it has inputs {list(inputs)} "
+                f"and outputs {outputs}"
+            )
+        self.input_name, self.output_name = input_name, output_name
+        self.image_shape = tuple(dim if isinstance(dim, int) else None for dim in inputs[input_name].shape[1:])
+        self._fingerprint = "onnx-" + hashlib.sha256(serialized).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the serialized graph: its weights and its numeric format."""
+        return self._fingerprint
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or any(want is not None and want != got for want, got in zip(self.image_shape, batch.shape[1:])):
+            shape = ", ".join("?" if dim is None else str(dim) for dim in self.image_shape)
+            raise ValueError(f"the featurizer expects a batch [N, {shape}], got shape {batch.shape}")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        (features,) = self.session.run([self.output_name], {self.input_name: batch})
+        return features.reshape(len(batch), -1).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class FormatGateResult:
+    """One format's test accuracy against fp32; ``delta`` = accuracy - fp32 accuracy (negative = a drop)."""
+
+    name: str
+    accuracy: float
+    reference_accuracy: float
+    delta: float
+    passed: bool
+    message: str
+
+    def summary(self) -> dict:
+        return {"accuracy": self.accuracy, "delta": self.delta, "passed": self.passed}
+
+
+def gate_formats(accuracies: Mapping[str, float], max_drop: float) -> dict[str, FormatGateResult]:
+    """Each format's delta to fp32 and whether it stays within ``max_drop`` (a fraction of top-1)."""
+    if REFERENCE_FORMAT not in accuracies:
+        raise PipelineStepError(f"the accuracy gate compares every format with {REFERENCE_FORMAT}; evaluate {REFERENCE_FORMAT} too")
+    if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
+        raise PipelineStepError(f"max accuracy drop must be a fraction between 0 and 1, got {max_drop}")
+    for name, accuracy in accuracies.items():
+        numerics_for(name)
+        if not (math.isfinite(accuracy) and 0 <= accuracy <= 1):
+            raise PipelineStepError(f"accuracy of {name} must be a fraction between 0 and 1, got {accuracy}")
+    reference = float(accuracies[REFERENCE_FORMAT])
+    results = {}
+    for name, accuracy in accuracies.items():
+        delta = float(accuracy) - reference
+        drop = -delta
+        passed = drop <= max_drop + GATE_SLACK
+        if passed:
+            message = (
+                f"{name}: top-1 {accuracy:.4f}, {_points(delta)} vs {REFERENCE_FORMAT} {reference:.4f}, "
+                f"within the allowed drop of {max_drop * 100:.2f} points"
+            )
+        else:
+            message = (
+                f"{name} fails the accuracy gate: top-1 {accuracy:.4f} is {drop * 100:.2f} points below "
+                f"{REFERENCE_FORMAT} {reference:.4f}; at most {max_drop * 100:.2f} points are allowed (max_accuracy_drop {max_drop:g})"
+            )
+        results[name] = FormatGateResult(name, float(accuracy), reference, delta, passed, message)
+    return results
+
+
+def _points(delta: float) -> str:
+    return f"{abs(delta) * 100:.2f} points {'below' if delta < 0 else 'above'}" if delta else "equal"
+
+
+def choose_serve_format(results: Mapping[str, FormatGateResult], requested: str = "auto") -> str:
+    """'auto': the first passing format of :data:`SERVE_PREFERENCE`; otherwise ``requested`` if it passed."""
+    if requested == "auto":
+        for name in SERVE_PREFERENCE:
+            if name in results and results[name].passed:
+                return name
+        raise NumericsGateError(
+            f"no evaluated format passed its accuracy gate ({', '.join(results) or 'none evaluated'}); "
+            f"evaluate {REFERENCE_FORMAT}, which always passes"
+        )
+    if requested not in results:
+        raise NumericsGateError(
+            f"serve format {requested!r} was not evaluated (evaluated: {', '.join(results) or 'none'}); add it to the numerics list"
+        )
+    if not results[requested].passed:
+        raise NumericsGateError(f"cannot serve {requested}: {results[requested].message}")
+    return requested
+
+
+@dataclass(frozen=True)
+class FormatComparison:
+    """One prepared format against fp32 on the same images, and its onnxruntime latency at batch 1."""
+
+    name: str
+    features: StageParity
+    predictions: StageParity | None
+    latency_p50_ms: float
+    latency_ratio: float
+
+    def summary(self) -> dict:
+        summary = {
+            "features_max_abs_diff": self.features.max_abs_diff,
+            "features_scaled_diff": self.features.scaled_diff,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_ratio_to_fp32": self.latency_ratio,
+        }
+        if self.predictions is not None:
+            summary["predictions_max_abs_diff"] = self.predictions.max_abs_diff
+            summary["top1_agreement"] = self.predictions.top1_agreement
+        return summary
+
+
+def batch1_latency_p50(extractors: Mapping[str, OnnxFeatureExtractor], image: np.ndarray, repeats: int = 50) -> dict[str, float]:
+    """Median milliseconds of one single-image run per extractor, runs interleaved so machine noise hits all alike."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    batch = np.asarray(image, dtype=np.float32)[None]
+    for extractor in extractors.values():
+        extractor(batch)
+    timings: dict[str, list[float]] = {name: [] for name in extractors}
+    for _ in range(repeats):
+        for name, extractor in extractors.items():
+            start = time.perf_counter()
+            extractor(batch)
+            timings[name].append((time.perf_counter() - start) * 1000)
+    return {name: float(np.median(values)) for name, values in timings.items()}
+
+
+def compare_formats(
+    prepared: Mapping[str, onnx.ModelProto],
+    images: np.ndarray,
+    classifier: Callable[[np.ndarray], np.ndarray] | None = None,
+    repeats: int = 50,
+) -> dict[str, FormatComparison]:
+    """Features (and, given a ``classifier``, class scores) of each prepared graph vs the fp32 one; batch-1 latency."""
+    if REFERENCE_FORMAT not in prepared:
+        raise PipelineStepError(f"comparing formats needs the {REFERENCE_FORMAT} graph as the reference")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise PipelineStepError(f"comparing formats needs preprocessed images [N, H, W, 3], got shape {images.shape}")
+    extractors = {name: OnnxFeatureExtractor(model) for name, model in prepared.items()}
+    features = {name: extractor(images) for name, extractor in extractors.items()}
+    scores = {name: classifier(values) for name, values in features.items()} if classifier else {}
+    latency = batch1_latency_p50(extractors, images[0], repeats)
+    return {
+        name: FormatComparison(
+            name=name,
+            features=measure_parity(features[REFERENCE_FORMAT], features[name]),
+            predictions=measure_parity(scores[REFERENCE_FORMAT], scores[name], top1=True) if classifier else None,
+            latency_p50_ms=latency[name],
+            latency_ratio=latency[name] / latency[REFERENCE_FORMAT],
+        )
+        for name in prepared
+    }
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def images_in(directory: Path, input_size: int, limit: int) -> np.ndarray:
+    """Up to ``limit`` image files below ``directory`` (sorted), preprocessed for a square ``input_size`` input."""
+    from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+    from fpgaflow.tasks.featurizers.features import load_images
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PipelineStepError(f"image folder {directory} does not exist")
+    paths = sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise PipelineStepError(f"no {'/'.join(IMAGE_SUFFIXES)} files below {directory}")
+    return load_images(paths, PreprocessSpec.for_input_size(input_size))
+
+
+def onnx_classifier(path: Path, input_name: str = FEATURIZER_OUTPUT) -> Callable[[np.ndarray], np.ndarray]:
+    """A CPU-stage graph (features -> class scores) as a function, to compare predictions across formats."""
+    session = make_session(Path(path))
+    output = session.get_outputs()[0].name
+    return lambda features: session.run([output], {input_name: np.ascontiguousarray(features, dtype=np.float32)})[0]
+
+
+def gate_table(results: Mapping[str, FormatGateResult]) -> list[dict]:
+    return [
+        {"format": name, "accuracy": round(result.accuracy, 4), "delta": round(result.delta, 4),
+         "passed": result.passed, "message": result.message}
+        for name, result in results.items()
+    ]
+
+
+@task(name="prepare-numeric-format", cache_policy=NO_CACHE)
+def prepare_format_task(source: Path, name: str, output: Path, calibration: np.ndarray, block_size: int | None = None) -> Path:
+    return prepare_format_file(source, name, output, calibration, block_size)
+
+
+@task(name="numerics-gate", cache_policy=NO_CACHE)
+def gate_formats_task(accuracies: Mapping[str, float], max_drop: float | None = None) -> dict[str, FormatGateResult]:
+    results = gate_formats(accuracies, get_settings().max_accuracy_drop if max_drop is None else max_drop)
+    publish_table("numerics-gate", gate_table(results), "Test top-1 accuracy per numeric format and its delta to fp32")
+    return results
+
+
+@task(name="choose-serve-format", cache_policy=NO_CACHE)
+def choose_serve_format_task(results: Mapping[str, FormatGateResult], requested: str = "auto") -> str:
+    return choose_serve_format(results, requested)
+
+
+def format_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Validated, de-duplicated format names in the given order (fp32 added first when missing)."""
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown:
+        raise PipelineStepError(f"unknown numeric formats {unknown}; known formats: {', '.join(FORMATS)}")
+    ordered = dict.fromkeys([REFERENCE_FORMAT, *names])
+    return tuple(ordered)

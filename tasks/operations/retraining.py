@@ -1,0 +1,194 @@
+"""Retraining: the config a retrain runs with, scoring candidate and champion on the same test split,
+and the rule that decides whether the candidate replaces the champion.
+
+The rule (setting ``retrain_min_improvement``): the candidate must have passed its gates, and its
+accuracy minus the champion's, both measured now on the current data's test split, must be greater
+than the setting. With no champion yet, a candidate that passed its gates becomes champion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import get_origin
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.artifacts import publish_markdown
+from fpgaflow.tasks.config import PipelineConfig, load_config
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion
+from fpgaflow.tasks.operations.scoring import AccuracyReport, LabelledImage, score_service_dir
+from fpgaflow.tasks.registry.tracking import mlflow_client, talks_to_mlflow
+
+RETRAIN_UNTIL = "package"
+
+
+class VersionScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    report: AccuracyReport
+
+
+class RetrainDecision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    promote: bool
+    reason: str
+    candidate: VersionScore
+    champion: VersionScore | None
+    min_improvement: float
+    improvement: float | None
+
+
+# -- the config a retrain runs with ---------------------------------------------------------------
+
+
+def _is_tuple_field(model: type[BaseModel], name: str) -> bool:
+    return get_origin(model.model_fields[name].annotation) is tuple
+
+
+def _section(name: str) -> type[BaseModel] | None:
+    """The model of a nested config section (``training``, ...), or None for a plain field."""
+    annotation = PipelineConfig.model_fields[name].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _param_value(model: type[BaseModel], name: str, value: str):
+    if value == "None":  # how ``tracking.flatten`` writes an unset optional field
+        return None
+    return tuple(part for part in value.split(",") if part) if _is_tuple_field(model, name) else value
+
+
+def config_from_params(params: Mapping[str, str]) -> dict:
+    """The pipeline config recorded as MLflow run params (``tracking.flatten`` of the config) → raw config.
+
+    Params that are not config fields (``featurizer.feature_dim``, ``data.train_images`` ...) are ignored.
+    """
+    raw: dict = {}
+    for key, value in params.items():
+        name, _, field = key.partition(".")
+        if name not in PipelineConfig.model_fields:
+            continue
+        section = _section(name)
+        if section is None and not field:
+            raw[name] = _param_value(PipelineConfig, name, value)
+        elif section is not None and field in section.model_fields:
+            raw.setdefault(name, {})[field] = _param_value(section, field, value)
+    return raw
+
+
+@talks_to_mlflow
+def retrain_config(
+    data_dir: str = "", model_name: str = "", config_path: str = "", settings: Settings | None = None
+) -> PipelineConfig:
+    """What a retrain trains with: the YAML file when given, else the champion's own config (read from its
+    MLflow run), else the defaults; ``data_dir`` overrides, and it stops after packaging.
+
+    ``model_name`` is written into a config taken from the champion only when the config would not name
+    the model so by itself, so that a retrain of unchanged data with the champion's config is the same
+    run as the champion's and comes back from the cache.
+    """
+    overrides = {"data_dir": data_dir or None, "until": RETRAIN_UNTIL}
+    if config_path:
+        return load_config(Path(config_path), model_name=model_name or None, **overrides)
+    if not model_name and not data_dir:
+        raise PipelineStepError("retrain needs a data folder or a model name (the champion's run names its data folder)")
+    name = model_name or PipelineConfig(data_dir=Path(data_dir)).resolved_model_name
+    champion = find_champion(name, settings)
+    base = config_from_params(mlflow_client(settings).get_run(champion.run_id).data.params) if champion else {}
+    if not data_dir and "data_dir" not in base:
+        raise PipelineStepError(f"model {name!r} has no champion to take the data folder from: give the data folder")
+    base.update({key: value for key, value in overrides.items() if value is not None})
+    config = PipelineConfig.model_validate(base)
+    if config.resolved_model_name != name:
+        config = PipelineConfig.model_validate({**base, "model_name": name})
+    return config
+
+
+# -- scoring and the decision ---------------------------------------------------------------------
+
+
+def score_version(version: ResolvedVersion, images: Sequence[LabelledImage], batch_size: int | None = None) -> VersionScore:
+    """Accuracy of a version's service definition (its ONNX stages, in this process) on ``images``."""
+    batch_size = batch_size or get_settings().server_max_batch_size
+    report = score_service_dir(version.service_dir, images, batch_size)
+    return VersionScore(name=version.name, version=version.version, report=report)
+
+
+def decide(
+    candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool, min_improvement: float
+) -> RetrainDecision:
+    """Whether the candidate replaces the champion, and why."""
+    keep = dict(candidate=candidate, champion=champion, min_improvement=min_improvement)
+    label = f"candidate version {candidate.version}"
+    if not candidate_gates_passed:
+        return RetrainDecision(
+            promote=False, improvement=None, **keep,
+            reason=f"{label} did not pass its gates (parity or served numeric format); the champion stays",
+        )
+    if champion is None:
+        return RetrainDecision(
+            promote=True, improvement=None, **keep,
+            reason=f"there is no champion yet: {label} passed its gates and becomes champion",
+        )
+    if champion.version == candidate.version:
+        return RetrainDecision(promote=False, improvement=0.0, **keep, reason=f"{label} already is the champion")
+    ours, theirs = candidate.report, champion.report
+    if ours.images != theirs.images:
+        raise ValueError(
+            f"candidate and champion were scored on different image sets ({ours.images} vs {theirs.images} images)"
+        )
+    improvement = (ours.correct - theirs.correct) / ours.images
+    measured = (
+        f"on the same {ours.images} test images {label} scores {ours.accuracy:.4f}, champion version "
+        f"{champion.version} {theirs.accuracy:.4f} ({improvement * 100:+.2f} points; required: more than "
+        f"{min_improvement * 100:+.2f})"
+    )
+    if improvement > min_improvement:
+        return RetrainDecision(promote=True, improvement=improvement, **keep, reason=f"promoted: {measured}")
+    return RetrainDecision(promote=False, improvement=improvement, **keep, reason=f"the champion stays: {measured}")
+
+
+def decision_markdown(decision: RetrainDecision) -> str:
+    candidate, champion = decision.candidate, decision.champion
+    verdict = "promote the candidate" if decision.promote else "keep the champion"
+    lines = [f"# Retrain decision: {verdict}", "", decision.reason, ""]
+    header = f"| class | candidate v{candidate.version} |" + (f" champion v{champion.version} |" if champion else "")
+    lines += [header, "|---|---|" + ("---|" if champion else "")]
+    theirs = {row.label: row for row in champion.report.per_class} if champion else {}
+    for row in candidate.report.per_class:
+        other = theirs.get(row.label)
+        cells = f"| {row.label} | {row.correct}/{row.images} ({row.accuracy:.3f}) |"
+        if champion:
+            cells += f" {other.correct}/{other.images} ({other.accuracy:.3f}) |" if other else " - |"
+        lines.append(cells)
+    total = f"| **all** | {candidate.report.correct}/{candidate.report.images} ({candidate.report.accuracy:.4f}) |"
+    if champion:
+        total += f" {champion.report.correct}/{champion.report.images} ({champion.report.accuracy:.4f}) |"
+    lines.append(total)
+    return "\n".join(lines) + "\n"
+
+
+@task(name="retrain-config", cache_policy=NO_CACHE)
+def retrain_config_task(data_dir: str = "", model_name: str = "", config_path: str = "") -> PipelineConfig:
+    return retrain_config(data_dir, model_name, config_path)
+
+
+@task(name="score-version", cache_policy=NO_CACHE)
+def score_version_task(version: ResolvedVersion, images: Sequence[LabelledImage]) -> VersionScore:
+    return score_version(version, images)
+
+
+@task(name="retrain-decision", cache_policy=NO_CACHE)
+def decide_task(
+    candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool
+) -> RetrainDecision:
+    decision = decide(candidate, champion, candidate_gates_passed, get_settings().retrain_min_improvement)
+    publish_markdown("retrain-decision", decision_markdown(decision), decision.reason[:500])
+    return decision
