@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from fpgaflow.benchmarks.measure import LevelResult, WindowPlan, measure_interleaved, measure_levels
 from fpgaflow.fpga_runtime.settings import Settings
@@ -45,6 +47,11 @@ class Target:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "pass": self.passed}
+
+
+def _same_request(request: Callable[[], object]) -> Callable[[], Callable[[], object]]:
+    """A request factory that gives every concurrency level the same request callable."""
+    return lambda: request
 
 
 def judge_targets(results: dict) -> list[Target]:
@@ -112,7 +119,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
             subjects.featurizer_onnx[name], subjects.head_onnx, subjects.jpeg, subjects.spec)
     for name, request in in_process.items():
         _log(name)
-        configurations[name] = _levels(measure_levels(lambda request=request: request, (1,), plan.windows))
+        configurations[name] = _levels(measure_levels(_same_request(request), (1,), plan.windows))
 
     memory: dict[str, float] = {}
     deployment: dict[str, dict] = {}
@@ -148,7 +155,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
         pipeline = time_pipeline(work, 64, plan.pipeline_per_class, plan.pipeline_epochs).to_dict()
         pipeline["log"] = os.path.relpath(pipeline["log"], out)
 
-    results = {
+    results: dict[str, Any] = {
         "machine": machine.to_dict() | {"description": machine.describe()},
         "plan": {"input_size": plan.input_size, "levels": list(plan.levels), "windows": asdict(plan.windows),
                  "device_profile": profile.name, "ort_intra_op_threads": settings.ort_intra_op_threads},

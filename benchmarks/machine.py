@@ -116,7 +116,7 @@ def measure_peak(size: int = 1024, repeats: int = 10) -> PeakCompute:
     rates = {"numpy matmul": operations / _best_seconds(lambda: a32 @ b32, repeats) / 1e9}
     session = make_session(_matmul_model(size, integer=False), intra_op_threads=0)
     rates["onnxruntime MatMul"] = operations / _best_seconds(lambda: session.run(None, {"a": a32}), repeats) / 1e9
-    fp32_source = max(rates, key=rates.get)
+    fp32_source = max(rates, key=lambda name: rates[name])
     a8 = rng.integers(0, 256, (size, size)).astype(np.uint8)
     integer_session = make_session(_matmul_model(size, integer=True), intra_op_threads=0)
     int8_gops = operations / _best_seconds(lambda: integer_session.run(None, {"a": a8}), repeats) / 1e9

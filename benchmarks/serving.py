@@ -77,7 +77,9 @@ class BenchCluster:
     def gateway_peak_rss_mb(self) -> float:
         from fpgaflow.fpga_runtime.cluster.daemon import running_state
 
-        return peak_rss_mb(running_state(self.settings).gateway.pid)
+        gateway = running_state(self.settings).gateway
+        assert gateway is not None  # running_state raises when the gateway is not running
+        return peak_rss_mb(gateway.pid)
 
 
 def peak_rss_mb(pid: int) -> float:

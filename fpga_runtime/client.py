@@ -116,8 +116,8 @@ class PredictionClient:
         """A preprocessed float32 image ``[H, W, 3]`` (→ ``[classes]``) or batch ``[N, H, W, 3]`` (→ ``[N, classes]``)."""
         array = np.asarray(array)
         single = array.ndim == 3
-        result = self.predict({input_name: codec.numpy_to_tensor_proto(array[np.newaxis] if single else array)}, outputs, timeout)
-        result = result if outputs else _only(result)
+        outputs_by_name = self.predict({input_name: codec.numpy_to_tensor_proto(array[np.newaxis] if single else array)}, outputs, timeout)
+        result = outputs_by_name if outputs else _only(outputs_by_name)
         return _first(result) if single else result
 
     # -- detection -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class _TfType:
 
 
 # TensorFlow's tensor.proto: which repeated field carries each dtype when tensor_content is empty.
-_TF_TYPES: dict[int, _TfType] = {
+_TF_TYPES: dict[tf.DataType, _TfType] = {
     tf.DT_FLOAT: _TfType(np.dtype(np.float32), "float_val"),
     tf.DT_DOUBLE: _TfType(np.dtype(np.float64), "double_val"),
     tf.DT_HALF: _TfType(np.dtype(np.float16), "half_val"),
@@ -73,7 +73,7 @@ _OIP_TYPES: dict[str, _OipType] = {
 _OIP_NAME_BY_DTYPE = {spec.dtype: name for name, spec in _OIP_TYPES.items()}
 
 # Service-definition dtype names (fpgaflow.fpga_runtime.service.TensorSpec) → numpy.
-SPEC_DTYPES = {"float32": np.dtype(np.float32), "int64": np.dtype(np.int64), "int32": np.dtype(np.int32), "string": STRING}
+SPEC_DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "int64": np.dtype(np.int64), "int32": np.dtype(np.int32), "string": STRING}
 
 
 # -- shapes and dtype names --------------------------------------------------------------------
@@ -91,25 +91,25 @@ def tf_shape(shape: Sequence[int]) -> tf.TensorShapeProto:
     return tf.TensorShapeProto(dim=[tf.TensorShapeProto.Dim(size=int(size)) for size in shape])
 
 
-def tf_dtype(dtype: np.dtype | str) -> int:
+def tf_dtype(dtype: np.dtype | str) -> tf.DataType:
     """The TensorFlow DataType enum of a numpy dtype or a service-definition dtype name."""
-    dtype = SPEC_DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
+    numpy_dtype = SPEC_DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
     try:
-        return _TF_ENUM_BY_DTYPE[dtype]
+        return _TF_ENUM_BY_DTYPE[numpy_dtype]
     except KeyError:
         raise TypeError(f"numpy dtype {dtype} has no TensorFlow DataType here") from None
 
 
 def oip_datatype(dtype: np.dtype | str) -> str:
     """The Open Inference Protocol datatype name of a numpy dtype or a service-definition dtype name."""
-    dtype = SPEC_DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
+    numpy_dtype = SPEC_DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
     try:
-        return _OIP_NAME_BY_DTYPE[dtype]
+        return _OIP_NAME_BY_DTYPE[numpy_dtype]
     except KeyError:
         raise TypeError(f"numpy dtype {dtype} has no Open Inference Protocol datatype") from None
 
 
-def _as_bytes_array(values: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarray:
+def _as_bytes_array(values: Sequence[bytes] | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     array = np.empty(len(values), dtype=STRING)
     array[:] = [bytes(value) for value in values]
     return array.reshape(shape)
@@ -124,7 +124,7 @@ def _from_buffer(name: str, data: bytes, dtype: np.dtype, shape: tuple[int, ...]
     return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype, copy=True).reshape(shape)
 
 
-def _from_values(name: str, values: Sequence, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _from_values(name: str, values: Sequence | np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     count = math.prod(shape)
     if len(values) != count:
         raise InvalidInput(f"tensor {name!r}: {len(values)} values do not match shape {list(shape)} ({count} elements)")
@@ -260,7 +260,9 @@ def numpy_to_infer_outputs(
             raw_contents.append(_raw_bytes(array))
         else:
             values = _encode_strings(array) if array.dtype == STRING else array.reshape(-1).tolist()
-            getattr(tensor.contents, _OIP_TYPES[datatypes[name]].contents_field).extend(values)
+            contents_field = _OIP_TYPES[datatypes[name]].contents_field
+            assert contents_field is not None  # raw is set whenever a datatype has no contents field
+            getattr(tensor.contents, contents_field).extend(values)
         tensors.append(tensor)
     return tensors, raw_contents
 

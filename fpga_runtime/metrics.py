@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 from fpgaflow.fpga_runtime.device import DeviceStats
 
@@ -93,7 +96,7 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.ready = Gauge("fpgaflow_server_ready", "1 when every model of the server is loaded.", registry=self.registry)
-        self._http = None
+        self._http: WSGIServer | None = None
 
     def record_call(self, api: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
         self.requests.labels(api, method, outcome_of(code), code.name).inc()

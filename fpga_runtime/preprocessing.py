@@ -88,7 +88,7 @@ def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         left = (new_size[0] - spec.crop) // 2
         top = (new_size[1] - spec.crop) // 2
         image = image.crop((left, top, left + spec.crop, top + spec.crop))
-    pixels = np.asarray(image, dtype=np.float32)
+    pixels: np.ndarray = np.asarray(image, dtype=np.float32)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     if spec.channel_order == "BGR":
         pixels = pixels[..., ::-1]

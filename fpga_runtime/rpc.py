@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from dataclasses import dataclass
 
@@ -21,7 +21,7 @@ from fpgaflow.fpga_runtime.metrics import ServerMetrics
 from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, HEALTH_SERVICE, bearer
 
 log = logging.getLogger(__name__)
-Behaviour = Callable[[object, grpc.ServicerContext], object]
+Behaviour = Callable[[Any, grpc.ServicerContext], object]
 
 
 @dataclass(frozen=True)

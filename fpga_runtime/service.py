@@ -18,7 +18,7 @@ from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.protocol import DETECTION_OUTPUTS
 
 SERVICE_FILE = "service.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 

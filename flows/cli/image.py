@@ -40,7 +40,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**asdict(result), "image": result.image}))
     elif result.built:
-        print(f"built {result.tag} ({result.image_id[:19]}, {result.size_bytes / 1e6:.0f} MB) "
+        image_id, size_bytes = result.image_id or "", result.size_bytes or 0
+        print(f"built {result.tag} ({image_id[:19]}, {size_bytes / 1e6:.0f} MB) "
               f"in {result.build_seconds} s; log {result.log_path}")
     if not result.built:
         print(f"fpgaflow image build: {result.reason}", file=sys.stderr)

@@ -49,7 +49,8 @@ def compose_image(rng: np.random.Generator, digits: Sequence[Image.Image], label
     """One canvas with 1..MAX_DIGITS digits drawn from ``pool`` (indices into ``digits``), and its annotation."""
     width, height = (int(rng.integers(CANVAS_SIZES[0], CANVAS_SIZES[1] + 1)) for _ in range(2))
     canvas = _canvas(rng, width, height)
-    objects, placed = [], []
+    objects: list[AnnotatedObject] = []
+    placed: list[tuple[int, int, int, int]] = []
     for _ in range(int(rng.integers(1, MAX_DIGITS + 1))):
         index = int(pool[int(rng.integers(len(pool)))])
         side = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
@@ -68,7 +69,7 @@ def compose_image(rng: np.random.Generator, digits: Sequence[Image.Image], label
         darkness = rng.uniform(0.7, 1.0)
         canvas[top : top + side, left : left + side] = np.minimum(region, 255 - (255 - digit) * darkness)
         placed.append(box)
-        objects.append(AnnotatedObject(str(labels[index]), tuple(float(value) for value in box)))
+        objects.append(AnnotatedObject(str(labels[index]), (float(box[0]), float(box[1]), float(box[2]), float(box[3]))))
     tint = rng.uniform(0.9, 1.0, 3)
     pixels = np.clip(canvas[..., None] * tint, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB"), Annotation(width, height, tuple(objects))

@@ -86,8 +86,8 @@ def parse_json(text: str) -> Annotation:
         difficult = item.get("difficult", False)
         if not isinstance(difficult, bool):
             raise AnnotationError(f"{where}.difficult must be true or false, got {difficult!r}")
-        coordinates = tuple(_number(value, f"{where}.box[{position}]") for position, value in enumerate(box))
-        objects.append(AnnotatedObject(_label(item["label"], f"{where}.label"), coordinates, difficult))
+        xmin, ymin, xmax, ymax = (_number(value, f"{where}.box[{position}]") for position, value in enumerate(box))
+        objects.append(AnnotatedObject(_label(item["label"], f"{where}.label"), (xmin, ymin, xmax, ymax), difficult))
     return Annotation(_size(raw["width"], "width"), _size(raw["height"], "height"), tuple(objects))
 
 
@@ -118,11 +118,11 @@ def parse_voc_xml(text: str) -> Annotation:
     for index, item in enumerate(root.findall("object")):
         try:
             label = _text(item, "name")
-            box = tuple(_xml_number(item, f"bndbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax"))
+            xmin, ymin, xmax, ymax = (_xml_number(item, f"bndbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax"))
             difficult = item.find("difficult") is not None and _text(item, "difficult") not in ("0", "false")
         except AnnotationError as error:
             raise AnnotationError(f"object {index}: {error}") from None
-        objects.append(AnnotatedObject(label, box, difficult))
+        objects.append(AnnotatedObject(label, (xmin, ymin, xmax, ymax), difficult))
     return Annotation(width, height, tuple(objects))
 
 

@@ -122,7 +122,7 @@ class DetectorInfo(BaseModel):
 
 def head_shapes(info: DetectorInfo) -> dict[str, tuple[int, ...]]:
     """Shape of each head tensor for one image: ``(H, W, A * 4)`` and ``(H, W, A * (classes + 1))``."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for k, (size, boxes) in enumerate(zip(info.map_sizes, info.boxes_per_cell)):
         shapes[loc_name(k)] = (size, size, boxes * 4)
         shapes[conf_name(k)] = (size, size, boxes * (info.num_classes + 1))

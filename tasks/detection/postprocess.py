@@ -42,10 +42,12 @@ class _Graph:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], output: str | list[str], **attributes) -> str | list[str]:
-        outputs = [output] if isinstance(output, str) else output
+    def op(self, op_type: str, inputs: list[str], output: str, **attributes) -> str:
+        return self.multi_output_op(op_type, inputs, [output], **attributes)[0]
+
+    def multi_output_op(self, op_type: str, inputs: list[str], outputs: list[str], **attributes) -> list[str]:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attributes))
-        return output
+        return outputs
 
 
 def postprocess_model(info: DetectorInfo, config: DetectionConfig) -> onnx.ModelProto:
@@ -93,8 +95,8 @@ def postprocess_model(info: DetectorInfo, config: DetectionConfig) -> onnx.Model
                  value=helper.make_tensor("zero_value", TensorProto.FLOAT, [1], [0.0]))
     kept = g.op("ScatterND", [blank, selected, selected_scores], "kept_scores")
     flat = g.op("Reshape", [kept, g.constant("flat_shape", [0, classes * prior_count], np.int64)], "kept_flat")
-    top_scores, top_indices = g.op("TopK", [flat, g.constant("keep", [keep], np.int64)], ["top_scores", "top_indices"],
-                                   axis=-1, largest=1, sorted=1)
+    top_scores, top_indices = g.multi_output_op("TopK", [flat, g.constant("keep", [keep], np.int64)],
+                                                ["top_scores", "top_indices"], axis=-1, largest=1, sorted=1)
 
     valid = g.op("Greater", [top_scores, "zero"], "valid")
     prior_count_constant = g.constant("prior_count", prior_count, np.int64)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,8 +34,8 @@ FEATURES = "features"
 NUMERIC_FORMAT = "keras-fp32"
 
 # keras.applications' "caffe" mode (BGR, mean subtracted) and "torch" mode (RGB, mean and std), means given R, G, B.
-CAFFE_PREPROCESSING = {"channel_order": "BGR", "mean": (123.68, 116.779, 103.939), "std": (1.0, 1.0, 1.0)}
-TORCH_PREPROCESSING = {"channel_order": "RGB", "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
+CAFFE_PREPROCESSING: dict[str, Any] = {"channel_order": "BGR", "mean": (123.68, 116.779, 103.939), "std": (1.0, 1.0, 1.0)}
+TORCH_PREPROCESSING: dict[str, Any] = {"channel_order": "RGB", "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
 VGG16_IMAGENET_INPUT_SIZE = 224
 
 
