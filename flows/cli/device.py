@@ -30,7 +30,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from fpgaflow.flows.cli import UsageError
     from fpgaflow.fpga_runtime.device import EmulatedDevice
     from fpgaflow.fpga_runtime.errors import ResourceExhausted
-    from fpgaflow.fpga_runtime.graph_cost import cost_report
+    from fpgaflow.fpga_runtime.placement.cost import cost_report
     from fpgaflow.fpga_runtime.profiles import load_profile
     from fpgaflow.fpga_runtime.service import load_service
     from fpgaflow.fpga_runtime.settings import get_settings

@@ -26,7 +26,7 @@ import yaml
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from fpgaflow.fpga_runtime.chain import segment_count
+from fpgaflow.fpga_runtime.placement.segments import segment_count
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.profiles import known_profiles
 from fpgaflow.fpga_runtime.service import ServiceDefinition
