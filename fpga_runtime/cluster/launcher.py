@@ -56,4 +56,3 @@ class Launcher(Protocol):
 
     def release(self) -> None:
         """The gateway exits but the cluster stays: let go of clients and handles, leave the nodes running."""
-
