@@ -95,7 +95,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
     from fpgaflow.benchmarks.report import write_charts, write_markdown
     from fpgaflow.benchmarks.serving import BenchCluster
     from fpgaflow.benchmarks.subjects import FORMATS, build_subjects
-    from fpgaflow.fpga_runtime.graph_cost import cost_report
+    from fpgaflow.fpga_runtime.placement.cost import cost_report
     from fpgaflow.fpga_runtime.preprocessing import preprocess
     from fpgaflow.fpga_runtime.profiles import load_profile
     from fpgaflow.tasks.numerics.formats import OnnxFeatureExtractor, batch1_latency_p50

@@ -32,7 +32,8 @@ class BenchCluster:
         self.deployed: dict[str, Deployed] = {}
 
     def __enter__(self) -> "BenchCluster":
-        from fpgaflow.tasks.deployment.deploy import deploy, start_cluster
+        from fpgaflow.tasks.deployment.deploy import deploy
+        from fpgaflow.tasks.deployment.targets import start_cluster
         from fpgaflow.tasks.deployment.split import fit_to_device
 
         fits = {name: fit_to_device(path, self.settings.device_profile, self.settings) for name, path in self.services.items()}

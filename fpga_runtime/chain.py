@@ -1,6 +1,6 @@
 """Nodes of a model split across several devices: each runs one segment and hands its tensors on.
 
-A split service (``tasks/deployment/split.py`` writes one) has K > 1 consecutive FPGA stages. Segment k is
+A split service (:mod:`fpgaflow.fpga_runtime.placement.split` plans one) has K > 1 consecutive FPGA stages. Segment k is
 FPGA stage k with the CPU stages that follow it up to the next FPGA stage; the first segment also
 holds any CPU stages before the first FPGA stage, and the preprocessing. Node k runs segment k on
 its own device, then calls node k+1 (``--next``) with its output over the internal
@@ -34,6 +34,7 @@ from fpgaflow.fpga_runtime.device import EmulatedDevice
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, PredictionError
 from fpgaflow.fpga_runtime.executor import CpuStage, FpgaStage, ServiceExecutor, StageRunner, TimingObserver, _check_graph_matches
 from fpgaflow.fpga_runtime.metrics import ServerMetrics
+from fpgaflow.fpga_runtime.placement.segments import segments
 from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as pb
 from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, bearer
@@ -48,23 +49,6 @@ CHAIN_SERVICE = "fpgaflow.cluster.Chain"
 CHAIN_RUN = f"/{CHAIN_SERVICE}/Run"
 API = "chain"
 NEXT_NODE = "chain"  # timing name of the time a request spends in the rest of the chain
-
-
-def segments(service: ServiceDefinition) -> list[tuple[Stage, ...]]:
-    """The stages of each segment: one segment per FPGA stage (a service without FPGA stages is one segment)."""
-    result: list[list[Stage]] = [[]]
-    fpga_seen = False
-    for stage in service.stages:
-        if stage.target == "FPGA":
-            if fpga_seen:
-                result.append([])
-            fpga_seen = True
-        result[-1].append(stage)
-    return [tuple(segment) for segment in result]
-
-
-def segment_count(service: ServiceDefinition) -> int:
-    return len(segments(service))
 
 
 class NextNode:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotReady, ResourceExhausted
-from fpgaflow.fpga_runtime.graph_cost import CostReport, cost_report
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotReady
+from fpgaflow.fpga_runtime.placement.cost import CostReport
+from fpgaflow.fpga_runtime.placement.fit import require_fits
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 
@@ -86,14 +87,7 @@ class EmulatedDevice:
         (InvalidInput) or weights larger than the on-chip memory (ResourceExhausted).
         """
         path = Path(onnx_path)
-        report = cost_report(path, numeric_format, self.profile)
-        if not report.fits:
-            raise ResourceExhausted(
-                f"model {path.name} does not fit device {self.profile.name}: its weights take "
-                f"{report.graph.weight_bytes:,} bytes ({report.graph.weight_params:,} weights at "
-                f"{report.graph.weight_bits:g} bits in {numeric_format}) but the device has "
-                f"{self.profile.onchip_memory_bytes:,} bytes of on-chip memory"
-            )
+        report = require_fits(path, numeric_format, self.profile)
         session = make_session(path, self._intra_op_threads)
         inputs = tuple(
             DeviceInput(

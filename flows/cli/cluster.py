@@ -67,13 +67,11 @@ def _print_json(value) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, start_gateway
-    from fpgaflow.tasks.deployment.targets import LAUNCHERS
 
     if args.nodes is not None and args.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {args.nodes}")
     settings = _settings()
-    target = args.target or settings.cluster_target
-    start_gateway(settings, nodes=args.nodes, device=args.device, target=args.target, launcher=LAUNCHERS[target], port=args.port)
+    start_gateway(settings, nodes=args.nodes, device=args.device, target=args.target, port=args.port)
     with cluster_client(settings) as client:
         status = client.status()
     if args.json:

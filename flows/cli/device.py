@@ -29,27 +29,24 @@ def register(subparsers) -> None:
 def _estimate(args: argparse.Namespace) -> int:
     from fpgaflow.flows.cli import UsageError
     from fpgaflow.fpga_runtime.device import EmulatedDevice
-    from fpgaflow.fpga_runtime.errors import ResourceExhausted
-    from fpgaflow.fpga_runtime.graph_cost import cost_report
+    from fpgaflow.fpga_runtime.placement.fit import fpga_stage_reports
     from fpgaflow.fpga_runtime.profiles import load_profile
     from fpgaflow.fpga_runtime.service import load_service
     from fpgaflow.fpga_runtime.settings import get_settings
 
     service = load_service(args.service_dir)
     profile = load_profile(args.device or get_settings().device_profile)
-    stages = [stage for stage in service.stages if stage.target == "FPGA"]
-    if not stages:
+    reports = fpga_stage_reports(service, args.service_dir, profile)
+    if not reports:
         raise UsageError(f"service {service.name} has no FPGA stage to estimate")
     device = EmulatedDevice(profile)
     results = []
-    for stage in stages:
-        path = args.service_dir / stage.file
-        try:
-            device.load(path, stage.numeric_format)
-        except ResourceExhausted:
-            results.append((stage, cost_report(path, stage.numeric_format, profile), None))
-        else:
-            results.append((stage, device.cost, _measure_batch_1(device)))
+    for stage, report in reports:
+        if not report.fits:
+            results.append((stage, report, None))
+            continue
+        device.load(args.service_dir / stage.file, stage.numeric_format)
+        results.append((stage, device.cost, _measure_batch_1(device)))
 
     if args.json:
         print(json.dumps({

@@ -5,7 +5,8 @@
   same gRPC APIs as a node over a data plane that routes to replicas instead of computing.
 - :mod:`~fpgaflow.fpga_runtime.cluster.controller`: placement, deploy, scale, rolling update, undeploy,
   and the supervisor that restarts dead nodes.
-- :mod:`~fpgaflow.fpga_runtime.cluster.local`: the ``local`` target's nodes (processes on this machine).
+- :mod:`~fpgaflow.fpga_runtime.cluster.launchers`: each target's nodes (``local``: processes on this machine,
+  ``docker``: containers), chosen by target name.
 - :mod:`~fpgaflow.fpga_runtime.cluster.control` and :mod:`~fpgaflow.fpga_runtime.cluster.daemon`: the gateway
   process, and how commands reach it.
 """

@@ -13,34 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fpgaflow.fpga_runtime.chain import segment_count
 from fpgaflow.fpga_runtime.cluster.gateway import Gateway
 from fpgaflow.fpga_runtime.cluster.launcher import Launcher, NodeSpec
 from fpgaflow.fpga_runtime.cluster.router import ReplicaSpec
 from fpgaflow.fpga_runtime.cluster.state import ClusterState, NodeRecord, PlacementRecord, ReplicaRecord, StateStore
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
-from fpgaflow.fpga_runtime.graph_cost import cost_report
-from fpgaflow.fpga_runtime.profiles import load_profile
+from fpgaflow.fpga_runtime.placement.fit import StageFitChecks
+from fpgaflow.fpga_runtime.placement.segments import segment_count
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
 from fpgaflow.fpga_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_SECONDS = (1.0, 60.0)  # first wait after a failed restart, and the most it grows to
-
-
-def _weight_bytes(path: str, numeric_format: str, profile: str) -> int:
-    return cost_report(path, numeric_format, load_profile(profile)).graph.weight_bytes
-
-
-def _weight_bytes_apart(path: Path, numeric_format: str, profile: str) -> int:
-    """The stage's weight bytes on the device, analysed in a short-lived process: loading and shape-inferring a
-    large graph (ResNet-50 fp32: 94 MB of weights) would otherwise stay in the gateway's resident memory for good."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as analysis:
-        return analysis.submit(_weight_bytes, str(path), numeric_format, profile).result()
 
 
 class Controller:
@@ -53,7 +40,7 @@ class Controller:
         self._operation = threading.RLock()
         self._state_lock = threading.Lock()
         self._services: dict[str, ServiceDefinition] = {}
-        self._fits: dict[tuple[str, float, str], None] = {}
+        self._fit_checks = StageFitChecks()
         self._retry_at: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise_forever, name="fpgaflow-supervisor", daemon=True)
@@ -109,7 +96,7 @@ class Controller:
         with self._operation:
             service_dir = str(Path(service_dir).resolve())
             service = self._service(service_dir, reload=True)
-            self._check_fits(service, service_dir)
+            self._fit_checks.check(service, service_dir, self.state.device_profile)
             if self.launcher.requires_image and not image:
                 raise InvalidInput(
                     f"the {self.state.target} target runs nodes from a serving image; build one for {service_dir} "
@@ -449,25 +436,6 @@ class Controller:
         if reload or service_dir not in self._services:
             self._services[service_dir] = load_service(service_dir)
         return self._services[service_dir]
-
-    def _check_fits(self, service: ServiceDefinition, service_dir: str) -> None:
-        """Every FPGA stage must fit one device of the cluster in its numeric format (checked once per file)."""
-        profile = load_profile(self.state.device_profile)
-        for stage in service.stages:
-            if stage.target != "FPGA":
-                continue
-            path = Path(service_dir) / stage.file
-            key = (str(path), path.stat().st_mtime, profile.name)
-            if key in self._fits:
-                continue
-            weight_bytes = _weight_bytes_apart(path, stage.numeric_format, self.state.device_profile)
-            if weight_bytes > profile.onchip_memory_bytes:
-                raise ResourceExhausted(
-                    f"FPGA stage {stage.name!r} of {service.name} version {service.version} does not fit one {profile.name} "
-                    f"device: its weights take {weight_bytes:,} bytes in {stage.numeric_format}, a device holds "
-                    f"{profile.onchip_memory_bytes:,}; `fpgaflow deploy` splits such a model across several devices"
-                )
-            self._fits[key] = None
 
     def _save(self) -> None:
         with self._state_lock:

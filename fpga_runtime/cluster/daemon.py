@@ -27,7 +27,7 @@ import grpc
 from fpgaflow.fpga_runtime.cluster.control import ClusterClient, control_handler
 from fpgaflow.fpga_runtime.cluster.controller import Controller
 from fpgaflow.fpga_runtime.cluster.gateway import Gateway
-from fpgaflow.fpga_runtime.cluster.launcher import load_launcher
+from fpgaflow.fpga_runtime.cluster.launchers import LAUNCHERS, build_launcher, launcher_name
 from fpgaflow.fpga_runtime.cluster.processes import command_line, spawn, terminate, wait_for_exit, wait_until_listening
 from fpgaflow.fpga_runtime.cluster.state import ClusterState, GatewayRecord, StateStore, cluster_dir, new_state
 from fpgaflow.fpga_runtime.errors import FpgaflowError
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "gateway.lock"
 GATEWAY_LOG = "gateway.log"
 CONTROL_HOST = "127.0.0.1"
-LOCAL_LAUNCHER = "fpgaflow.fpga_runtime.cluster.local:LocalLauncher"
 CONTROL_WORKERS = 4
 
 
@@ -99,7 +98,6 @@ def start_gateway(
     nodes: int | None = None,
     device: str | None = None,
     target: str | None = None,
-    launcher: str | None = None,
     host: str | None = None,
     port: int | None = None,
 ) -> ClusterState:
@@ -111,8 +109,7 @@ def start_gateway(
         raise FpgaflowError(f"a gateway already runs for the cluster in {directory} (at {where}); `fpgaflow cluster down` stops it")
     module = "fpgaflow.fpga_runtime.cluster.watchdog" if settings.cluster_gateway_watchdog else "fpgaflow.fpga_runtime.cluster.daemon"
     command = [sys.executable, "-m", module, "--home", str(settings.home)]
-    for flag, value in (("--nodes", nodes), ("--device", device), ("--target", target), ("--launcher", launcher),
-                        ("--host", host), ("--port", port)):
+    for flag, value in (("--nodes", nodes), ("--device", device), ("--target", target), ("--host", host), ("--port", port)):
         if value is not None:
             command += [flag, str(value)]
     log_path = directory / GATEWAY_LOG
@@ -145,12 +142,12 @@ def _load_or_create_state(store: StateStore, args: argparse.Namespace, settings:
     state = store.load()
     if state is None:
         target = args.target or settings.cluster_target
-        if args.launcher is None and target != "local":
-            raise FpgaflowError(f"the {target} target needs its launcher (--launcher module:Class); `fpgaflow cluster up` gives it")
-        launcher = args.launcher or LOCAL_LAUNCHER
+        if target not in LAUNCHERS:
+            raise FpgaflowError(f"a cluster runs on the targets {sorted(LAUNCHERS)}, not {target!r}")
         device = args.device or settings.device_profile
         load_profile(device)
-        return new_state(uuid.uuid4().hex[:8], target, launcher, device, args.nodes or settings.cluster_nodes)
+        return new_state(uuid.uuid4().hex[:8], target, device, args.nodes or settings.cluster_nodes)
+    state.launcher = launcher_name(state.launcher)
     if args.target and args.target != state.target:
         raise FpgaflowError(f"the cluster in {store.directory} runs on the {state.target} target, not {args.target}; take it down first")
     if args.device and args.device != state.device_profile:
@@ -174,7 +171,7 @@ def serve(args: argparse.Namespace) -> int:
         raise FpgaflowError(f"a gateway already runs for the cluster in {directory}")
     store = StateStore(directory)
     state = _load_or_create_state(store, args, settings)
-    launcher = load_launcher(state.launcher, state.name, settings, directory)
+    launcher = build_launcher(state.launcher, state.name, settings, directory)
     host = args.host or settings.cluster_gateway_host
     port = settings.cluster_gateway_port if args.port is None else args.port
     gateway = Gateway(f"{host}:{port}", settings)
@@ -222,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=None, help="Nodes of a new cluster, or the new size of the saved one.")
     parser.add_argument("--device", default=None, help="Device profile of the nodes (default: the device_profile setting).")
     parser.add_argument("--target", default=None, help="local or docker (default: the cluster_target setting).")
-    parser.add_argument("--launcher", default=None, help=f"module:Class starting the nodes (default: {LOCAL_LAUNCHER}).")
     parser.add_argument("--host", default=None, help="Gateway interface (default: the cluster_gateway_host setting).")
     parser.add_argument("--port", type=int, default=None, help="Gateway port; 0 picks a free one (default: the cluster_gateway_port setting).")
     parser.add_argument("--watchdog-pid", type=int, default=None, help="The watchdog running this gateway (it passes its own pid).")

@@ -1,21 +1,15 @@
 """What a deployment target provides to the cluster: starting, watching and stopping nodes.
 
-The controller decides which node runs what; a launcher makes it happen on its target (the
-``local`` target: processes on this machine, :mod:`fpgaflow.fpga_runtime.cluster.local`; the ``docker``
-target: containers, ``tasks/deployment/docker_cluster.py``). A launcher is named by ``module:Class`` in the
-cluster state and built as ``Class(cluster_name, settings, cluster_directory)``.
+The controller decides which node runs what; a launcher makes it happen on its target. The
+targets' launchers sit side by side in :mod:`fpgaflow.fpga_runtime.cluster.launchers`, chosen by target name.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from fpgaflow.fpga_runtime.cluster.state import NodeRecord
-from fpgaflow.fpga_runtime.errors import FpgaflowError
-from fpgaflow.fpga_runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -62,13 +56,3 @@ class Launcher(Protocol):
 
     def release(self) -> None:
         """The gateway exits but the cluster stays: let go of clients and handles, leave the nodes running."""
-
-
-def load_launcher(path: str, cluster_name: str, settings: Settings, directory: Path) -> Launcher:
-    """Build the launcher ``module:Class`` names."""
-    module_name, _, class_name = path.partition(":")
-    try:
-        launcher_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise FpgaflowError(f"cannot load the cluster launcher {path!r}: {error}") from None
-    return launcher_class(cluster_name, settings, directory)

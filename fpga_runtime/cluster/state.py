@@ -93,7 +93,10 @@ class ClusterState(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(description="Cluster id: names its containers and network on the docker target.")
     target: str
-    launcher: str = Field(description="module:Class of the launcher that starts this target's nodes.")
+    launcher: str = Field(
+        description="Name of the launcher that starts this target's nodes (fpgaflow.fpga_runtime.cluster.launchers.LAUNCHERS); "
+        "states written before that table name it module:Class."
+    )
     device_profile: str
     nodes: list[NodeRecord]
     placements: dict[str, PlacementRecord] = Field(default_factory=dict)
@@ -146,8 +149,8 @@ def _node_number(node_id: str) -> int:
     return int(node_id.rsplit("-", 1)[-1])
 
 
-def new_state(name: str, target: str, launcher: str, device_profile: str, nodes: int) -> ClusterState:
-    state = ClusterState(name=name, target=target, launcher=launcher, device_profile=device_profile, nodes=[])
+def new_state(name: str, target: str, device_profile: str, nodes: int) -> ClusterState:
+    state = ClusterState(name=name, target=target, launcher=target, device_profile=device_profile, nodes=[])
     state.resize(nodes)
     return state
 

@@ -26,13 +26,13 @@ import yaml
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from fpgaflow.fpga_runtime.chain import segment_count
 from fpgaflow.fpga_runtime.errors import InvalidInput
+from fpgaflow.fpga_runtime.placement.segments import segment_count
 from fpgaflow.fpga_runtime.profiles import known_profiles
 from fpgaflow.fpga_runtime.service import ServiceDefinition
+from fpgaflow.fpga_runtime.serving_image import node_command
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.packaging.image_build import SERVICE_PATH, VENV
 
 CONTAINER = "fpga-node"
 PORT_NAME = "grpc"
@@ -100,13 +100,11 @@ def _labels(service: ServiceDefinition, name: str, segment: int | None) -> dict[
 
 def _container(service: ServiceDefinition, image: str, device: str, port: int, segment: int | None, next_hop: str | None,
                settings: Settings) -> dict:
-    where = ["--host", "0.0.0.0", "--port", str(port), "--device", device]
+    entrypoint, arguments = node_command(segment, next_hop, port, device)
     container: dict = {"name": CONTAINER, "image": image}
-    if segment is None:
-        container["args"] = [SERVICE_PATH, *where]
-    else:
-        container["command"] = [f"{VENV}/bin/python", "-m", "fpgaflow.fpga_runtime.chain"]
-        container["args"] = [SERVICE_PATH, "--segment", str(segment), *(["--next", next_hop] if next_hop else []), *where]
+    if entrypoint is not None:
+        container["command"] = entrypoint
+    container["args"] = arguments
     probe = {"grpc": {"port": port}}
     container.update(
         {

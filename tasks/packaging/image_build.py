@@ -25,6 +25,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from prefect import get_run_logger, task
 
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
+from fpgaflow.fpga_runtime.serving_image import SERVICE_PATH, VENV
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.artifacts import in_prefect_run, publish_markdown
 from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
@@ -33,8 +34,6 @@ from fpgaflow.tasks.packaging.wheelhouse import build_project_wheel, ensure_whee
 
 log = logging.getLogger(__name__)
 
-VENV = "/opt/fpgaflow"
-SERVICE_PATH = "/srv/service"
 STATE_PATH = "/var/lib/fpgaflow"
 RUNTIME_USER = "fpgaflow"
 RUNTIME_UID = 10001

@@ -15,7 +15,6 @@ from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, kill_gateway, s
 from fpgaflow.fpga_runtime.cluster.processes import terminate
 from fpgaflow.fpga_runtime.cluster.state import StateStore, cluster_dir
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.deployment.targets import LAUNCHERS
 from tests.fixtures.tiny_service import encoded_images
 
 WAIT_SECONDS = 60
@@ -48,7 +47,7 @@ def kill_leftovers(settings: Settings) -> None:
 @contextmanager
 def running_cluster(home: Path, nodes: int, device: str | None = None, target: str = "local") -> Iterator[Settings]:
     settings = Settings(home=home)
-    start_gateway(settings, nodes=nodes, device=device, target=target, launcher=LAUNCHERS[target], port=0)
+    start_gateway(settings, nodes=nodes, device=device, target=target, port=0)
     try:
         yield settings
     finally:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
+from fpgaflow.fpga_runtime.cluster.launchers.docker import CLUSTER_LABEL, network_name
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.deployment.docker_cluster import CLUSTER_LABEL, network_name
 from fpgaflow.tasks.deployment.deploy import deploy
 from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, build_image
 from tests.fixtures.docker_engine import docker_client, local_base_image  # noqa: F401  (session fixtures)

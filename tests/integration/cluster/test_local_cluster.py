@@ -17,7 +17,6 @@ from fpgaflow.fpga_runtime.errors import UpstreamError
 from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
 from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tf_pb
 from fpgaflow.fpga_runtime.protocol import TF_PREDICT, oip_method
-from fpgaflow.tasks.deployment.targets import LAUNCHERS
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, kill_leftovers, running_cluster, status
 
@@ -184,7 +183,7 @@ def test_the_gateway_restarts_with_its_placements_and_adopts_the_nodes_still_run
         assert wait_for_exit(before["gateway"]["pid"], 30)
         assert not gateway_running(settings)
 
-        start_gateway(settings, port=0, launcher=LAUNCHERS["local"])
+        start_gateway(settings, port=0)
         after = eventually(lambda: (lambda s: s if s["models"] and s["models"][0]["healthy_replicas"] == 2 else None)(status(settings)),
                            what="both replicas healthy again")
         assert after["gateway"]["pid"] != before["gateway"]["pid"]

@@ -15,7 +15,6 @@ from fpgaflow.flows.retrain import retrain
 from fpgaflow.fpga_runtime.cluster.daemon import start_gateway, stop_cluster
 from fpgaflow.fpga_runtime.server import create_server
 from fpgaflow.fpga_runtime.settings import get_settings
-from fpgaflow.tasks.deployment.targets import LAUNCHERS
 from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.versions import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from fpgaflow.tasks.operations.scoring import folder_images, score_service_dir
@@ -88,7 +87,7 @@ def test_monitor_scores_the_holdout_and_reports_a_degraded_model(prefect_harness
 @pytest.fixture
 def local_cluster(fpgaflow_home):
     settings = get_settings()
-    start_gateway(settings, nodes=CLUSTER_NODES, target="local", launcher=LAUNCHERS["local"], port=0)
+    start_gateway(settings, nodes=CLUSTER_NODES, target="local", port=0)
     try:
         yield settings
     finally:

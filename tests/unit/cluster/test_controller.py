@@ -71,7 +71,7 @@ def cluster(tmp_path):
     def make(nodes: int) -> tuple[Controller, RecordingLauncher]:
         settings = Settings(home=tmp_path, cluster_drain_timeout_seconds=1)
         launcher = RecordingLauncher()
-        state = new_state("test", "local", "recording", "arria10", nodes)
+        state = new_state("test", "local", "arria10", nodes)
         gateway = Gateway("127.0.0.1:0", settings)
         return Controller(state, StateStore(tmp_path / "cluster"), launcher, gateway, settings), launcher
 

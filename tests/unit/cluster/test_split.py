@@ -7,13 +7,14 @@ import onnx
 import onnxruntime
 import pytest
 
-from fpgaflow.fpga_runtime.chain import segments
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition, ResourceExhausted
-from fpgaflow.fpga_runtime.graph_cost import cost_report
+from fpgaflow.fpga_runtime.placement.cost import cost_report
+from fpgaflow.fpga_runtime.placement.segments import segments
+from fpgaflow.fpga_runtime.placement.split import cut_candidates, node_weight_bytes, plan_split
 from fpgaflow.fpga_runtime.profiles import load_profile
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.deployment.split import SOURCE_SPLIT_FROM, cut_candidates, fit_to_device, node_weight_bytes, plan_split, split_service
+from fpgaflow.tasks.deployment.split import SOURCE_SPLIT_FROM, fit_to_device, split_service
 from tests.fixtures.split_service import SMALL_DEVICE_BYTES, small_device_profile, write_residual_service
 
 CONV_A, CONV_BC = 896, 2336  # fp32 weight bytes of the fixture's convolutions

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpgaflow.fpga_runtime.graph_cost import graph_cost
+from fpgaflow.fpga_runtime.placement.cost import graph_cost
 from fpgaflow.fpga_runtime.numerics import FORMATS
 
 

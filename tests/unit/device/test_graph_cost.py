@@ -9,7 +9,7 @@ import pytest
 from onnx import helper
 
 from fpgaflow.fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
-from fpgaflow.fpga_runtime.graph_cost import cost_report, estimate_latency, graph_cost, weight_bits_of
+from fpgaflow.fpga_runtime.placement.cost import cost_report, estimate_latency, graph_cost, weight_bits_of
 from fpgaflow.fpga_runtime.profiles import load_profile
 
 

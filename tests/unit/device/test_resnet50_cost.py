@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from fpgaflow.fpga_runtime.graph_cost import cost_report, graph_cost
+from fpgaflow.fpga_runtime.placement.cost import cost_report, graph_cost
 from fpgaflow.fpga_runtime.profiles import load_profile
 
 pytestmark = pytest.mark.slow

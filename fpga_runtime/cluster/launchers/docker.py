@@ -5,6 +5,9 @@ reach the next node of their chain there by container name. The gateway (a proce
 machine) reaches each node on the port its container publishes on loopback only. Every network
 and container carries the label ``fpgaflow.cluster=<cluster>``, which is how cluster down finds
 everything it made. A node is ready when its gRPC health answers SERVING.
+
+The docker SDK is imported when a docker launcher is made: a runtime-only install (the serving
+image) has no docker package and never runs this target.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fpgaflow.fpga_runtime.cluster.launcher import NodeProcess, NodeSpec
@@ -23,9 +25,8 @@ from fpgaflow.fpga_runtime.cluster.router import RECONNECT_OPTIONS
 from fpgaflow.fpga_runtime.cluster.state import NodeRecord
 from fpgaflow.fpga_runtime.errors import FpgaflowError
 from fpgaflow.fpga_runtime.profiles import known_profiles
+from fpgaflow.fpga_runtime.serving_image import node_command
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
-from fpgaflow.tasks.packaging.image_build import SERVICE_PATH, VENV
 
 log = logging.getLogger(__name__)
 CLUSTER_LABEL = "fpgaflow.cluster"
@@ -39,6 +40,26 @@ def network_name(cluster: str) -> str:
     return f"fpgaflow-{cluster}"
 
 
+def engine_client(settings: Settings):
+    """A docker client whose engine has answered a ping, or an error saying which engine did not."""
+    import docker
+    import requests
+    from docker.errors import DockerException
+
+    try:
+        if settings.docker_host:
+            client = docker.DockerClient(base_url=settings.docker_host, timeout=settings.docker_timeout)
+        else:
+            client = docker.from_env(timeout=settings.docker_timeout)
+        client.ping()
+    except (DockerException, requests.RequestException) as error:
+        address = settings.docker_host or docker.utils.kwargs_from_env().get("base_url") or "the local default socket"
+        raise FpgaflowError(
+            f"no Docker engine reachable at {address}: {error} (start one with scripts/docker-engine, or set FPGAFLOW_DOCKER_HOST)"
+        ) from None
+    return client
+
+
 class DockerLauncher:
     requires_image = True
 
@@ -46,10 +67,7 @@ class DockerLauncher:
         self.cluster = cluster_name
         self.settings = settings
         self.port = settings.image_grpc_port
-        try:
-            self.client = connect(settings)
-        except EngineUnreachable as error:
-            raise FpgaflowError(str(error)) from None
+        self.client = engine_client(settings)
         self.labels = {CLUSTER_LABEL: cluster_name}
         self.network = self._network()
 
@@ -65,13 +83,11 @@ class DockerLauncher:
     def command(self, spec: NodeSpec) -> tuple[list[str] | None, list[str]]:
         """(entrypoint override, arguments) of a node's container."""
         device = spec.device_profile if spec.device_profile in known_profiles() else PROFILE_MOUNT
-        where = ["--host", "0.0.0.0", "--port", str(self.port), "--device", device]
-        if spec.segment is None:
-            return None, [SERVICE_PATH, *where]
-        hop = ["--next", spec.next_hop] if spec.next_hop else []
-        return [f"{VENV}/bin/python", "-m", "fpgaflow.fpga_runtime.chain"], [SERVICE_PATH, "--segment", str(spec.segment), *hop, *where]
+        return node_command(spec.segment, spec.next_hop, self.port, device)
 
     def start(self, spec: NodeSpec) -> NodeProcess:
+        from docker.errors import APIError, ImageNotFound
+
         if not spec.image:
             raise FpgaflowError(f"{spec.node_id}: the docker target needs the serving image of {spec.model} {spec.version}")
         entrypoint, command = self.command(spec)
@@ -130,6 +146,8 @@ class DockerLauncher:
 
     @staticmethod
     def _logs(container) -> str:
+        from docker.errors import DockerException
+
         try:
             return container.logs(tail=20).decode("utf-8", "replace")
         except DockerException:
@@ -139,6 +157,8 @@ class DockerLauncher:
         return f"{process.container}:{self.port}"
 
     def alive(self, node: NodeRecord) -> bool:
+        from docker.errors import NotFound
+
         if not node.container:
             return False
         try:
@@ -148,6 +168,8 @@ class DockerLauncher:
         return container.status == "running"
 
     def stop(self, node: NodeRecord, grace: float) -> None:
+        from docker.errors import NotFound
+
         if not node.container:
             return
         try:

@@ -173,7 +173,7 @@ def graph_cost(model: str | Path | onnx.ModelProto, numeric_format: str) -> Grap
     weight_bits = weight_bits_of(numeric_format)
     graph = _inferred_at_batch_1(model).graph
     shapes, itemsizes = _tensor_shapes(graph)
-    constants = _constant_tensors(graph)
+    constants = constant_tensors(graph)
     counted: set[str] = set()
     layers = []
     emulation = f"{numeric_format}/"
@@ -300,7 +300,8 @@ def _itemsize(elem_type: int) -> int:
         return 0
 
 
-def _constant_tensors(graph: onnx.GraphProto) -> set[str]:
+def constant_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Initializers, Constant outputs, and every tensor computed only from them: what the device holds as weights."""
     constants = {tensor.name for tensor in graph.initializer}
     for node in graph.node:
         inputs = [name for name in node.input if name]
