@@ -40,6 +40,13 @@ def network_name(cluster: str) -> str:
     return f"fpgaflow-{cluster}"
 
 
+def engine_address(settings: Settings) -> str:
+    """The engine address in force: the setting, else what the docker SDK takes from its environment."""
+    import docker
+
+    return settings.docker_host or docker.utils.kwargs_from_env().get("base_url") or "the local default socket"
+
+
 def engine_client(settings: Settings):
     """A docker client whose engine has answered a ping, or an error saying which engine did not."""
     import docker
@@ -53,9 +60,9 @@ def engine_client(settings: Settings):
             client = docker.from_env(timeout=settings.docker_timeout)
         client.ping()
     except (DockerException, requests.RequestException) as error:
-        address = settings.docker_host or docker.utils.kwargs_from_env().get("base_url") or "the local default socket"
         raise FpgaflowError(
-            f"no Docker engine reachable at {address}: {error} (start one with scripts/docker-engine, or set FPGAFLOW_DOCKER_HOST)"
+            f"no Docker engine reachable at {engine_address(settings)}: {error} "
+            "(start one with scripts/docker-engine, or set FPGAFLOW_DOCKER_HOST)"
         ) from None
     return client
 
