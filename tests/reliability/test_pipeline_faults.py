@@ -30,20 +30,20 @@ from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport, StageParity
 from fpgaflow.tasks.packaging.image_build import build_image
 from fpgaflow.tasks.packaging.service_dir import package_service
-from fpgaflow.tasks.registry.versions import (
+from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
+from fpgaflow.tasks.registry.publication import publish_version
+from fpgaflow.tasks.registry.registration import register_trained_model
+from fpgaflow.tasks.registry.version_state import (
     CANDIDATE_ALIAS,
     TAG_GATES,
     TAG_STATUS,
-    PromotionRefused,
     VersionIncomplete,
     VersionStatus,
     gates_passed,
-    promote,
-    publish_version,
-    register_trained_model,
 )
 from fpgaflow.tasks.data.sample_data import write_sample_data
-from fpgaflow.tasks.registry.tracking import TrackingUnavailable, mlflow_client, start_pipeline_run
+from fpgaflow.tasks.registry.client import TrackingUnavailable, mlflow_client
+from fpgaflow.tasks.registry.runs import start_pipeline_run
 from tests.fixtures.keras_stages import save_stages
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, write_tiny_service
 
