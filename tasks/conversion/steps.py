@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 @task(name="convert-to-onnx", cache_policy=NO_CACHE)
-def convert(kind: ModelKind, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
+def convert_task(kind: ModelKind, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
             output_dir: Path) -> ConversionReport:
     """Convert both stages and publish the parity table; the report is returned also when parity missed
     (so it can be recorded), :func:`fpgaflow.tasks.conversion.onnx_stages.ensure_parity` fails the run."""

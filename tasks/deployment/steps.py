@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 @task(name="smoke-test", cache_policy=NO_CACHE)
-def smoke_test(kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence):
+def smoke_test_task(kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence):
     keys = get_settings().server_api_keys
     result = kind.smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
     publish_table("smoke-test", result.rows,

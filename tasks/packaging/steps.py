@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 @task(name="package-service", cache_policy=NO_CACHE)
-def package(kind: ModelKind, name: str, version: str, class_names: Sequence[str], preprocessing: PreprocessSpec,
+def package_task(kind: ModelKind, name: str, version: str, class_names: Sequence[str], preprocessing: PreprocessSpec,
             numeric_format: str, fpga_onnx: Path, cpu_onnx: Path, source: Mapping[str, str],
             destination: Path | None = None) -> Path:
     service_dir = package_service(name=name, version=version, class_names=class_names, preprocessing=preprocessing,

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def register(kind: ModelKind, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
+def register_task(kind: ModelKind, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
              class_names: Sequence[str]) -> RegisteredVersion:
     """The version of the model of ``kind`` this run trained; artifact ``model-registration`` links to it in the MLflow UI."""
     registered = kind.register(run_id, model_name, fpga_model_path, cpu_model_path, class_names)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
-def train(kind: ModelKind, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
+def train_task(kind: ModelKind, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
           output_dir: Path):
     """Train, evaluate and export a model of ``kind``; publishes the kind's training artifacts."""
     outcome = kind.train(splits, class_names, dataset_fingerprint, config, output_dir)
