@@ -7,12 +7,8 @@ from pathlib import Path
 from prefect import flow
 
 from fpgaflow.tasks.artifacts import publish_markdown
-from fpgaflow.tasks.data.watch import (
-    check_dataset_task,
-    check_markdown,
-    emit_dataset_updated_task,
-    record_fingerprint_task,
-)
+from fpgaflow.tasks.data.steps import check_dataset_task, emit_dataset_updated_task, record_fingerprint_task
+from fpgaflow.tasks.data.watch import check_markdown
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import DATASET_UPDATED
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from fpgaflow.tasks.deployment.deploy import deploy_task
-from fpgaflow.tasks.registry.lookup import resolve_version_task
-from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS
+from fpgaflow.tasks.registry.steps import resolve_version_task
+from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
 
 
 @flow(name="deploy_model", log_prints=True)

@@ -9,7 +9,8 @@ from prefect import flow
 
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED
-from fpgaflow.tasks.operations.monitoring import emit_model_degraded_task, monitor_endpoint_task, result_description
+from fpgaflow.tasks.operations.monitoring import result_description
+from fpgaflow.tasks.operations.steps import emit_model_degraded_task, monitor_endpoint_task
 
 
 @flow(name="monitor", log_prints=True)

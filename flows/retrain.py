@@ -7,10 +7,10 @@ from prefect import flow
 
 from fpgaflow.flows.deploy_model import deploy_model
 from fpgaflow.flows.train_and_deploy import train_and_deploy
-from fpgaflow.tasks.data.intake import validate_data
-from fpgaflow.tasks.registry.lookup import find_champion_task, resolve_version_task
-from fpgaflow.tasks.registry.versions import promote_task
-from fpgaflow.tasks.operations.retraining import decide_task, retrain_config_task, score_version_task
+from fpgaflow.tasks.data.steps import validate_data
+from fpgaflow.tasks.kinds import CLASSIFIER
+from fpgaflow.tasks.operations.steps import decide_task, retrain_config_task, score_version_task
+from fpgaflow.tasks.registry.steps import find_champion_task, promote_task, resolve_version_task
 from fpgaflow.tasks.operations.scoring import split_images
 
 
@@ -22,7 +22,7 @@ def retrain(data_dir: str = "", model_name: str = "", config_path: str = "", rol
     ``roll_out`` deploys a promoted candidate to the config's target."""
     config = retrain_config_task(data_dir, model_name, config_path)
     name = config.resolved_model_name
-    intake = validate_data(config.data_dir)
+    intake = validate_data(CLASSIFIER, config.data_dir)
     summary = train_and_deploy(config)
     candidate = resolve_version_task(name, str(summary["model_version"]))
     champion = find_champion_task(name)

@@ -1,7 +1,7 @@
 """`train_and_deploy`: from a folder of labelled images to a deployed service, one task per step.
 
-Classifiers and the ssd_vgg detector run the same sequence; :mod:`fpgaflow.flows.model_kinds` gives each
-kind's tasks for the steps where they differ (data, training, registration, conversion, numerics,
+Classifiers and the ssd_vgg detector run the same sequence of steps; each step asks the run's model kind
+(:mod:`fpgaflow.tasks.kinds`) where the two differ (data, training, registration, conversion, numerics,
 packaging, smoke test).
 
 Steps whose inputs are unchanged (same data fingerprint, same parameters, same fpgaflow version)
@@ -19,20 +19,29 @@ from prefect import flow
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import flow_run
 
-from fpgaflow.flows.model_kinds import model_kind
 from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.config import STEPS, PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ensure_parity, load_held_out_images
+from fpgaflow.tasks.conversion.steps import convert_task
+from fpgaflow.tasks.data.steps import validate_data
 from fpgaflow.tasks.deployment.deploy import deploy_task
-from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image_task
-from fpgaflow.tasks.registry.versions import pipeline_summary, publish_version_task
-from fpgaflow.tasks.registry.tracking import (
+from fpgaflow.tasks.deployment.steps import smoke_test_task
+from fpgaflow.tasks.kinds import kind_of
+from fpgaflow.tasks.numerics.steps import evaluate_numerics_task
+from fpgaflow.tasks.packaging.image_build import ImageBuildFailed
+from fpgaflow.tasks.packaging.steps import build_image_task, package_task
+from fpgaflow.tasks.registry.steps import (
     finish_run_task,
+    log_conversion_task,
     log_data_lineage_task,
     log_numerics_task,
     log_training_task,
+    publish_version_task,
+    register_task,
     start_pipeline_run_task,
 )
+from fpgaflow.tasks.registry.publication import pipeline_summary
+from fpgaflow.tasks.training.steps import train_task
 
 # Fields that change where a run ends or deploys, not what it computes.
 NOT_IN_CACHE_KEY = {"until", "target", "replicas", "base_image"}
@@ -73,9 +82,9 @@ def _serving_image(service_dir: Path, config: PipelineConfig) -> tuple[str | Non
 @flow(name="train_and_deploy", log_prints=True)
 def train_and_deploy(config: PipelineConfig) -> dict:
     """Run the pipeline up to ``config.until`` and return the run summary (the CLI's ``--json``)."""
-    kind = model_kind(config)
+    kind = kind_of(config)
     summary: dict = {"flow_run_id": str(flow_run.get_id())}
-    intake = kind.validate(config.data_dir)
+    intake = validate_data(kind, config.data_dir)
     summary.update(intake.summary())
     if _reached(config, "validate"):
         return summary
@@ -85,8 +94,8 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     splits = kind.load_splits(intake.split_path)
     mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint)
     cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
-    trained = cached(kind.train, key, "train")(splits, intake.class_names, intake.dataset_fingerprint, config,
-                                                    run_dir / "train")
+    trained = cached(train_task, key, "train")(kind, splits, intake.class_names, intake.dataset_fingerprint, config,
+                                               run_dir / "train")
     evaluation = trained.evaluation
     cached(log_training_task, key, "log-training")(mlflow_run_id, trained.history, evaluation.metrics, evaluation.per_class,
                       Path(evaluation.confusion_matrix_png) if evaluation.confusion_matrix_png else None,
@@ -98,20 +107,20 @@ def train_and_deploy(config: PipelineConfig) -> dict:
 
     model_name = config.resolved_model_name
     files = trained.model_files
-    registered = kind.register(mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage,
-                                             intake.class_names)
+    registered = register_task(kind, mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage, intake.class_names)
     spec = trained.featurizer.preprocessing
     test_paths = list(splits.loc[splits["split"] == "test", "path"])
-    conversion = cached(kind.convert, key, "convert")(mlflow_run_id, files.fpga_stage, files.cpu_stage,
-                                                             load_held_out_images(test_paths, spec), run_dir / "onnx")
+    conversion = cached(convert_task, key, "convert")(kind, files.fpga_stage, files.cpu_stage,
+                                                      load_held_out_images(test_paths, spec), run_dir / "onnx")
+    cached(log_conversion_task, key, "log-conversion")(mlflow_run_id, conversion)
     ensure_parity(conversion)
-    numerics = cached(kind.numerics, key, "numerics")(conversion.fpga_onnx, conversion.cpu_onnx, splits,
+    numerics = cached(evaluate_numerics_task, key, "numerics")(kind, conversion.fpga_onnx, conversion.cpu_onnx, splits,
                                                                intake.class_names, intake.dataset_fingerprint, spec,
                                                                config, run_dir / "numerics")
     outcomes = numerics.results
     cached(log_numerics_task, key, "log-numerics")(mlflow_run_id, outcomes)
-    service_dir = kind.package(
-        model_name, registered.version, intake.class_names, spec, numerics.serve_format,
+    service_dir = package_task(
+        kind, model_name, registered.version, intake.class_names, spec, numerics.serve_format,
         numerics.served.fpga_onnx, numerics.served.cpu_onnx,
         {**registered.service_source(intake.dataset_fingerprint), "featurizer": trained.featurizer.name,
          "flow_run_id": summary["flow_run_id"]},
@@ -133,5 +142,5 @@ def train_and_deploy(config: PipelineConfig) -> dict:
         summary["image_reason"] = image_reason
     if deployed.applied:
         held_out = kind.smoke_images(Path(intake.split_path))[: get_settings().smoke_test_images]
-        summary["smoke_test"] = kind.smoke_test(deployed.endpoint, service_dir, held_out).summary()
+        summary["smoke_test"] = smoke_test_task(kind, deployed.endpoint, service_dir, held_out).summary()
     return summary

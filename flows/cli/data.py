@@ -57,7 +57,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 def _sample_detection_data(args: argparse.Namespace) -> int:
     from fpgaflow.flows.cli import UsageError
-    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
 
     if args.count < 1 or not args.digits or not set(args.digits) <= set("0123456789"):
         raise UsageError(f"--count must be at least 1 and --digits a selection of 0-9, got {args.count} and {args.digits!r}")
@@ -73,7 +73,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     settings = Settings(unreadable_policy="skip") if args.skip_unreadable else Settings()
     if args.detection:
-        from fpgaflow.tasks.data.detection_intake import intake_detection_dataset as intake
+        from fpgaflow.tasks.detection.intake import intake_detection_dataset as intake
     else:
         intake = intake_dataset
     try:

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS, PromotionRefused, promote
+    from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
+    from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
 
     try:
         promotion = promote(args.name, args.version)

@@ -18,13 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import PipelineStepError
 
 FPGA_INPUT = "input"
@@ -103,31 +100,42 @@ def check_graph_io(model: onnx.ModelProto, input_name: str, output_name: str, wh
         )
 
 
-def convert_keras_stage(keras_model, onnx_path: Path, input_name: str, output_name: str, opset: int) -> Path:
-    """One single-input, single-output functional Keras model → a checked ONNX file with the given tensor names."""
+def keras_to_onnx(keras_model, input_name: str, opset: int, what: str) -> onnx.ModelProto:
+    """tf2onnx's graph of a Keras model whose one input is named ``input_name`` and has a free batch dimension."""
     import tensorflow as tf
     import tf2onnx
 
-    what = f"stage {keras_model.name!r}"
-    if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
-        raise ConversionError(
-            f"{what} must have exactly one input and one output, has {len(keras_model.inputs)} and {len(keras_model.outputs)}"
-        )
     shape = tuple(keras_model.inputs[0].shape)
     signature = (tf.TensorSpec((None, *shape[1:]), tf.float32, name=input_name),)
     try:
         model_proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
     except Exception as error:  # tf2onnx raises bare KeyError/ValueError deep inside; name the stage
-        raise ConversionError(f"tf2onnx could not convert {what} (a Sequential model? use the functional API): {error!r}") from error
-    produced = [value.name for value in model_proto.graph.output]
-    if len(produced) == 1 and produced[0] != output_name:
-        _rename_tensor(model_proto.graph, produced[0], output_name)
-    check_graph_io(model_proto, input_name, output_name, what)
+        raise ConversionError(f"tf2onnx could not convert {what}: {error!r}") from error
+    return model_proto
+
+
+def save_checked(model_proto: onnx.ModelProto, onnx_path: Path) -> Path:
+    """Save the graph and pass it through the ONNX checker (full check)."""
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model_proto, onnx_path)
     onnx.checker.check_model(str(onnx_path), full_check=True)
     return onnx_path
+
+
+def convert_keras_stage(keras_model, onnx_path: Path, input_name: str, output_name: str, opset: int) -> Path:
+    """One single-input, single-output functional Keras model → a checked ONNX file with the given tensor names."""
+    what = f"stage {keras_model.name!r}"
+    if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
+        raise ConversionError(
+            f"{what} must have exactly one input and one output, has {len(keras_model.inputs)} and {len(keras_model.outputs)}"
+        )
+    model_proto = keras_to_onnx(keras_model, input_name, opset, f"{what} (a Sequential model? use the functional API)")
+    produced = [value.name for value in model_proto.graph.output]
+    if len(produced) == 1 and produced[0] != output_name:
+        _rename_tensor(model_proto.graph, produced[0], output_name)
+    check_graph_io(model_proto, input_name, output_name, what)
+    return save_checked(model_proto, onnx_path)
 
 
 def run_onnx(onnx_path: Path, input_name: str, inputs: np.ndarray) -> np.ndarray:
@@ -168,6 +176,23 @@ def parity_problems(stages: dict[str, StageParity], tolerance: float, min_top1_a
     return tuple(problems)
 
 
+def parity_report(stages: dict[str, StageParity], images: int, fpga_onnx: Path, cpu_onnx: Path, output_dir: Path,
+                  settings: Settings) -> ConversionReport:
+    """The conversion report of measured ``stages`` against the settings' tolerances, saved into ``output_dir``."""
+    report = ConversionReport(
+        opset=settings.onnx_opset,
+        images=images,
+        tolerance=settings.parity_tolerance,
+        min_top1_agreement=settings.parity_min_top1_agreement,
+        fpga_onnx=fpga_onnx,
+        cpu_onnx=cpu_onnx,
+        stages=stages,
+        problems=parity_problems(stages, settings.parity_tolerance, settings.parity_min_top1_agreement),
+    )
+    report.save(output_dir / REPORT_FILE)
+    return report
+
+
 def check_held_out(images: np.ndarray, input_shape: tuple) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[0] == 0:
@@ -206,18 +231,7 @@ def convert_stages(
         "cpu": measure_parity(keras_probabilities, run_onnx(cpu_onnx, FEATURES, keras_features), top1=True),
         "end_to_end": measure_parity(keras_probabilities, run_onnx(cpu_onnx, FEATURES, onnx_features), top1=True),
     }
-    report = ConversionReport(
-        opset=settings.onnx_opset,
-        images=len(images),
-        tolerance=settings.parity_tolerance,
-        min_top1_agreement=settings.parity_min_top1_agreement,
-        fpga_onnx=fpga_onnx,
-        cpu_onnx=cpu_onnx,
-        stages=stages,
-        problems=parity_problems(stages, settings.parity_tolerance, settings.parity_min_top1_agreement),
-    )
-    report.save(output_dir / REPORT_FILE)
-    return report
+    return parity_report(stages, len(images), fpga_onnx, cpu_onnx, output_dir, settings)
 
 
 def ensure_parity(report: ConversionReport) -> ConversionReport:
@@ -240,23 +254,3 @@ def load_held_out_images(paths: Sequence[str | Path], spec: PreprocessSpec, limi
     limit = limit or get_settings().parity_images
     chosen = sorted({int(index) for index in np.linspace(0, len(paths) - 1, num=min(limit, len(paths)))})
     return load_images([paths[index] for index in chosen], spec)
-
-
-@task(name="convert-to-onnx", cache_policy=NO_CACHE)
-def convert_stages_task(
-    run_id: str,
-    fpga_model_path: Path,
-    cpu_model_path: Path,
-    held_out_images: np.ndarray,
-    output_dir: Path,
-) -> ConversionReport:
-    from fpgaflow.tasks.registry.tracking import log_conversion
-
-    report = convert_stages(fpga_model_path, cpu_model_path, held_out_images, output_dir)
-    log_conversion(run_id, report)
-    publish_table(
-        "onnx-parity",
-        [{"stage": stage, **parity.model_dump()} for stage, parity in report.stages.items()],
-        f"Keras vs onnxruntime on {report.images} held-out images (opset {report.opset}, tolerance {report.tolerance:g})",
-    )
-    return ensure_parity(report)

@@ -10,12 +10,11 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
-from prefect import task
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.data.expectations import RULES, suite_parameters, validation_tables
 from fpgaflow.tasks.files import write_text_atomic
@@ -45,8 +44,11 @@ class IntakeResult:
     violations: list[Violation] = field(default_factory=list)
     skipped: list[Violation] = field(default_factory=list)
 
+    summary_keys: ClassVar[tuple[str, ...]] = ("dataset_fingerprint", "num_images", "num_classes", "validation_success")
+
     def summary(self) -> dict:
-        return {key: getattr(self, key) for key in ("dataset_fingerprint", "num_images", "num_classes", "validation_success")}
+        """The part of the run summary (the CLI's ``--json``) the validate step adds."""
+        return {key: getattr(self, key) for key in self.summary_keys}
 
 
 def run_expectations(tables: dict[str, pd.DataFrame], rules: dict[str, tuple[str, str, dict]], parameters: dict,
@@ -135,6 +137,24 @@ def format_violations(violations: list[Violation]) -> str:
     return "\n".join(f"  - {item.file}: {item.rule} ({item.detail})" for item in violations)
 
 
+def ensure_valid(result, report_path: Path) -> None:
+    """Raise DataValidationError naming every broken rule of an intake ``result`` that failed validation."""
+    if not result.validation_success:
+        raise DataValidationError(
+            f"data validation failed for {result.data_dir} ({len(result.violations)} problems; full report: {report_path}):\n"
+            + format_violations(result.violations),
+            report_path=report_path,
+            violations=result.violations,
+        )
+
+
+def write_splits(result, splits: pd.DataFrame, output_dir: Path):
+    """Write the split manifest beside the validation report and record it (path and counts) in ``result``."""
+    result.split_path = str(write_text_atomic(output_dir / "splits.csv", splits.to_csv(index=False)))
+    result.split_counts = {name: int((splits["split"] == name).sum()) for name in ("train", "val", "test")}
+    return result
+
+
 def intake_dataset(data_dir: Path, settings: Settings | None = None) -> IntakeResult:
     """Scan, validate and split ``data_dir``; raise DataValidationError when a rule is broken."""
     settings = settings or get_settings()
@@ -155,40 +175,20 @@ def intake_dataset(data_dir: Path, settings: Settings | None = None) -> IntakeRe
         class_names=class_names, validation_success=bool(report["success"]), report_path=str(report_path),
         violations=violations, skipped=skipped,
     )
-    if not result.validation_success:
-        raise DataValidationError(
-            f"data validation failed for {data_dir} ({len(violations)} problems; full report: {report_path}):\n"
-            + format_violations(violations),
-            report_path=report_path,
-            violations=violations,
-        )
+    ensure_valid(result, report_path)
     splits = stratified_split(manifest, settings.validation_fraction, settings.test_fraction, settings.split_seed)
-    result.split_path = str(write_text_atomic(output_dir / "splits.csv", splits.to_csv(index=False)))
-    result.split_counts = {name: int((splits["split"] == name).sum()) for name in ("train", "val", "test")}
-    return result
+    return write_splits(result, splits, output_dir)
 
 
 def load_splits(split_path: str | Path) -> pd.DataFrame:
     return pd.read_csv(split_path, dtype={"label": str})
 
 
-def _validation_rows(result: IntakeResult | None, violations: list[Violation]) -> list[dict]:
+def validation_rows(rules, result, violations: list[Violation]) -> list[dict]:
+    """The ``data-validation`` table: each rule, whether it passed and its offending files; then the skipped files."""
     broken = {item.rule for item in violations}
     rows = [{"rule": rule, "passed": rule not in broken,
-             "offending": ", ".join(item.file for item in violations if item.rule == rule)[:500]} for rule in RULES]
+             "offending": ", ".join(item.file for item in violations if item.rule == rule)[:500]} for rule in rules]
     if result is not None:
         rows += [{"rule": "skipped (unreadable)", "passed": True, "offending": item.file} for item in result.skipped]
     return rows
-
-
-@task(name="validate-data", persist_result=False)
-def validate_data(data_dir: Path, settings: Settings | None = None) -> IntakeResult:
-    """Intake as a Prefect task; publishes the rule table (artifact ``data-validation``) either way."""
-    try:
-        result = intake_dataset(data_dir, settings)
-    except DataValidationError as error:
-        publish_table("data-validation", _validation_rows(None, error.violations), f"FAILED: {data_dir}")
-        raise
-    publish_table("data-validation", _validation_rows(result, []),
-                  f"{result.num_images} images, {result.num_classes} classes, fingerprint {result.dataset_fingerprint[:16]}")
-    return result

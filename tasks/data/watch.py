@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
@@ -124,18 +122,3 @@ def check_markdown(check: DatasetCheck, event_id: str | None) -> str:
         f"- previous fingerprint `{check.previous_fingerprint or 'none'}`\n"
         f"- {outcome}\n"
     )
-
-
-@task(name="fingerprint-dataset", cache_policy=NO_CACHE)
-def check_dataset_task(data_dir: Path) -> DatasetCheck:
-    return check_dataset(data_dir)
-
-
-@task(name="emit-dataset-updated", cache_policy=NO_CACHE)
-def emit_dataset_updated_task(check: DatasetCheck, model_name: str = "") -> str | None:
-    return emit_dataset_updated(check, model_name)
-
-
-@task(name="record-fingerprint", cache_policy=NO_CACHE)
-def record_fingerprint_task(check: DatasetCheck) -> Path:
-    return record_fingerprint(Path(check.data_dir), check.fingerprint, check.num_images)

@@ -6,13 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from fpgaflow.fpga_runtime.client import PredictionClient
-from fpgaflow.fpga_runtime.settings import get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
 from fpgaflow.tasks.operations.scoring import LabelledImage, OfflineService
@@ -62,14 +58,4 @@ def smoke_test(endpoint: str, service_dir: Path, images: Sequence[LabelledImage]
             f"the service at {endpoint} does not answer as {service_dir} does offline: max abs difference "
             f"{result.max_abs_diff:.3g} (tolerance {tolerance:g}), top-1 agreement {result.top1_agreement:.2%}"
         )
-    return result
-
-
-@task(name="smoke-test", cache_policy=NO_CACHE)
-def smoke_test_task(endpoint: str, service_dir: Path, images: Sequence[LabelledImage]) -> SmokeResult:
-    keys = get_settings().server_api_keys
-    result = smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
-    publish_table("smoke-test", result.rows,
-                  f"{result.images} held-out images through {endpoint}: max abs diff {result.max_abs_diff:.2g}, "
-                  f"top-1 agreement {result.top1_agreement:.0%}, accuracy {result.accuracy:.2%}")
     return result

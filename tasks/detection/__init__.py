@@ -12,11 +12,11 @@ The pieces, one module each:
   reference of the CPU stage), :mod:`~fpgaflow.tasks.detection.postprocess`: the same as an ONNX graph (the CPU
   stage a node runs);
 - :mod:`~fpgaflow.tasks.detection.average_precision`: VOC mAP@0.5;
-- :mod:`~fpgaflow.tasks.detection.annotations`, :mod:`~fpgaflow.tasks.data.detection_intake`, :mod:`~fpgaflow.tasks.data.sample_detections`: the
+- :mod:`~fpgaflow.tasks.detection.annotations`, :mod:`~fpgaflow.tasks.detection.intake`, :mod:`~fpgaflow.tasks.detection.sample_data`: the
   detection dataset layout, its validation, and a sample set of handwritten digits on canvases;
-- :mod:`~fpgaflow.tasks.detection.training`, :mod:`~fpgaflow.tasks.detection.export`, :mod:`~fpgaflow.tasks.training.detector_steps`,
-  :mod:`~fpgaflow.tasks.conversion.detector_stages`, :mod:`~fpgaflow.tasks.numerics.detector_steps`, :mod:`~fpgaflow.tasks.registry.detector_versions`: the
-  pipeline steps of a detector, shaped like the classifier's.
+- :mod:`~fpgaflow.tasks.detection.training`, :mod:`~fpgaflow.tasks.detection.export`, :mod:`~fpgaflow.tasks.detection.train_step`,
+  :mod:`~fpgaflow.tasks.detection.registration`, :mod:`~fpgaflow.tasks.detection.conversion`, :mod:`~fpgaflow.tasks.detection.numerics`,
+  :mod:`~fpgaflow.tasks.detection.smoke`: what the detector kind (:mod:`fpgaflow.tasks.kinds.detector`) does in each stage.
 
 Coordinates: boxes are ``[ymin, xmin, ymax, xmax]`` normalised to the image (0..1) everywhere
 inside the pipeline and on the wire; annotation files give pixels ``[xmin, ymin, xmax, ymax]``.

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 
@@ -22,29 +23,18 @@ from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.detection.geometry import DetectorInfo
 from fpgaflow.tasks.detection.model import Detector
 from fpgaflow.tasks.detection.postprocess import write_postprocess
+from fpgaflow.tasks.training.export import ModelFiles
 
-FPGA_STAGE_FILE = "fpga_stage.keras"
 CPU_STAGE_FILE = "cpu_stage.onnx"
-CLASS_NAMES_FILE = "class_names.json"
 DETECTOR_FILE = "detector.json"
 DETECTION_CONFIG_FILE = "detection.json"
 
 
 @dataclass(frozen=True)
-class DetectorFiles:
-    directory: Path
+class DetectorFiles(ModelFiles):
+    """A detector's exported files: its CPU stage is ONNX already, its facts are the detector's, plus its decoding settings."""
 
-    @property
-    def fpga_stage(self) -> Path:
-        return self.directory / FPGA_STAGE_FILE
-
-    @property
-    def cpu_stage(self) -> Path:
-        return self.directory / CPU_STAGE_FILE
-
-    @property
-    def class_names(self) -> Path:
-        return self.directory / CLASS_NAMES_FILE
+    cpu_stage_file: ClassVar[str] = CPU_STAGE_FILE
 
     @property
     def featurizer(self) -> Path:

@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.config import DetectionConfig, TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
@@ -29,6 +28,7 @@ from fpgaflow.tasks.detection.detect import detect
 from fpgaflow.tasks.detection.loss import SsdLoss
 from fpgaflow.tasks.detection.geometry import conf_name, flatten_heads, loc_name
 from fpgaflow.tasks.detection.model import BACKBONE_PREFIX, Detector, backbone_layers, describe
+from fpgaflow.tasks.training.batches import ImageBatches
 from fpgaflow.tasks.training.head import make_optimizer, seed_everything
 
 # SGD on a freshly initialised detector takes a few large steps early on; a clipped gradient norm keeps it stable.
@@ -62,27 +62,6 @@ def encode_targets(truths: Sequence[GroundTruth], priors: np.ndarray, match_iou:
         offsets, classes = match(truth.boxes, truth.classes + 1, priors, match_iou)
         targets[row, :, :4], targets[row, :, 4] = offsets, classes
     return targets
-
-
-class DetectionBatches(keras.utils.PyDataset):
-    """(preprocessed images, targets) batches read from files, reshuffled each epoch with a seeded order."""
-
-    def __init__(self, paths: Sequence[str], targets: np.ndarray, spec: PreprocessSpec, batch_size: int, shuffle: bool, seed: int):
-        super().__init__()
-        self.paths, self.targets, self.spec, self.batch_size = list(paths), targets, spec, batch_size
-        self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(self.paths)) if shuffle else np.arange(len(self.paths))
-
-    def __len__(self) -> int:
-        return -(-len(self.paths) // self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return load_images([self.paths[position] for position in chosen], self.spec), self.targets[chosen]
-
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.paths))
 
 
 def _concatenated(tensors: list, name: str):
@@ -134,7 +113,7 @@ def train_detector(detector: Detector, train_rows: pd.DataFrame, val_rows: pd.Da
     priors = detector.layout.priors()
     spec = detector.info.preprocessing
     batches = {
-        name: DetectionBatches(list(rows["path"]), encode_targets(load_ground_truth(rows, class_names), priors, detection.match_iou),
+        name: ImageBatches(list(rows["path"]), encode_targets(load_ground_truth(rows, class_names), priors, detection.match_iou),
                                spec, training.batch_size, shuffle=name == "train", seed=seed)
         for name, rows in (("train", train_rows), ("val", val_rows))
     }
@@ -147,7 +126,7 @@ def train_detector(detector: Detector, train_rows: pd.DataFrame, val_rows: pd.Da
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                                        restore_best_weights=True))
     fitted = model.fit(batches["train"], validation_data=batches["val"], epochs=training.epochs, shuffle=False,
-                       callbacks=callbacks, verbose=0)  # DetectionBatches shuffles itself, seeded
+                       callbacks=callbacks, verbose=0)  # ImageBatches shuffles itself, seeded
     history = [{"epoch": epoch, **{key: float(values[epoch]) for key, values in fitted.history.items()}}
                for epoch in range(len(fitted.history.get("loss", [])))]
     info = detector.info

@@ -21,8 +21,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras.src.random import seed_generator as keras_seed_generator
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
@@ -256,8 +254,3 @@ def layer_blocks(model: keras.Model, name: str) -> list[tuple[str, int]]:
         if match and (not blocks or blocks[-1][0] != match.group(1)):
             blocks.append((match.group(1), index))
     return blocks
-
-
-@task(name="build-featurizer", cache_policy=NO_CACHE, persist_result=False)
-def build_featurizer_task(name: str, weights: str = "none", input_size: int = 224, seed: int = 0) -> Featurizer:
-    return build_featurizer(name, weights, input_size, seed)

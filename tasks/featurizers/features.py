@@ -18,8 +18,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
@@ -167,9 +165,3 @@ def featurize_splits(splits: pd.DataFrame, class_names: Sequence[str], dataset_f
 def feature_cache_dir(settings: Settings | None = None) -> Path | None:
     settings = settings or get_settings()
     return settings.home / "cache" / "features" if settings.feature_cache else None
-
-
-@task(name="featurize", cache_policy=NO_CACHE, persist_result=False)
-def featurize_splits_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str,
-                          extractor: FeatureExtractor, spec: PreprocessSpec, batch_size: int = 32) -> FeatureSet:
-    return featurize_splits(splits, class_names, dataset_fingerprint, extractor, spec, batch_size, feature_cache_dir())

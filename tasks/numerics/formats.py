@@ -26,13 +26,10 @@ from typing import Protocol
 
 import numpy as np
 import onnx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.numerics import FORMATS, FormatKind, NumericFormat, numeric_format
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.numerics.bfp import apply_block_float
 from fpgaflow.tasks.conversion.onnx_stages import StageParity, measure_parity
 from fpgaflow.tasks.errors import PipelineStepError
@@ -383,23 +380,6 @@ def gate_table(results: Mapping[str, FormatGateResult]) -> list[dict]:
          "passed": result.passed, "message": result.message}
         for name, result in results.items()
     ]
-
-
-@task(name="prepare-numeric-format", cache_policy=NO_CACHE)
-def prepare_format_task(source: Path, name: str, output: Path, calibration: np.ndarray, block_size: int | None = None) -> Path:
-    return prepare_format_file(source, name, output, calibration, block_size)
-
-
-@task(name="numerics-gate", cache_policy=NO_CACHE)
-def gate_formats_task(accuracies: Mapping[str, float], max_drop: float | None = None) -> dict[str, FormatGateResult]:
-    results = gate_formats(accuracies, get_settings().max_accuracy_drop if max_drop is None else max_drop)
-    publish_table("numerics-gate", gate_table(results), "Test top-1 accuracy per numeric format and its delta to fp32")
-    return results
-
-
-@task(name="choose-serve-format", cache_policy=NO_CACHE)
-def choose_serve_format_task(results: Mapping[str, FormatGateResult], requested: str = "auto") -> str:
-    return choose_serve_format(results, requested)
 
 
 def format_names(names: Sequence[str]) -> tuple[str, ...]:

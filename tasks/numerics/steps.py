@@ -1,16 +1,10 @@
-"""The numerics step: every requested format evaluated the way the device will run it.
-
-For each format the fp32 FPGA stage is prepared in that format, the splits are featurized by
-onnxruntime in it, and the head is retrained on those features (so it fits what the device
-produces); its test accuracy against fp32 decides the gate. The serve format's two stage files are
-what the package step ships.
-"""
+"""The numerics stage's Prefect tasks: every requested format measured for a model of any kind, and the pieces on their own."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,97 +12,38 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.config import PipelineConfig
-from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_STAGE_FILE, CPU_STAGE_FILE, PROBABILITIES, convert_keras_stage
-from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits, load_images
-from fpgaflow.tasks.numerics.formats import (
-    REFERENCE_FORMAT,
-    FormatGateResult,
-    OnnxFeatureExtractor,
-    choose_serve_format,
-    format_names,
-    gate_formats,
-    gate_table,
-    onnx_classifier,
-    prepare_format_file,
-)
-from fpgaflow.tasks.training.head import train_head
+from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, gate_formats, gate_table, prepare_format_file
+from fpgaflow.tasks.numerics.outcome import NumericsOutcome
 
-
-@dataclass
-class FormatFiles:
-    fpga_onnx: Path
-    cpu_onnx: Path
-
-
-@dataclass
-class NumericsOutcome:
-    results: dict[str, FormatGateResult]
-    serve_format: str
-    files: dict[str, FormatFiles] = field(default_factory=dict)
-
-    @property
-    def served(self) -> FormatFiles:
-        return self.files[self.serve_format]
-
-
-def calibration_images(splits: pd.DataFrame, spec: PreprocessSpec, count: int) -> np.ndarray:
-    """Up to ``count`` training images spread over the train split, preprocessed."""
-    paths = list(splits.loc[splits["split"] == "train", "path"])
-    chosen = sorted({int(index) for index in np.linspace(0, len(paths) - 1, num=min(count, len(paths)))})
-    return load_images([paths[index] for index in chosen], spec)
-
-
-def _test_accuracy(cpu_onnx: Path, features: np.ndarray, labels: np.ndarray) -> float:
-    probabilities = onnx_classifier(cpu_onnx)(features)
-    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
-
-
-def evaluate_numerics(
-    fp32_fpga_onnx: Path,
-    fp32_cpu_onnx: Path,
-    splits: pd.DataFrame,
-    class_names: Sequence[str],
-    dataset_fingerprint: str,
-    spec: PreprocessSpec,
-    config: PipelineConfig,
-    output_dir: Path,
-    settings: Settings | None = None,
-    progress: bool = True,
-) -> NumericsOutcome:
-    """Accuracy of every format in ``config.numerics`` (fp32 always included), the gates and the serve format."""
-
-    settings = settings or get_settings()
-    output_dir = Path(output_dir)
-    calibration = calibration_images(splits, spec, settings.int8_calibration_images)
-    accuracies: dict[str, float] = {}
-    files: dict[str, FormatFiles] = {}
-    for name in format_names(config.numerics):
-        directory = output_dir / name
-        fpga_onnx = prepare_format_file(fp32_fpga_onnx, name, directory / FPGA_STAGE_FILE, calibration,
-                                        config.msfp_block_size, settings)
-        features = featurize_splits(splits, class_names, dataset_fingerprint, OnnxFeatureExtractor(fpga_onnx), spec,
-                                    config.training.featurize_batch_size, feature_cache_dir(settings), progress)
-        if name == REFERENCE_FORMAT:
-            cpu_onnx = Path(fp32_cpu_onnx)
-        else:
-            head = train_head(features["train"].features, features["train"].labels, features["val"].features,
-                              features["val"].labels, len(class_names), config.training, config.seed)
-            cpu_onnx = convert_keras_stage(head.model, directory / CPU_STAGE_FILE, FEATURES, PROBABILITIES, settings.onnx_opset)
-        accuracies[name] = _test_accuracy(cpu_onnx, features["test"].features, features["test"].labels)
-        files[name] = FormatFiles(fpga_onnx, cpu_onnx)
-    max_drop = settings.max_accuracy_drop if config.max_accuracy_drop is None else config.max_accuracy_drop
-    results = gate_formats(accuracies, max_drop)
-    return NumericsOutcome(results, choose_serve_format(results, config.serve_format), files)
+if TYPE_CHECKING:
+    from fpgaflow.tasks.kinds import ModelKind
 
 
 @task(name="numerics", cache_policy=NO_CACHE)
-def evaluate_numerics_task(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
-                           dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
-                           output_dir: Path) -> NumericsOutcome:
-    outcome = evaluate_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir)
-    publish_table("numerics", gate_table(outcome.results),
-                  f"test accuracy per numeric format; serving {outcome.serve_format}")
+def evaluate_numerics_task(kind: ModelKind, fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame,
+                      class_names: Sequence[str], dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
+                      output_dir: Path) -> NumericsOutcome:
+    outcome = kind.evaluate_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config,
+                                     output_dir)
+    publish_table("numerics", gate_table(outcome.results), f"{kind.numerics_measure} per numeric format; serving {outcome.serve_format}")
     return outcome
+
+
+@task(name="prepare-numeric-format", cache_policy=NO_CACHE)
+def prepare_format_task(source: Path, name: str, output: Path, calibration: np.ndarray, block_size: int | None = None) -> Path:
+    return prepare_format_file(source, name, output, calibration, block_size)
+
+
+@task(name="numerics-gate", cache_policy=NO_CACHE)
+def gate_formats_task(accuracies: Mapping[str, float], max_drop: float | None = None) -> dict[str, FormatGateResult]:
+    results = gate_formats(accuracies, get_settings().max_accuracy_drop if max_drop is None else max_drop)
+    publish_table("numerics-gate", gate_table(results), "Test top-1 accuracy per numeric format and its delta to fp32")
+    return results
+
+
+@task(name="choose-serve-format", cache_policy=NO_CACHE)
+def choose_serve_format_task(results: Mapping[str, FormatGateResult], requested: str = "auto") -> str:
+    return choose_serve_format(results, requested)

@@ -1,0 +1,1 @@
+"""Operations: scoring registered versions, retraining against the champion, monitoring a deployed endpoint."""

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED, emit, model_resource
 from fpgaflow.tasks.operations.scoring import AccuracyReport, folder_images, score_images, top1_names
@@ -109,17 +106,3 @@ def result_description(result: MonitorResult) -> str:
         f"{verdict}: accuracy {result.report.accuracy:.4f} on {result.report.images} holdout images "
         f"(threshold {result.threshold:.4f}){skipped}"
     )
-
-
-@task(name="score-holdout", cache_policy=NO_CACHE)
-def monitor_endpoint_task(
-    endpoint: str, data_dir: Path, model_name: str = "", threshold: float | None = None, access_token: str | None = None
-) -> MonitorResult:
-    result = monitor_endpoint(endpoint, data_dir, model_name, threshold, access_token)
-    publish_table("monitor-accuracy", result.report.table(), result_description(result))
-    return result
-
-
-@task(name="emit-model-degraded", cache_policy=NO_CACHE)
-def emit_model_degraded_task(result: MonitorResult) -> str | None:
-    return emit_model_degraded(result)

@@ -12,17 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import get_origin
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.config import PipelineConfig, load_config
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion
 from fpgaflow.tasks.operations.scoring import AccuracyReport, LabelledImage, score_service_dir
-from fpgaflow.tasks.registry.tracking import mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 
 RETRAIN_UNTIL = "package"
 
@@ -60,13 +57,13 @@ def _section(name: str) -> type[BaseModel] | None:
 
 
 def _param_value(model: type[BaseModel], name: str, value: str):
-    if value == "None":  # how ``tracking.flatten`` writes an unset optional field
+    if value == "None":  # how ``runs.flatten`` writes an unset optional field
         return None
     return tuple(part for part in value.split(",") if part) if _is_tuple_field(model, name) else value
 
 
 def config_from_params(params: Mapping[str, str]) -> dict:
-    """The pipeline config recorded as MLflow run params (``tracking.flatten`` of the config) → raw config.
+    """The pipeline config recorded as MLflow run params (``runs.flatten`` of the config) → raw config.
 
     Params that are not config fields (``featurizer.feature_dim``, ``data.train_images`` ...) are ignored.
     """
@@ -173,22 +170,3 @@ def decision_markdown(decision: RetrainDecision) -> str:
         total += f" {champion.report.correct}/{champion.report.images} ({champion.report.accuracy:.4f}) |"
     lines.append(total)
     return "\n".join(lines) + "\n"
-
-
-@task(name="retrain-config", cache_policy=NO_CACHE)
-def retrain_config_task(data_dir: str = "", model_name: str = "", config_path: str = "") -> PipelineConfig:
-    return retrain_config(data_dir, model_name, config_path)
-
-
-@task(name="score-version", cache_policy=NO_CACHE)
-def score_version_task(version: ResolvedVersion, images: Sequence[LabelledImage]) -> VersionScore:
-    return score_version(version, images)
-
-
-@task(name="retrain-decision", cache_policy=NO_CACHE)
-def decide_task(
-    candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool
-) -> RetrainDecision:
-    decision = decide(candidate, champion, candidate_gates_passed, get_settings().retrain_min_improvement)
-    publish_markdown("retrain-decision", decision_markdown(decision), decision.reason[:500])
-    return decision

@@ -1,0 +1,1 @@
+"""Packaging: the service directory a node loads, and its serving image."""

@@ -22,12 +22,10 @@ from pathlib import Path
 
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound
-from prefect import get_run_logger, task
 
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
 from fpgaflow.fpga_runtime.serving_image import SERVICE_PATH, VENV
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import in_prefect_run, publish_markdown
 from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.packaging.wheelhouse import build_project_wheel, ensure_wheelhouse, wheel_requirements
@@ -372,7 +370,7 @@ def _saved(result: ImageResult, output_dir: Path) -> ImageResult:
     return result
 
 
-def _artifact_markdown(result: ImageResult) -> str:
+def image_markdown(result: ImageResult) -> str:
     if not result.built:
         return f"**No image built.** {result.reason}\n\nBuild context: `{result.context_dir}`"
     size_mb = (result.size_bytes or 0) / 1e6
@@ -380,12 +378,3 @@ def _artifact_markdown(result: ImageResult) -> str:
             ("user", result.user), ("build", f"{result.build_seconds} s"), ("log", result.log_path)]
     rows += [(f"label `{key}`", value) for key, value in result.labels.items() if key.startswith(LABEL_PREFIX)]
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | `{value}` |" for key, value in rows)
-
-
-@task(name="build-image")
-def build_image_task(service_dir: str | Path, base_image: str | None = None, tag: str | None = None) -> ImageResult:
-    """Prefect step: :func:`build_image` with the build log streamed to the run log."""
-    on_line = get_run_logger().info if in_prefect_run() else None
-    result = build_image(service_dir, base_image=base_image, tag=tag, on_line=on_line)
-    publish_markdown("image-build", _artifact_markdown(result), description="Serving image of the service")
-    return result

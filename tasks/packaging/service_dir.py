@@ -13,14 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, TensorSpec, check_name, load_service
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE, PROBABILITIES
 from fpgaflow.tasks.files import replace_directory_atomic
 
@@ -166,35 +163,3 @@ def package_service(
         directory.chmod(0o755)
 
     return replace_directory_atomic(build, destination)
-
-
-@task(name="package-service", cache_policy=NO_CACHE)
-def package_service_task(
-    name: str,
-    version: str,
-    class_names: Sequence[str],
-    preprocessing: PreprocessSpec,
-    numeric_format: str,
-    fpga_onnx: Path,
-    cpu_onnx: Path,
-    source: Mapping[str, str],
-    destination: Path | None = None,
-) -> Path:
-    service_dir = package_service(
-        name=name,
-        version=version,
-        class_names=class_names,
-        preprocessing=preprocessing,
-        numeric_format=numeric_format,
-        fpga_onnx=fpga_onnx,
-        cpu_onnx=cpu_onnx,
-        source=source,
-        destination=destination,
-    )
-    publish_markdown(
-        "service-definition",
-        f"# Service {name} version {version}\n\nNumeric format `{numeric_format}`, "
-        f"directory `{service_dir}`\n\n```json\n{(service_dir / 'service.json').read_text()}```\n",
-        f"service.json of {name} version {version}",
-    )
-    return service_dir

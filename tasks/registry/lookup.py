@@ -13,17 +13,16 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound
 from fpgaflow.fpga_runtime.service import check_name, load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
-from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version
-from fpgaflow.tasks.registry.tracking import ARTIFACT_SERVICE_DIR, mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version
+from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.registry.runs import ARTIFACT_SERVICE_DIR
 
 
 class ResolvedVersion(BaseModel):
@@ -142,13 +141,3 @@ def find_champion(model_name: str, settings: Settings | None = None) -> Resolved
     client = mlflow_client(settings)
     model_version = version_by_alias(client, check_name(model_name, "model name"), CHAMPION_ALIAS)
     return resolved(client, model_version, settings) if model_version is not None else None
-
-
-@task(name="resolve-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def resolve_version_task(model_name: str, alias_or_version: str) -> ResolvedVersion:
-    return resolve_version(model_name, alias_or_version)
-
-
-@task(name="find-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def find_champion_task(model_name: str) -> ResolvedVersion | None:
-    return find_champion(model_name)

@@ -9,11 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import PipelineStepError
 
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -102,12 +99,3 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     return path
-
-
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_predictions_task(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                              output_dir: Path | None = None) -> Evaluation:
-    evaluation = evaluate_predictions(probabilities, labels, class_names, output_dir)
-    publish_table("test-metrics-per-class", evaluation.per_class,
-                  ", ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items()))
-    return evaluation

@@ -13,10 +13,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import keras
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.errors import PipelineStepError
@@ -31,7 +30,10 @@ FEATURIZER_FILE = "featurizer.json"
 
 @dataclass(frozen=True)
 class ModelFiles:
+    """The exported files of a model: its two stages, its class names and its featurizer's facts."""
+
     directory: Path
+    cpu_stage_file: ClassVar[str] = CPU_STAGE_FILE
 
     @property
     def fpga_stage(self) -> Path:
@@ -39,7 +41,7 @@ class ModelFiles:
 
     @property
     def cpu_stage(self) -> Path:
-        return self.directory / CPU_STAGE_FILE
+        return self.directory / self.cpu_stage_file
 
     @property
     def class_names(self) -> Path:
@@ -94,8 +96,3 @@ def load_model(directory: Path) -> ExportedModel:
         class_names=json.loads(files.class_names.read_text()),
         featurizer=FeaturizerInfo.model_validate_json(files.featurizer.read_text()),
     )
-
-
-@task(name="export-model", cache_policy=NO_CACHE, persist_result=False)
-def export_model_task(featurizer: Featurizer, head: keras.Model, class_names: Sequence[str], directory: Path) -> ModelFiles:
-    return export_model(featurizer, head, class_names, directory)

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.config import TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.featurizers.features import label_indices, load_images
+from fpgaflow.tasks.featurizers.features import label_indices
+from fpgaflow.tasks.training.batches import ImageBatches
 from fpgaflow.tasks.featurizers.catalog import FEATURES, Featurizer, architecture, describe, layer_blocks, seed_everything
 
 PROBABILITIES = "probabilities"
@@ -121,28 +119,6 @@ def train_head(train_features: np.ndarray, train_labels: np.ndarray, val_feature
     return TrainedHead(head, _history(fitted, 0))
 
 
-class ImageBatches(keras.utils.PyDataset):
-    """(preprocessed images, label indices) batches read from files, reshuffled each epoch with a seeded order."""
-
-    def __init__(self, paths: Sequence[str], labels: np.ndarray, spec: PreprocessSpec, batch_size: int,
-                 shuffle: bool, seed: int):
-        super().__init__()
-        self.paths, self.labels, self.spec, self.batch_size = list(paths), np.asarray(labels), spec, batch_size
-        self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(self.paths)) if shuffle else np.arange(len(self.paths))
-
-    def __len__(self) -> int:
-        return -(-len(self.paths) // self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return load_images([self.paths[position] for position in chosen], self.spec), self.labels[chosen]
-
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.paths))
-
-
 def copy_model(model: keras.Model) -> keras.Model:
     """Same architecture, layer names and weights; training the copy leaves ``model`` as it was."""
     copy = keras.models.clone_model(model)
@@ -189,15 +165,3 @@ def fine_tune_full(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFra
     tuned = Featurizer(model, describe(model, architecture(info.name), info.weights, info.seed, info.input_size,
                                        fine_tuned=True))
     return TrainedStages(tuned, head_model, head.history + _history(fitted, len(head.history)))
-
-
-@task(name="train-head", cache_policy=NO_CACHE, persist_result=False)
-def train_head_task(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
-                    val_labels: np.ndarray, num_classes: int, config: TrainingConfig, seed: int = 0) -> TrainedHead:
-    return train_head(train_features, train_labels, val_features, val_labels, num_classes, config, seed)
-
-
-@task(name="fine-tune-full", cache_policy=NO_CACHE, persist_result=False)
-def fine_tune_full_task(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFrame, class_names: Sequence[str],
-                        config: TrainingConfig, seed: int = 0) -> TrainedStages:
-    return fine_tune_full(featurizer, head, splits, class_names, config, seed)

@@ -1,110 +1,58 @@
-"""The train step: featurize → fine-tune → evaluate → export, from the intake's split manifest.
-
-One call for the flow (``train_step``); each stage is also usable on its own (``fpgaflow.tasks.featurizers.catalog``,
-``fpgaflow.tasks.featurizers.features``, ``fpgaflow.tasks.training.head``, ``fpgaflow.tasks.training.evaluation``, ``fpgaflow.tasks.training.export``).
-"""
+"""The training stage's Prefect tasks: the train step of any model kind, and the classifier's pieces on their own."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import keras
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_markdown, publish_table
-from fpgaflow.tasks.config import PipelineConfig
-from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
+from fpgaflow.tasks.featurizers.catalog import Featurizer
 from fpgaflow.tasks.training.evaluation import Evaluation, evaluate_predictions
 from fpgaflow.tasks.training.export import ModelFiles, export_model
-from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
-from fpgaflow.tasks.featurizers.catalog import FeaturizerInfo, build_featurizer
-from fpgaflow.tasks.training.head import fine_tune_full, predict_probabilities, train_head
+from fpgaflow.tasks.training.head import TrainedHead, TrainedStages, fine_tune_full, train_head
 
-MODEL_DIR = "model"
-EVALUATION_DIR = "evaluation"
-
-
-@dataclass
-class TrainingOutcome:
-    featurizer: FeaturizerInfo
-    history: list[dict]
-    evaluation: Evaluation
-    model_files: ModelFiles
-    features_from_cache: bool
-
-    def summary(self) -> dict:
-        """The part of the run summary (the CLI's ``--json``) this step adds."""
-        info = self.featurizer
-        return {
-            "featurizer": {"name": info.name, "input_size": info.input_size, "feature_dim": info.feature_dim},
-            "metrics": dict(self.evaluation.metrics),
-        }
-
-
-def train_step(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-               output_dir: Path, settings: Settings | None = None, progress: bool = True) -> TrainingOutcome:
-    """Train on the manifest's train/val splits, evaluate on its test split, export into ``output_dir/model``."""
-    settings = settings or get_settings()
-    training = config.training
-    output_dir = Path(output_dir)
-    if not (splits["split"] == "test").any():
-        raise PipelineStepError("the split manifest has no test images to evaluate on")
-    featurizer = build_featurizer(config.featurizer, config.weights, config.input_size, config.seed, settings)
-    cache_dir = feature_cache_dir(settings)
-    spec = featurizer.info.preprocessing
-    features = featurize_splits(splits, class_names, dataset_fingerprint, featurizer, spec,
-                                training.featurize_batch_size, cache_dir, progress)
-    head = train_head(features["train"].features, features["train"].labels, features["val"].features,
-                      features["val"].labels, len(class_names), training, config.seed)
-    head_model, history, test = head.model, head.history, features["test"]
-    if training.mode == "full":
-        stages = fine_tune_full(featurizer, head, splits, class_names, training, config.seed)
-        featurizer, head_model, history = stages.featurizer, stages.head, stages.history
-        test = featurize_splits(splits[splits["split"] == "test"], class_names, dataset_fingerprint, featurizer, spec,
-                                training.featurize_batch_size, cache_dir, progress)["test"]
-    evaluation = evaluate_predictions(predict_probabilities(head_model, test.features), test.labels, class_names, output_dir / EVALUATION_DIR)
-    files = export_model(featurizer, head_model, class_names, output_dir / MODEL_DIR)
-    return TrainingOutcome(featurizer.info, history, evaluation, files, features.from_cache)
-
-
-def _featurizer_markdown(info: FeaturizerInfo) -> str:
-    spec = info.preprocessing
-    return "\n".join([
-        f"# Featurizer {info.name}",
-        "| | |", "|---|---|",
-        f"| weights | `{info.weights}` |",
-        f"| input | {info.input_size}x{info.input_size}x3 |",
-        f"| features | {info.feature_dim} |",
-        f"| parameters | {info.parameter_count:,} |",
-        f"| multiply-accumulates per image | {info.mac_count / 1e9:.3f} G |",
-        f"| preprocessing | {spec.resize} to {spec.resize_to}, crop {spec.crop}, {spec.channel_order}, mean {spec.mean}, std {spec.std} |",
-    ]) + "\n"
-
-
-def _evaluation_markdown(outcome: TrainingOutcome) -> str:
-    evaluation = outcome.evaluation
-    names = evaluation.class_names
-    lines = ["# Test split", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {key} | {value:.4f} |" for key, value in evaluation.metrics.items()]
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)", "",
-              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| **{name}** | " + " | ".join(str(count) for count in row) + " |"
-              for name, row in zip(names, evaluation.confusion_matrix)]
-    if evaluation.confusion_matrix_png:
-        lines += ["", f"Image: `{evaluation.confusion_matrix_png}` (also in the MLflow run)"]
-    return "\n".join(lines) + "\n"
+if TYPE_CHECKING:
+    from fpgaflow.tasks.kinds import ModelKind
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
-def train_step_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-                    output_dir: Path) -> TrainingOutcome:
-    outcome = train_step(splits, class_names, dataset_fingerprint, config, output_dir)
-    publish_markdown("featurizer", _featurizer_markdown(outcome.featurizer), "architecture, sizes and MACs")
-    publish_table("training-epochs", outcome.history, f"{len(outcome.history)} epochs of the head")
-    publish_markdown("evaluation", _evaluation_markdown(outcome), "test-split metrics and confusion matrix")
-    publish_table("test-metrics-per-class", outcome.evaluation.per_class, "precision, recall, F1 and AUC per class on the test split")
+def train_task(kind: ModelKind, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
+          output_dir: Path):
+    """Train, evaluate and export a model of ``kind``; publishes the kind's training artifacts."""
+    outcome = kind.train(splits, class_names, dataset_fingerprint, config, output_dir)
+    kind.publish_training(outcome)
     return outcome
+
+
+@task(name="train-head", cache_policy=NO_CACHE, persist_result=False)
+def train_head_task(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
+                    val_labels: np.ndarray, num_classes: int, config: TrainingConfig, seed: int = 0) -> TrainedHead:
+    return train_head(train_features, train_labels, val_features, val_labels, num_classes, config, seed)
+
+
+@task(name="fine-tune-full", cache_policy=NO_CACHE, persist_result=False)
+def fine_tune_full_task(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFrame, class_names: Sequence[str],
+                        config: TrainingConfig, seed: int = 0) -> TrainedStages:
+    return fine_tune_full(featurizer, head, splits, class_names, config, seed)
+
+
+@task(name="export-model", cache_policy=NO_CACHE, persist_result=False)
+def export_model_task(featurizer: Featurizer, head: keras.Model, class_names: Sequence[str], directory: Path) -> ModelFiles:
+    return export_model(featurizer, head, class_names, directory)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_predictions_task(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                              output_dir: Path | None = None) -> Evaluation:
+    evaluation = evaluate_predictions(probabilities, labels, class_names, output_dir)
+    publish_table("test-metrics-per-class", evaluation.per_class,
+                  ", ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items()))
+    return evaluation

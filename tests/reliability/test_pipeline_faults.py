@@ -25,25 +25,26 @@ from mlflow.exceptions import MlflowException
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks import files, packaging
+from fpgaflow.tasks import files
+from fpgaflow.tasks.packaging import service_dir
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport, StageParity
 from fpgaflow.tasks.packaging.image_build import build_image
 from fpgaflow.tasks.packaging.service_dir import package_service
-from fpgaflow.tasks.registry.versions import (
+from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
+from fpgaflow.tasks.registry.publication import publish_version
+from fpgaflow.tasks.registry.registration import register_trained_model
+from fpgaflow.tasks.registry.version_state import (
     CANDIDATE_ALIAS,
     TAG_GATES,
     TAG_STATUS,
-    PromotionRefused,
     VersionIncomplete,
     VersionStatus,
     gates_passed,
-    promote,
-    publish_version,
-    register_trained_model,
 )
 from fpgaflow.tasks.data.sample_data import write_sample_data
-from fpgaflow.tasks.registry.tracking import TrackingUnavailable, mlflow_client, start_pipeline_run
+from fpgaflow.tasks.registry.client import TrackingUnavailable, mlflow_client
+from fpgaflow.tasks.registry.runs import start_pipeline_run
 from tests.fixtures.keras_stages import save_stages
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, write_tiny_service
 
@@ -88,7 +89,7 @@ def package(stages: Path, destination: Path, format_name: str = "fp32") -> Path:
 def test_a_full_disk_mid_packaging_leaves_no_service_directory_and_a_rerun_completes(stages, tmp_path, monkeypatch):
     destination = tmp_path / "services" / "tiny" / "1"
     with monkeypatch.context() as patch:
-        patch.setattr(packaging, "load_service", disk_full)  # after every file of the new directory is written
+        patch.setattr(service_dir, "load_service", disk_full)  # after every file of the new directory is written
         with pytest.raises(OSError) as raised:
             package(stages, destination)
     assert raised.value.errno == errno.ENOSPC
@@ -101,7 +102,7 @@ def test_a_failed_repackaging_keeps_the_previous_service_directory_whole(stages,
     destination = package(stages, tmp_path / "services" / "tiny" / "1")
     before = {path.name: path.read_bytes() for path in destination.iterdir()}
     with monkeypatch.context() as patch:
-        patch.setattr(packaging, "load_service", disk_full)
+        patch.setattr(service_dir, "load_service", disk_full)
         with pytest.raises(OSError):
             package(stages, destination, format_name="int8")
     assert {path.name: path.read_bytes() for path in destination.iterdir()} == before

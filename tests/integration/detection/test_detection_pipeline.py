@@ -34,8 +34,8 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory, settings):
-    from fpgaflow.tasks.data.detection_intake import intake_detection_dataset
-    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
+    from fpgaflow.tasks.detection.intake import intake_detection_dataset
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
 
     data_dir = tmp_path_factory.mktemp("data") / "digit-boxes"
     write_detection_sample_data(data_dir, count=IMAGES, digits=DIGITS, seed=0)
@@ -53,14 +53,14 @@ def config(intake) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def splits(intake):
-    from fpgaflow.tasks.data.detection_intake import load_detection_splits
+    from fpgaflow.tasks.detection.intake import load_detection_splits
 
     return load_detection_splits(intake.split_path)
 
 
 @pytest.fixture(scope="module")
 def trained(intake, splits, config, settings, tmp_path_factory):
-    from fpgaflow.tasks.training.detector_steps import detection_train_step
+    from fpgaflow.tasks.detection.train_step import detection_train_step
 
     return detection_train_step(splits, intake.class_names, intake.dataset_fingerprint, config,
                                 tmp_path_factory.mktemp("run") / "train", settings)
@@ -75,15 +75,15 @@ def test_images(splits, trained):
 
 @pytest.fixture(scope="module")
 def conversion(trained, test_images, settings, tmp_path_factory):
-    from fpgaflow.tasks.conversion.detector_stages import convert_detector_stages
+    from fpgaflow.tasks.detection.conversion import convert_detector
 
     files = trained.model_files
-    return convert_detector_stages(files.fpga_stage, files.cpu_stage, test_images, tmp_path_factory.mktemp("onnx"), settings)
+    return convert_detector(files.fpga_stage, files.cpu_stage, test_images, tmp_path_factory.mktemp("onnx"), settings)
 
 
 @pytest.fixture(scope="module")
 def numerics(conversion, splits, intake, trained, config, settings, tmp_path_factory):
-    from fpgaflow.tasks.numerics.detector_steps import evaluate_detector_numerics
+    from fpgaflow.tasks.detection.numerics import evaluate_detector_numerics
 
     return evaluate_detector_numerics(conversion.fpga_onnx, conversion.cpu_onnx, splits, intake.class_names,
                                       intake.dataset_fingerprint, trained.featurizer.preprocessing, config,
@@ -118,21 +118,23 @@ def test_numeric_formats_are_gated_on_map(numerics, trained):
 
 @pytest.fixture(scope="module")
 def published(trained, conversion, numerics, intake, config, settings, tmp_path_factory):
-    from fpgaflow.tasks.registry.versions import publish_version
-    from fpgaflow.tasks.packaging.detector_service import package_detector
-    from fpgaflow.tasks.registry.detector_versions import register_trained_detector
-    from fpgaflow.tasks.registry.tracking import start_pipeline_run
+    from fpgaflow.tasks.registry.publication import publish_version
+    from fpgaflow.tasks.kinds import DETECTOR
+    from fpgaflow.tasks.packaging.service_dir import package_service
+    from fpgaflow.tasks.detection.registration import register_trained_detector
+    from fpgaflow.tasks.registry.runs import start_pipeline_run
 
     run_id = start_pipeline_run(config, intake.dataset_fingerprint, settings)
     files = trained.model_files
     registered = register_trained_detector(run_id, "digit-boxes", files.fpga_stage, files.cpu_stage, intake.class_names, settings)
     assert register_trained_detector(run_id, "digit-boxes", files.fpga_stage, files.cpu_stage, intake.class_names,
                                      settings).version == registered.version
-    service_dir = package_detector(
+    service_dir = package_service(
         name="digit-boxes", version=registered.version, class_names=intake.class_names,
         preprocessing=trained.featurizer.preprocessing, numeric_format="fp32", fpga_onnx=numerics.files["fp32"].fpga_onnx,
         cpu_onnx=numerics.files["fp32"].cpu_onnx, source=registered.service_source(intake.dataset_fingerprint),
-        destination=tmp_path_factory.mktemp("services") / "digit-boxes", settings=settings,
+        destination=tmp_path_factory.mktemp("services") / "digit-boxes", task_kind=DETECTOR.service_task,
+        default_output=DETECTOR.default_output, settings=settings,
     )
     return publish_version("digit-boxes", registered.version, service_dir, conversion, numerics.results, settings)
 
@@ -147,7 +149,7 @@ def test_registered_and_published_like_a_classifier(published):
 
 
 def test_served_boxes_equal_keras_and_onnxruntime(published, trained, conversion, splits, test_images):
-    from fpgaflow.tasks.conversion.detector_stages import FPGA_INPUT, run_stage
+    from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
     from fpgaflow.tasks.detection.parity import detection_parity
     from fpgaflow.tasks.detection.export import load_detector
     from fpgaflow.tasks.detection.training import predict_detections

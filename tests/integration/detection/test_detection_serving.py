@@ -109,7 +109,7 @@ def test_score_out_needs_detect_and_one_image(server, tmp_path, scenes, capsys):
 
 
 def test_smoke_test_compares_the_node_with_the_offline_stages(server, service_dir, scenes, tmp_path):
-    from fpgaflow.tasks.deployment.detector_smoke import detection_smoke_test
+    from fpgaflow.tasks.detection.smoke import detection_smoke_test
 
     paths = []
     for index, data in enumerate(scenes):

@@ -10,8 +10,9 @@ from fpgaflow.flows.train_and_deploy import train_and_deploy
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
-from fpgaflow.tasks.registry.versions import CANDIDATE_ALIAS
-from fpgaflow.tasks.registry.tracking import TAG_FLOW_RUN_ID, mlflow_client
+from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS
+from fpgaflow.tasks.registry.client import mlflow_client
+from fpgaflow.tasks.registry.runs import TAG_FLOW_RUN_ID
 from tests.fixtures.prefect_runs import artifacts_of
 
 STEP_ARTIFACTS = {

@@ -16,8 +16,8 @@ import pytest
 from fpgaflow.flows.cli import main
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
-from fpgaflow.tasks.registry.versions import CANDIDATE_ALIAS
-from fpgaflow.tasks.registry.tracking import mlflow_client
+from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS
+from fpgaflow.tasks.registry.client import mlflow_client
 from tests.fixtures.prefect_runs import artifacts_of
 
 DETECTOR_ARTIFACTS = {
@@ -28,7 +28,7 @@ DETECTOR_ARTIFACTS = {
 
 @pytest.fixture
 def detection_dir(tmp_path):
-    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
 
     directory = tmp_path / "digit-boxes"
     write_detection_sample_data(directory, count=120, digits=(0, 1, 7), seed=0)

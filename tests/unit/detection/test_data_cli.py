@@ -25,7 +25,7 @@ def test_sample_data_writes_annotated_canvases_of_the_chosen_digits(tmp_path, ca
 
 
 def test_the_same_seed_writes_the_same_files(tmp_path):
-    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
 
     first = write_detection_sample_data(tmp_path / "a", count=3, digits=[5], seed=9)
     second = write_detection_sample_data(tmp_path / "b", count=3, digits=[5], seed=9)

@@ -11,7 +11,7 @@ import pytest
 
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import DataValidationError
-from fpgaflow.tasks.data.detection_intake import intake_detection_dataset, load_detection_splits
+from fpgaflow.tasks.detection.intake import intake_detection_dataset, load_detection_splits
 
 VOC = """<annotation><size><width>{width}</width><height>{height}</height></size>
 <object><name>7</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object></annotation>"""
@@ -19,7 +19,7 @@ VOC = """<annotation><size><width>{width}</width><height>{height}</height></size
 
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory) -> Path:
-    from fpgaflow.tasks.data.sample_detections import write_detection_sample_data
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
 
     directory = tmp_path_factory.mktemp("detection") / "digits"
     write_detection_sample_data(directory, count=12, digits=[1, 7], seed=3)

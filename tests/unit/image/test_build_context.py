@@ -10,7 +10,8 @@ import pytest
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.flows.cli import main as cli_main
-from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image, build_image_task, write_build_context
+from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image, write_build_context
+from fpgaflow.tasks.packaging.steps import build_image_task
 from tests.unit.image.conftest import MISSING_ENGINE
 
 RUNTIME_PACKAGES = ("numpy", "onnx", "onnxruntime", "grpcio", "grpcio_health_checking", "protobuf", "pillow",

@@ -21,11 +21,11 @@ from fpgaflow.tasks.numerics.formats import (
     compare_formats,
     format_names,
     gate_formats,
-    gate_formats_task,
     numerics_for,
-    prepare_format_task,
     prepare_model,
 )
+
+from fpgaflow.tasks.numerics.steps import gate_formats_task, prepare_format_task
 
 from .conftest import FEATURE_DIM
 

@@ -9,7 +9,7 @@ from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
-from fpgaflow.tasks.registry.versions import CHAMPION_ALIAS
+from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
 from fpgaflow.tasks.operations.retraining import (
     RETRAIN_UNTIL,
     VersionScore,
@@ -20,7 +20,7 @@ from fpgaflow.tasks.operations.retraining import (
     score_version,
 )
 from fpgaflow.tasks.operations.scoring import accuracy_report, folder_images
-from fpgaflow.tasks.registry.tracking import flatten
+from fpgaflow.tasks.registry.runs import flatten
 from tests.fixtures.labelled_images import write_labelled_folder
 from tests.fixtures.registered_service import register_tiny_service
 

@@ -20,25 +20,12 @@ from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_stages, run_onnx
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.packaging.service_dir import package_service
-from fpgaflow.tasks.registry.versions import (
-    CANDIDATE_ALIAS,
-    CHAMPION_ALIAS,
-    PromotionRefused,
-    RegisteredVersion,
-    pipeline_summary,
-    promote,
-    publish_version,
-    register_trained_model,
-)
-from fpgaflow.tasks.registry.tracking import (
-    FormatOutcome,
-    finish_run,
-    log_conversion,
-    log_data_lineage,
-    log_numerics,
-    log_training,
-    start_pipeline_run,
-)
+from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
+from fpgaflow.tasks.registry.publication import pipeline_summary, publish_version
+from fpgaflow.tasks.registry.registration import RegisteredVersion, register_trained_model
+from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
+from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
 
 from tests.fixtures.keras_stages import CLASS_NAMES, INPUT_SIZE
 
@@ -227,7 +214,7 @@ def test_service_downloaded_from_mlflow_loads_and_scores(chain, client, held_out
 def test_registered_model_is_the_trained_classifier(chain, registry_settings, held_out_images):
     import mlflow.keras
 
-    from fpgaflow.tasks.registry.tracking import mlflow_client
+    from fpgaflow.tasks.registry.client import mlflow_client
 
     mlflow_client(registry_settings)
     classifier = mlflow.keras.load_model(f"models:/pets@{CANDIDATE_ALIAS}")
@@ -301,7 +288,7 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     assert main(["promote", "pets", chain.version, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"name": "pets", "version": chain.version, "previous_champion": chain.version}
 
-    from fpgaflow.tasks.registry.versions import promote_task
+    from fpgaflow.tasks.registry.steps import promote_task
 
     with pytest.raises(PromotionRefused):
         promote_task.fn("pets", version)
@@ -310,8 +297,8 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
 
 def test_a_parity_failure_blocks_the_version(chain, registry_settings, preprocess_spec):
     failing = chain.report.model_copy(update={"problems": ("fpga: max abs difference 0.5 (scaled 0.5) exceeds the tolerance 0.0001",)})
-    from fpgaflow.tasks.registry.versions import evaluate_gates
-    from fpgaflow.tasks.registry.tracking import coerce_outcomes
+    from fpgaflow.tasks.registry.publication import evaluate_gates
+    from fpgaflow.tasks.registry.run_metrics import coerce_outcomes
 
     gates, passed = evaluate_gates(failing, coerce_outcomes(PASSING), "int8")
     assert not passed
@@ -323,7 +310,7 @@ def test_a_parity_failure_blocks_the_version(chain, registry_settings, preproces
 def test_unknown_versions_and_wrong_class_counts_are_refused(chain, registry_settings, stage_files):
     with pytest.raises(ModelNotFound, match="model 'pets' has no version 999"):
         promote("pets", "999", registry_settings)
-    from fpgaflow.tasks.registry.tracking import mlflow_client
+    from fpgaflow.tasks.registry.client import mlflow_client
 
     run_id = mlflow_client(registry_settings).create_run(
         mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
@@ -333,8 +320,8 @@ def test_unknown_versions_and_wrong_class_counts_are_refused(chain, registry_set
 
 
 def test_a_retry_after_logging_the_model_reuses_it(chain, client, registry_settings, stage_files):
-    from fpgaflow.tasks.registry.versions import log_classifier
-    from fpgaflow.tasks.registry.tracking import mlflow_client
+    from fpgaflow.tasks.registry.registration import log_classifier
+    from fpgaflow.tasks.registry.client import mlflow_client
 
     experiment_id = mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
     run_id = client.create_run(experiment_id).info.run_id

@@ -10,20 +10,9 @@ import pytest
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
-from fpgaflow.tasks.registry.tracking import (
-    FormatOutcome,
-    coerce_outcomes,
-    evaluation_metrics,
-    experiment_artifact_location,
-    flatten,
-    git_commit,
-    history_metrics,
-    numerics_gate,
-    prefect_flow_run,
-    redacted_uri,
-    split_counts,
-    split_sizes,
-)
+from fpgaflow.tasks.registry.client import experiment_artifact_location, redacted_uri
+from fpgaflow.tasks.registry.run_metrics import FormatOutcome, coerce_outcomes, evaluation_metrics, history_metrics, numerics_gate
+from fpgaflow.tasks.registry.runs import flatten, git_commit, prefect_flow_run, split_counts, split_sizes
 
 
 def test_flatten_nests_with_dots_and_joins_sequences():
@@ -130,7 +119,7 @@ def test_no_flow_run_outside_a_flow():
 def test_flow_run_id_and_ui_url_become_lineage_tags(monkeypatch):
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    from fpgaflow.tasks.registry.tracking import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL, lineage_tags
+    from fpgaflow.tasks.registry.runs import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL, lineage_tags
 
     flow_run_id = "0b1c6f4e-7d0a-4c55-9a53-2f7e1d3c9b10"
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run_id)
@@ -160,7 +149,7 @@ def test_model_card_fits_the_registry_description_limit():
 
 
 def test_a_non_finite_accuracy_is_refused_before_logging(tmp_path):
-    from fpgaflow.tasks.registry.tracking import log_numerics
+    from fpgaflow.tasks.registry.run_metrics import log_numerics
 
     with pytest.raises(PipelineStepError, match="numerics result for 'int8' has a non-finite accuracy: nan"):
         log_numerics("any-run", {"int8": {"accuracy": math.nan, "delta": 0.0, "passed": False}}, Settings(home=tmp_path))

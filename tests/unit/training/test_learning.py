@@ -16,8 +16,8 @@ from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
 from fpgaflow.tasks.training.export import ExportedModel, load_model
 from fpgaflow.tasks.featurizers.features import load_images
-from fpgaflow.tasks.training.steps import TrainingOutcome, train_step
-from fpgaflow.tasks.training.head import ImageBatches
+from fpgaflow.tasks.training.train_step import TrainingOutcome, train_step
+from fpgaflow.tasks.training.batches import ImageBatches
 
 # Random-init ResNet-50 features at 64x64 with a linear head: 0.825 test accuracy measured on these
 # 300 images (40 test images, chance 0.10); the full 1,797 digits reach about 0.97.

@@ -12,14 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT, CLASSES_OUTPUT, DETECTION_OUTPUTS, NUM_DETECTIONS_OUTPUT, SCORES_OUTPUT
-from fpgaflow.fpga_runtime.settings import get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
 from fpgaflow.tasks.operations.scoring import OfflineService
@@ -69,14 +65,4 @@ def detection_smoke_test(endpoint: str, service_dir: Path, images: Sequence[Path
             f"the detector at {endpoint} does not answer as {service_dir} does offline: max abs difference "
             f"{result.max_abs_diff:.3g} (tolerance {tolerance:g}), detection agreement {result.agreement:.2%}"
         )
-    return result
-
-
-@task(name="detection-smoke-test", cache_policy=NO_CACHE)
-def detection_smoke_test_task(endpoint: str, service_dir: Path, images: Sequence[Path]) -> DetectionSmokeResult:
-    keys = get_settings().server_api_keys
-    result = detection_smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
-    publish_table("smoke-test", result.rows,
-                  f"{result.images} held-out images through {endpoint}: max abs diff {result.max_abs_diff:.2g}, "
-                  f"detection agreement {result.agreement:.0%}")
     return result

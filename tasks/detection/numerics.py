@@ -1,6 +1,6 @@
-"""The numerics step for a detector: its FPGA stage prepared in each numeric format, gated on mAP@0.5.
+"""A detector's numerics: its FPGA stage prepared in each numeric format, gated on mAP@0.5.
 
-Shaped like :mod:`fpgaflow.tasks.numerics.steps` (same call, same :class:`~fpgaflow.tasks.numerics.steps.NumericsOutcome`).
+Shaped like :mod:`fpgaflow.tasks.numerics.accuracy` (same call, same :class:`~fpgaflow.tasks.numerics.outcome.NumericsOutcome`).
 The classifier's gate compares top-1 accuracy with fp32; a detector has no top-1, so its gate
 compares test mAP@0.5 with fp32's, with the same allowed drop (``max_accuracy_drop``, a fraction:
 0.01 = one mAP point), and the results' ``accuracy`` holds the mAP. Every format is prepared by
@@ -17,20 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_STAGE_FILE
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
-from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, format_names, gate_formats, gate_table, prepare_format_file
-from fpgaflow.tasks.numerics.steps import FormatFiles, NumericsOutcome, calibration_images
+from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, format_names, gate_formats, prepare_format_file
+from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
 from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
-from fpgaflow.tasks.conversion.detector_stages import FPGA_INPUT, run_stage
+from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
 from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
 
 
@@ -69,16 +66,5 @@ def evaluate_detector_numerics(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits
                                         config.msfp_block_size, settings)
         maps[name] = mean_average_precision(served_detections(fpga_onnx, fp32_cpu_onnx, paths, spec), truths, class_names).map50
         files[name] = FormatFiles(fpga_onnx, Path(fp32_cpu_onnx))
-    max_drop = settings.max_accuracy_drop if config.max_accuracy_drop is None else config.max_accuracy_drop
-    results = gate_detector_formats(maps, max_drop)
+    results = gate_detector_formats(maps, allowed_drop(config, settings))
     return NumericsOutcome(results, choose_serve_format(results, config.serve_format), files)
-
-
-@task(name="detector-numerics", cache_policy=NO_CACHE)
-def evaluate_detector_numerics_task(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
-                                    dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
-                                    output_dir: Path) -> NumericsOutcome:
-    outcome = evaluate_detector_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config,
-                                         output_dir)
-    publish_table("numerics", gate_table(outcome.results), f"test mAP@0.5 per numeric format; serving {outcome.serve_format}")
-    return outcome

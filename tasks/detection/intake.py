@@ -22,18 +22,17 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 from PIL import Image
-from prefect import task
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import decode_image
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.files import write_text_atomic
-from fpgaflow.tasks.data.intake import Violation, format_violations, run_expectations
+from fpgaflow.tasks.data.intake import IntakeResult, Violation, ensure_valid, run_expectations, write_splits
 from fpgaflow.tasks.detection.annotations import ANNOTATION_SUFFIXES, Annotation, AnnotationError, read_annotation
 
 LABELS_FILE = "labels.txt"
@@ -73,23 +72,10 @@ DETAIL_COLUMNS = {
 
 
 @dataclass
-class DetectionIntakeResult:
-    data_dir: str
-    dataset_fingerprint: str
-    num_images: int
-    num_objects: int
-    num_classes: int
-    class_names: list[str]
-    validation_success: bool
-    report_path: str
-    split_path: str = ""
-    split_counts: dict[str, int] = field(default_factory=dict)
-    violations: list[Violation] = field(default_factory=list)
-    skipped: list[Violation] = field(default_factory=list)
+class DetectionIntakeResult(IntakeResult):
+    num_objects: int = field(kw_only=True)
 
-    def summary(self) -> dict:
-        keys = ("dataset_fingerprint", "num_images", "num_objects", "num_classes", "validation_success")
-        return {key: getattr(self, key) for key in keys}
+    summary_keys: ClassVar[tuple[str, ...]] = ("dataset_fingerprint", "num_images", "num_objects", "num_classes", "validation_success")
 
 
 def read_labels(data_dir: Path) -> list[str]:
@@ -260,17 +246,9 @@ def intake_detection_dataset(data_dir: Path, settings: Settings | None = None) -
         num_classes=len(labels), class_names=labels, validation_success=bool(report["success"]), report_path=str(report_path),
         violations=violations, skipped=skipped,
     )
-    if not result.validation_success:
-        raise DataValidationError(
-            f"data validation failed for {data_dir} ({len(violations)} problems; full report: {report_path}):\n"
-            + format_violations(violations),
-            report_path=report_path,
-            violations=violations,
-        )
+    ensure_valid(result, report_path)
     splits = split_images(images, settings.validation_fraction, settings.test_fraction, settings.split_seed)
-    result.split_path = str(write_text_atomic(output_dir / "splits.csv", splits.to_csv(index=False)))
-    result.split_counts = {name: int((splits["split"] == name).sum()) for name in SPLITS}
-    return result
+    return write_splits(result, splits, output_dir)
 
 
 def load_detection_splits(split_path: str | Path) -> pd.DataFrame:
@@ -284,26 +262,3 @@ def split_image_paths(split_path: str | Path, split: str = "test") -> list[Path]
     if chosen.empty:
         raise DataValidationError(f"the split manifest {split_path} has no {split!r} images")
     return [Path(path) for path in chosen]
-
-
-def _validation_rows(result: DetectionIntakeResult | None, violations: list[Violation]) -> list[dict]:
-    broken = {item.rule for item in violations}
-    rows = [{"rule": rule, "passed": rule not in broken,
-             "offending": ", ".join(item.file for item in violations if item.rule == rule)[:500]} for rule in RULES]
-    if result is not None:
-        rows += [{"rule": "skipped (unreadable)", "passed": True, "offending": item.file} for item in result.skipped]
-    return rows
-
-
-@task(name="validate-detection-data", persist_result=False)
-def validate_detection_data(data_dir: Path, settings: Settings | None = None) -> DetectionIntakeResult:
-    """Detection intake as a Prefect task; publishes the rule table (artifact ``data-validation``) either way."""
-    try:
-        result = intake_detection_dataset(data_dir, settings)
-    except DataValidationError as error:
-        publish_table("data-validation", _validation_rows(None, error.violations), f"FAILED: {data_dir}")
-        raise
-    publish_table("data-validation", _validation_rows(result, []),
-                  f"{result.num_images} images, {result.num_objects} objects, {result.num_classes} labels, "
-                  f"fingerprint {result.dataset_fingerprint[:16]}")
-    return result

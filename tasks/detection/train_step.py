@@ -1,6 +1,6 @@
-"""The detection train step: build the detector → measure it untrained → train → evaluate mAP → export.
+"""Training a detector: build the detector → measure it untrained → train → evaluate mAP → export.
 
-Shaped like :mod:`fpgaflow.tasks.training.steps` for the flow: one call (``detection_train_step``) from the detection
+Shaped like :mod:`fpgaflow.tasks.training.train_step` for the train step: one call (``detection_train_step``) from the detection
 intake's split manifest, an outcome whose ``summary()`` gives ``featurizer`` and ``metrics`` (with
 ``map50``), and the exported stages in ``output_dir/model`` (:mod:`fpgaflow.tasks.detection.export`).
 """
@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_markdown, publish_table
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.files import write_text_atomic
@@ -96,7 +93,7 @@ def detection_train_step(splits: pd.DataFrame, class_names: Sequence[str], datas
     return DetectionTrainingOutcome(trained.detector.info, trained.history, evaluation, files, trained.trained_blocks)
 
 
-def _markdown(outcome: DetectionTrainingOutcome) -> str:
+def training_markdown(outcome: DetectionTrainingOutcome) -> str:
     info, metrics = outcome.featurizer, outcome.evaluation.metrics
     lines = [
         f"# {info.name} at {info.input_size}x{info.input_size}, weights `{info.weights}`",
@@ -107,12 +104,3 @@ def _markdown(outcome: DetectionTrainingOutcome) -> str:
         f"- model files: `{outcome.model_files.directory}`",
     ]
     return "\n".join(lines) + "\n"
-
-
-@task(name="train-detector", cache_policy=NO_CACHE)
-def detection_train_step_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-                              output_dir: Path) -> DetectionTrainingOutcome:
-    outcome = detection_train_step(splits, class_names, dataset_fingerprint, config, output_dir)
-    publish_markdown("training-summary", _markdown(outcome), "detector, training and test mAP")
-    publish_table("test-average-precision-per-class", outcome.evaluation.per_class, "AP@0.5 per class on the test split")
-    return outcome

@@ -2,7 +2,7 @@
 
 Each image is a noisy, unevenly lit paper-like canvas (96-160 px a side) with one to three
 handwritten digits (24-48 px) pasted where they do not overlap; each digit's box is the tight box
-around its ink. Written in the detection layout of :mod:`fpgaflow.tasks.data.detection_intake` (``labels.txt``,
+around its ink. Written in the detection layout of :mod:`fpgaflow.tasks.detection.intake` (``labels.txt``,
 ``images/``, ``annotations/`` as JSON), seeded, so the same arguments give the same files.
 """
 
@@ -17,7 +17,7 @@ from PIL import Image
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.data.sample_data import digit_images
 from fpgaflow.tasks.detection.annotations import AnnotatedObject, Annotation, write_json
-from fpgaflow.tasks.data.detection_intake import ANNOTATIONS_DIR, IMAGES_DIR, LABELS_FILE
+from fpgaflow.tasks.detection.intake import ANNOTATIONS_DIR, IMAGES_DIR, LABELS_FILE
 
 CANVAS_SIZES = (96, 160)
 DIGIT_SIZES = (24, 48)

@@ -19,24 +19,20 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.conversion.onnx_stages import (
     CPU_STAGE_FILE,
     FPGA_INPUT,
     FPGA_STAGE_FILE,
-    REPORT_FILE,
     ConversionError,
     ConversionReport,
     check_held_out,
-    ensure_parity,
+    keras_to_onnx,
     measure_parity,
-    parity_problems,
+    parity_report,
+    save_checked,
 )
 from fpgaflow.tasks.detection.detect import detect
 from fpgaflow.tasks.detection.export import load_detector
@@ -46,25 +42,13 @@ from fpgaflow.tasks.detection.parity import detection_parity
 
 def convert_detector_stage(keras_model, onnx_path: Path, opset: int) -> Path:
     """The multi-output FPGA stage → a checked ONNX file with input ``input`` and the Keras output names."""
-    import tensorflow as tf
-    import tf2onnx
-
-    shape = tuple(keras_model.inputs[0].shape)
-    signature = (tf.TensorSpec((None, *shape[1:]), tf.float32, name=FPGA_INPUT),)
-    try:
-        model_proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
-    except Exception as error:  # tf2onnx raises bare KeyError/ValueError deep inside; name the stage
-        raise ConversionError(f"tf2onnx could not convert the detector {keras_model.name!r}: {error!r}") from error
+    model_proto = keras_to_onnx(keras_model, FPGA_INPUT, opset, f"the detector {keras_model.name!r}")
     inputs = [value.name for value in model_proto.graph.input]
     outputs = [value.name for value in model_proto.graph.output]
     expected = list(keras_model.output_names)
     if inputs != [FPGA_INPUT] or sorted(outputs) != sorted(expected):
         raise ConversionError(f"detector ONNX graph has inputs {inputs} and outputs {outputs}; expected [{FPGA_INPUT!r}] -> {expected}")
-    onnx_path = Path(onnx_path)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model_proto, onnx_path)
-    onnx.checker.check_model(str(onnx_path), full_check=True)
-    return onnx_path
+    return save_checked(model_proto, onnx_path)
 
 
 def run_stage(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,7 +57,7 @@ def run_stage(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     return dict(zip(names, session.run(names, feeds)))
 
 
-def convert_detector_stages(fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path,
+def convert_detector(fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path,
                             settings: Settings | None = None) -> ConversionReport:
     """Convert the detector's FPGA stage, copy its CPU stage into ``output_dir`` and measure parity.
 
@@ -103,31 +87,4 @@ def convert_detector_stages(fpga_model_path: Path, cpu_model_path: Path, held_ou
         "cpu": detection_parity(reference, run_stage(cpu_onnx, keras_heads)),
         "end_to_end": detection_parity(reference, run_stage(cpu_onnx, onnx_heads)),
     }
-    report = ConversionReport(
-        opset=settings.onnx_opset,
-        images=len(images),
-        tolerance=settings.parity_tolerance,
-        min_top1_agreement=settings.parity_min_top1_agreement,
-        fpga_onnx=fpga_onnx,
-        cpu_onnx=cpu_onnx,
-        stages=stages,
-        problems=parity_problems(stages, settings.parity_tolerance, settings.parity_min_top1_agreement),
-    )
-    report.save(output_dir / REPORT_FILE)
-    return report
-
-
-@task(name="convert-detector-to-onnx", cache_policy=NO_CACHE)
-def convert_detector_stages_task(run_id: str, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
-                                 output_dir: Path) -> ConversionReport:
-    from fpgaflow.tasks.registry.tracking import log_conversion
-
-    report = convert_detector_stages(fpga_model_path, cpu_model_path, held_out_images, output_dir)
-    log_conversion(run_id, report)
-    publish_table(
-        "onnx-parity",
-        [{"stage": stage, **parity.model_dump()} for stage, parity in report.stages.items()],
-        f"Keras vs onnxruntime detections on {report.images} held-out images (opset {report.opset}, tolerance {report.tolerance:g})",
-    )
-    return ensure_parity(report)
-
+    return parity_report(stages, len(images), fpga_onnx, cpu_onnx, output_dir, settings)

@@ -1,0 +1,45 @@
+"""The data stage's Prefect tasks: validate and split a dataset of any model kind, watch a data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.data.intake import validation_rows
+from fpgaflow.tasks.data.watch import DatasetCheck, check_dataset, emit_dataset_updated, record_fingerprint
+from fpgaflow.tasks.errors import DataValidationError
+
+if TYPE_CHECKING:
+    from fpgaflow.tasks.kinds import ModelKind
+
+
+@task(name="validate-data", persist_result=False)
+def validate_data(kind: ModelKind, data_dir: Path, settings: Settings | None = None):
+    """The kind's intake as a Prefect task; publishes the rule table (artifact ``data-validation``) either way."""
+    try:
+        result = kind.intake(data_dir, settings)
+    except DataValidationError as error:
+        publish_table("data-validation", validation_rows(kind.rules, None, error.violations), f"FAILED: {data_dir}")
+        raise
+    publish_table("data-validation", validation_rows(kind.rules, result, []), kind.intake_caption(result))
+    return result
+
+
+@task(name="fingerprint-dataset", cache_policy=NO_CACHE)
+def check_dataset_task(data_dir: Path) -> DatasetCheck:
+    return check_dataset(data_dir)
+
+
+@task(name="emit-dataset-updated", cache_policy=NO_CACHE)
+def emit_dataset_updated_task(check: DatasetCheck, model_name: str = "") -> str | None:
+    return emit_dataset_updated(check, model_name)
+
+
+@task(name="record-fingerprint", cache_policy=NO_CACHE)
+def record_fingerprint_task(check: DatasetCheck) -> Path:
+    return record_fingerprint(Path(check.data_dir), check.fingerprint, check.num_images)

@@ -1,0 +1,24 @@
+"""The featurizers' Prefect tasks: build a featurizer, featurize the splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.tasks.featurizers.catalog import Featurizer, build_featurizer
+from fpgaflow.tasks.featurizers.features import FeatureExtractor, FeatureSet, feature_cache_dir, featurize_splits
+
+
+@task(name="build-featurizer", cache_policy=NO_CACHE, persist_result=False)
+def build_featurizer_task(name: str, weights: str = "none", input_size: int = 224, seed: int = 0) -> Featurizer:
+    return build_featurizer(name, weights, input_size, seed)
+
+
+@task(name="featurize", cache_policy=NO_CACHE, persist_result=False)
+def featurize_splits_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str,
+                          extractor: FeatureExtractor, spec: PreprocessSpec, batch_size: int = 32) -> FeatureSet:
+    return featurize_splits(splits, class_names, dataset_fingerprint, extractor, spec, batch_size, feature_cache_dir())

@@ -1,0 +1,74 @@
+"""A classifier's numerics: every requested format evaluated the way the device will run it.
+
+For each format the fp32 FPGA stage is prepared in that format, the splits are featurized by
+onnxruntime in it, and the head is retrained on those features (so it fits what the device
+produces); its test accuracy against fp32 decides the gate. The serve format's two stage files are
+what the package step ships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_STAGE_FILE, CPU_STAGE_FILE, PROBABILITIES, convert_keras_stage
+from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
+from fpgaflow.tasks.numerics.formats import (
+    REFERENCE_FORMAT,
+    OnnxFeatureExtractor,
+    choose_serve_format,
+    format_names,
+    gate_formats,
+    onnx_classifier,
+    prepare_format_file,
+)
+from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
+from fpgaflow.tasks.training.head import train_head
+
+
+def _test_accuracy(cpu_onnx: Path, features: np.ndarray, labels: np.ndarray) -> float:
+    probabilities = onnx_classifier(cpu_onnx)(features)
+    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
+def evaluate_numerics(
+    fp32_fpga_onnx: Path,
+    fp32_cpu_onnx: Path,
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    spec: PreprocessSpec,
+    config: PipelineConfig,
+    output_dir: Path,
+    settings: Settings | None = None,
+    progress: bool = True,
+) -> NumericsOutcome:
+    """Accuracy of every format in ``config.numerics`` (fp32 always included), the gates and the serve format."""
+
+    settings = settings or get_settings()
+    output_dir = Path(output_dir)
+    calibration = calibration_images(splits, spec, settings.int8_calibration_images)
+    accuracies: dict[str, float] = {}
+    files: dict[str, FormatFiles] = {}
+    for name in format_names(config.numerics):
+        directory = output_dir / name
+        fpga_onnx = prepare_format_file(fp32_fpga_onnx, name, directory / FPGA_STAGE_FILE, calibration,
+                                        config.msfp_block_size, settings)
+        features = featurize_splits(splits, class_names, dataset_fingerprint, OnnxFeatureExtractor(fpga_onnx), spec,
+                                    config.training.featurize_batch_size, feature_cache_dir(settings), progress)
+        if name == REFERENCE_FORMAT:
+            cpu_onnx = Path(fp32_cpu_onnx)
+        else:
+            head = train_head(features["train"].features, features["train"].labels, features["val"].features,
+                              features["val"].labels, len(class_names), config.training, config.seed)
+            cpu_onnx = convert_keras_stage(head.model, directory / CPU_STAGE_FILE, FEATURES, PROBABILITIES, settings.onnx_opset)
+        accuracies[name] = _test_accuracy(cpu_onnx, features["test"].features, features["test"].labels)
+        files[name] = FormatFiles(fpga_onnx, cpu_onnx)
+    results = gate_formats(accuracies, allowed_drop(config, settings))
+    return NumericsOutcome(results, choose_serve_format(results, config.serve_format), files)

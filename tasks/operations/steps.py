@@ -1,0 +1,57 @@
+"""The operations' Prefect tasks: retraining (config, scores, decision) and monitoring (hold-out score, degradation event)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from fpgaflow.fpga_runtime.settings import get_settings
+from fpgaflow.tasks.artifacts import publish_markdown, publish_table
+from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.operations.monitoring import MonitorResult, emit_model_degraded, monitor_endpoint, result_description
+from fpgaflow.tasks.operations.retraining import (
+    RetrainDecision,
+    VersionScore,
+    decide,
+    decision_markdown,
+    retrain_config,
+    score_version,
+)
+from fpgaflow.tasks.operations.scoring import LabelledImage
+from fpgaflow.tasks.registry.lookup import ResolvedVersion
+
+
+@task(name="retrain-config", cache_policy=NO_CACHE)
+def retrain_config_task(data_dir: str = "", model_name: str = "", config_path: str = "") -> PipelineConfig:
+    return retrain_config(data_dir, model_name, config_path)
+
+
+@task(name="score-version", cache_policy=NO_CACHE)
+def score_version_task(version: ResolvedVersion, images: Sequence[LabelledImage]) -> VersionScore:
+    return score_version(version, images)
+
+
+@task(name="retrain-decision", cache_policy=NO_CACHE)
+def decide_task(
+    candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool
+) -> RetrainDecision:
+    decision = decide(candidate, champion, candidate_gates_passed, get_settings().retrain_min_improvement)
+    publish_markdown("retrain-decision", decision_markdown(decision), decision.reason[:500])
+    return decision
+
+
+@task(name="score-holdout", cache_policy=NO_CACHE)
+def monitor_endpoint_task(
+    endpoint: str, data_dir: Path, model_name: str = "", threshold: float | None = None, access_token: str | None = None
+) -> MonitorResult:
+    result = monitor_endpoint(endpoint, data_dir, model_name, threshold, access_token)
+    publish_table("monitor-accuracy", result.report.table(), result_description(result))
+    return result
+
+
+@task(name="emit-model-degraded", cache_policy=NO_CACHE)
+def emit_model_degraded_task(result: MonitorResult) -> str | None:
+    return emit_model_degraded(result)
