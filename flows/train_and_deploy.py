@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 
 from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.config import STEPS, PipelineConfig
-from fpgaflow.tasks.conversion.onnx_stages import ensure_parity, load_held_out_images
+from fpgaflow.tasks.conversion.onnx_stages import ParityError, load_held_out_images
 from fpgaflow.tasks.conversion.steps import convert_task
 from fpgaflow.tasks.data.steps import validate_data
 from fpgaflow.tasks.deployment.deploy import deploy_task
@@ -110,10 +110,14 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     registered = register_task(kind, mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage, intake.class_names)
     spec = trained.featurizer.preprocessing
     test_paths = list(splits.loc[splits["split"] == "test", "path"])
-    conversion = cached(convert_task, key, "convert")(kind, files.fpga_stage, files.cpu_stage,
-                                                      load_held_out_images(test_paths, spec), run_dir / "onnx")
+    try:
+        conversion = cached(convert_task, key, "convert")(kind, files.fpga_stage, files.cpu_stage,
+                                                          load_held_out_images(test_paths, spec), run_dir / "onnx")
+    except ParityError as miss:
+        if miss.report is not None:
+            log_conversion_task(mlflow_run_id, miss.report)
+        raise
     cached(log_conversion_task, key, "log-conversion")(mlflow_run_id, conversion)
-    ensure_parity(conversion)
     numerics = cached(evaluate_numerics_task, key, "numerics")(kind, conversion.fpga_onnx, conversion.cpu_onnx, splits,
                                                                intake.class_names, intake.dataset_fingerprint, spec,
                                                                config, run_dir / "numerics")

@@ -38,7 +38,11 @@ class ConversionError(PipelineStepError):
 
 
 class ParityError(PipelineStepError):
-    """onnxruntime does not reproduce Keras within the tolerance."""
+    """onnxruntime does not reproduce Keras within the tolerance; ``report`` holds the measurements."""
+
+    def __init__(self, message: str, report: ConversionReport | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 class StageParity(BaseModel):
@@ -237,7 +241,8 @@ def convert_stages(
 def ensure_parity(report: ConversionReport) -> ConversionReport:
     if not report.passed:
         raise ParityError(
-            f"ONNX conversion does not reproduce Keras on {report.images} held-out images: " + "; ".join(report.problems)
+            f"ONNX conversion does not reproduce Keras on {report.images} held-out images: " + "; ".join(report.problems),
+            report,
         )
     return report
 

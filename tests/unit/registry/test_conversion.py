@@ -76,6 +76,24 @@ def test_parity_failure_names_the_stage_the_difference_and_the_tolerance(convert
     message = str(failure.value)
     assert message.startswith("ONNX conversion does not reproduce Keras on 12 held-out images: fpga: max abs difference ")
     assert message.endswith("exceeds the tolerance 0.0001")
+    assert failure.value.report is report
+
+
+def test_the_conversion_step_fails_on_a_parity_miss_and_hands_on_the_report(converted, tmp_path):
+    from fpgaflow.tasks.conversion.steps import convert_task
+    from fpgaflow.tasks.kinds import CLASSIFIER
+
+    missed = converted.model_copy(update={"problems": ("fpga: max abs difference 1 exceeds the tolerance 0.0001",)})
+
+    class MissingKind:
+        parity_compared = CLASSIFIER.parity_compared
+
+        def convert(self, *_):
+            return missed
+
+    with pytest.raises(ParityError) as failure:
+        convert_task.fn(MissingKind(), tmp_path / "fpga.keras", tmp_path / "cpu.keras", np.zeros((1, 8, 8, 3)), tmp_path)
+    assert failure.value.report is missed
 
 
 def test_tolerance_zero_with_top1_requirement_reports_every_problem(stage_files, held_out_images, tmp_path):
