@@ -27,10 +27,26 @@ class RunPlan:
     pipeline_epochs: int = 2
 
 
-FULL = RunPlan(input_size=224, levels=(1, 2, 4, 8), windows=WindowPlan(warmup_seconds=3.0, window_seconds=5.0, max_windows=8),
-               peak_matrix=1024, calibration_images=16, emulation_repeats=20, side_by_side_rounds=30, pipeline=True)
-QUICK = RunPlan(input_size=32, levels=(1, 2), windows=WindowPlan(warmup_seconds=0.3, window_seconds=0.5, max_windows=4),
-                peak_matrix=256, calibration_images=2, emulation_repeats=3, side_by_side_rounds=3, pipeline=False)
+FULL = RunPlan(
+    input_size=224,
+    levels=(1, 2, 4, 8),
+    windows=WindowPlan(warmup_seconds=3.0, window_seconds=5.0, max_windows=8),
+    peak_matrix=1024,
+    calibration_images=16,
+    emulation_repeats=20,
+    side_by_side_rounds=30,
+    pipeline=True,
+)
+QUICK = RunPlan(
+    input_size=32,
+    levels=(1, 2),
+    windows=WindowPlan(warmup_seconds=0.3, window_seconds=0.5, max_windows=4),
+    peak_matrix=256,
+    calibration_images=2,
+    emulation_repeats=3,
+    side_by_side_rounds=3,
+    pipeline=False,
+)
 
 
 @dataclass(frozen=True)
@@ -62,16 +78,38 @@ def judge_targets(results: dict) -> list[Target]:
     floor = results["machine_limit"]["int8_floor_ms"]
     memory = results["memory_mb"]
     return [
-        Target("serving overhead", c1["gateway int8"]["p50_ms"] / c1["onnxruntime int8 in-process"]["p50_ms"], 1.15, "<=",
-               "int8 gateway p50 / in-process preprocess + onnxruntime int8 p50"),
-        Target("ahead of TensorFlow", c1["gateway int8"]["p50_ms"] / c1["tensorflow in-process"]["p50_ms"], 0.25, "<=",
-               "int8 gateway p50 / in-process TensorFlow p50"),
+        Target(
+            "serving overhead",
+            c1["gateway int8"]["p50_ms"] / c1["onnxruntime int8 in-process"]["p50_ms"],
+            1.15,
+            "<=",
+            "int8 gateway p50 / in-process preprocess + onnxruntime int8 p50",
+        ),
+        Target(
+            "ahead of TensorFlow",
+            c1["gateway int8"]["p50_ms"] / c1["tensorflow in-process"]["p50_ms"],
+            0.25,
+            "<=",
+            "int8 gateway p50 / in-process TensorFlow p50",
+        ),
         Target("near the limit", c1["gateway int8"]["p50_ms"] / floor, 3.0, "<=", "int8 gateway p50 / int8 latency floor"),
-        Target("throughput under load", int8[-1]["throughput_per_second"] / int8[0]["throughput_per_second"], 1.0, ">=",
-               f"int8 gateway throughput at concurrency {int8[-1]['concurrency']} / at concurrency 1"),
-        Target("tail at concurrency 1", int8[0]["p99_ms"] / int8[0]["p50_ms"], 2.0, "<=", "int8 gateway p99 / p50 at concurrency 1"),
-        Target("msfp9 emulation usable", c1["gateway msfp9"]["p50_ms"] / c1["gateway fp32"]["p50_ms"], 2.5, "<=",
-               "msfp9 gateway p50 / fp32 gateway p50"),
+        Target(
+            "throughput under load",
+            int8[-1]["throughput_per_second"] / int8[0]["throughput_per_second"],
+            1.0,
+            ">=",
+            f"int8 gateway throughput at concurrency {int8[-1]['concurrency']} / at concurrency 1",
+        ),
+        Target(
+            "tail at concurrency 1", int8[0]["p99_ms"] / int8[0]["p50_ms"], 2.0, "<=", "int8 gateway p99 / p50 at concurrency 1"
+        ),
+        Target(
+            "msfp9 emulation usable",
+            c1["gateway msfp9"]["p50_ms"] / c1["gateway fp32"]["p50_ms"],
+            2.5,
+            "<=",
+            "msfp9 gateway p50 / fp32 gateway p50",
+        ),
         Target("int8 node memory", memory["node int8"], 500.0, "<=", "peak RSS of the ResNet-50 int8 node, MB"),
         Target("gateway memory", memory["gateway"], 200.0, "<=", "peak RSS of the gateway, MB"),
     ]
@@ -116,7 +154,8 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
     in_process = {"tensorflow in-process": tensorflow_request(subjects.keras_model, subjects.jpeg, subjects.spec)}
     for name in ("fp32", "int8"):
         in_process[f"onnxruntime {name} in-process"] = onnxruntime_request(
-            subjects.featurizer_onnx[name], subjects.head_onnx, subjects.jpeg, subjects.spec)
+            subjects.featurizer_onnx[name], subjects.head_onnx, subjects.jpeg, subjects.spec
+        )
     for name, request in in_process.items():
         _log(name)
         configurations[name] = _levels(measure_levels(_same_request(request), (1,), plan.windows))
@@ -126,27 +165,37 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
     with BenchCluster(subjects.services, settings) as cluster:
         for name in FORMATS:
             _log(f"gateway {name} at concurrency {plan.levels}")
-            configurations[f"gateway {name}"] = _levels(measure_levels(lambda: cluster.request(name, subjects.jpeg), plan.levels, plan.windows))
+            configurations[f"gateway {name}"] = _levels(
+                measure_levels(lambda: cluster.request(name, subjects.jpeg), plan.levels, plan.windows)
+            )
             memory[f"node {name}"] = cluster.peak_rss_mb(name)
             deployment[name] = asdict(cluster.deployed[name]) | {
-                "service_dir": os.path.relpath(cluster.deployed[name].service_dir, out)}
+                "service_dir": os.path.relpath(cluster.deployed[name].service_dir, out)
+            }
         memory["gateway"] = cluster.gateway_peak_rss_mb()
         _log(f"side by side at concurrency 1, {plan.side_by_side_rounds} interleaved rounds")
         side_by_side = measure_interleaved(
-            {**in_process, **{f"gateway {name}": cluster.request(name, subjects.jpeg) for name in FORMATS}}, plan.side_by_side_rounds)
+            {**in_process, **{f"gateway {name}": cluster.request(name, subjects.jpeg) for name in FORMATS}},
+            plan.side_by_side_rounds,
+        )
     _log("peak matrix multiply again (the best of both is the peak)")
     peak = best_peak(peak, measure_peak(plan.peak_matrix))
 
     _log("modelled FPGA latency vs measured emulation")
     profile = load_profile(settings.device_profile)
     image = preprocess(subjects.jpeg, subjects.spec)
-    measured = batch1_latency_p50({name: OnnxFeatureExtractor(path) for name, path in subjects.featurizer_onnx.items()}, image,
-                                  plan.emulation_repeats)
+    measured = batch1_latency_p50(
+        {name: OnnxFeatureExtractor(path) for name, path in subjects.featurizer_onnx.items()}, image, plan.emulation_repeats
+    )
     emulation = {}
     for name, path in subjects.featurizer_onnx.items():
         report = cost_report(path, name, profile)
-        emulation[name] = {"modelled_device_ms": report.latency.seconds * 1000, "measured_emulation_ms": measured[name],
-                           "fits_one_device": report.fits, "weight_mb": report.graph.weight_bytes / 1e6}
+        emulation[name] = {
+            "modelled_device_ms": report.latency.seconds * 1000,
+            "measured_emulation_ms": measured[name],
+            "fits_one_device": report.fits,
+            "weight_mb": report.graph.weight_bytes / 1e6,
+        }
     macs = cost_report(subjects.featurizer_onnx["fp32"], "fp32", profile).graph.macs
 
     pipeline = None
@@ -157,13 +206,28 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
 
     results: dict[str, Any] = {
         "machine": machine.to_dict() | {"description": machine.describe()},
-        "plan": {"input_size": plan.input_size, "levels": list(plan.levels), "windows": asdict(plan.windows),
-                 "device_profile": profile.name, "ort_intra_op_threads": settings.ort_intra_op_threads},
-        "model": {"featurizer": "resnet50", "weights": "none (seeded)", "input_size": plan.input_size, "macs": macs,
-                  "parameters": subjects.parameters, "classes": 10, "request_jpeg_bytes": len(subjects.jpeg),
-                  "build_seconds": subjects.timings_seconds},
-        "machine_limit": {**peak.to_dict(), "fp32_floor_ms": peak.floor_ms(macs, integer=False),
-                          "int8_floor_ms": peak.floor_ms(macs, integer=True)},
+        "plan": {
+            "input_size": plan.input_size,
+            "levels": list(plan.levels),
+            "windows": asdict(plan.windows),
+            "device_profile": profile.name,
+            "ort_intra_op_threads": settings.ort_intra_op_threads,
+        },
+        "model": {
+            "featurizer": "resnet50",
+            "weights": "none (seeded)",
+            "input_size": plan.input_size,
+            "macs": macs,
+            "parameters": subjects.parameters,
+            "classes": 10,
+            "request_jpeg_bytes": len(subjects.jpeg),
+            "build_seconds": subjects.timings_seconds,
+        },
+        "machine_limit": {
+            **peak.to_dict(),
+            "fp32_floor_ms": peak.floor_ms(macs, integer=False),
+            "int8_floor_ms": peak.floor_ms(macs, integer=True),
+        },
         "configurations": configurations,
         "side_by_side": side_by_side,
         "deployment": deployment,

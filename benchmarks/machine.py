@@ -51,20 +51,30 @@ def machine_info() -> MachineInfo:
         pass
     simd = tuple(name for name in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if name in flags)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return MachineInfo(cpu=cpu, cores=len(os.sched_getaffinity(0)), simd=simd, python=platform.python_version(),
-                       onnxruntime=onnxruntime.__version__, memory_gib=memory)
+    return MachineInfo(
+        cpu=cpu,
+        cores=len(os.sched_getaffinity(0)),
+        simd=simd,
+        python=platform.python_version(),
+        onnxruntime=onnxruntime.__version__,
+        memory_gib=memory,
+    )
 
 
 def _matmul_model(size: int, integer: bool) -> bytes:
     if integer:
         rng = np.random.default_rng(0)
-        weights = helper.make_tensor("b", TensorProto.INT8, (size, size), rng.integers(-127, 128, (size, size)).astype(np.int8).tobytes(), raw=True)
+        weights = helper.make_tensor(
+            "b", TensorProto.INT8, (size, size), rng.integers(-127, 128, (size, size)).astype(np.int8).tobytes(), raw=True
+        )
         node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
         inputs = [helper.make_tensor_value_info("a", TensorProto.UINT8, (size, size))]
         output = helper.make_tensor_value_info("c", TensorProto.INT32, (size, size))
     else:
         rng = np.random.default_rng(0)
-        weights = helper.make_tensor("b", TensorProto.FLOAT, (size, size), rng.standard_normal((size, size), np.float32).tobytes(), raw=True)
+        weights = helper.make_tensor(
+            "b", TensorProto.FLOAT, (size, size), rng.standard_normal((size, size), np.float32).tobytes(), raw=True
+        )
         node = helper.make_node("MatMul", ["a", "b"], ["c"])
         inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, (size, size))]
         output = helper.make_tensor_value_info("c", TensorProto.FLOAT, (size, size))
@@ -120,13 +130,23 @@ def measure_peak(size: int = 1024, repeats: int = 10) -> PeakCompute:
     a8 = rng.integers(0, 256, (size, size)).astype(np.uint8)
     integer_session = make_session(_matmul_model(size, integer=True), intra_op_threads=0)
     int8_gops = operations / _best_seconds(lambda: integer_session.run(None, {"a": a8}), repeats) / 1e9
-    return PeakCompute(fp32_gflops=rates[fp32_source], int8_gops=int8_gops, fp32_source=fp32_source,
-                       int8_source="onnxruntime MatMulInteger", matrix_size=size)
+    return PeakCompute(
+        fp32_gflops=rates[fp32_source],
+        int8_gops=int8_gops,
+        fp32_source=fp32_source,
+        int8_source="onnxruntime MatMulInteger",
+        matrix_size=size,
+    )
 
 
 def best_peak(first: PeakCompute, second: PeakCompute) -> PeakCompute:
     """The higher rate of two measurements of each kind (a peak is the best rate the machine showed)."""
     fp32 = first if first.fp32_gflops >= second.fp32_gflops else second
     int8 = first if first.int8_gops >= second.int8_gops else second
-    return PeakCompute(fp32_gflops=fp32.fp32_gflops, int8_gops=int8.int8_gops, fp32_source=fp32.fp32_source,
-                       int8_source=int8.int8_source, matrix_size=first.matrix_size)
+    return PeakCompute(
+        fp32_gflops=fp32.fp32_gflops,
+        int8_gops=int8.int8_gops,
+        fp32_source=fp32.fp32_source,
+        int8_source=int8.int8_source,
+        matrix_size=first.matrix_size,
+    )

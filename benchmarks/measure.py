@@ -28,7 +28,9 @@ class WindowPlan:
 
     def __post_init__(self) -> None:
         if self.window_seconds <= 0 or self.warmup_seconds < 0:
-            raise ValueError(f"window must be positive and warm-up not negative, got {self.window_seconds} and {self.warmup_seconds}")
+            raise ValueError(
+                f"window must be positive and warm-up not negative, got {self.window_seconds} and {self.warmup_seconds}"
+            )
         if not 1 <= self.stable_windows <= self.max_windows:
             raise ValueError(f"need 1 <= stable_windows ({self.stable_windows}) <= max_windows ({self.max_windows})")
 
@@ -69,9 +71,11 @@ class _Workers:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, name=f"bench-worker-{index}", daemon=True) for index in range(concurrency)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"bench-worker-{index}", daemon=True) for index in range(concurrency)
+        ]
 
-    def __enter__(self) -> "_Workers":
+    def __enter__(self) -> _Workers:
         for thread in self._threads:
             thread.start()
         return self
@@ -147,7 +151,9 @@ def _stable(windows: list[list[float]], plan: WindowPlan) -> bool:
     return windows_agree(counts, plan.tolerance) and windows_agree(medians, plan.tolerance)
 
 
-def measure_levels(request_factory: Callable[[], Callable[[], object]], levels: tuple[int, ...], plan: WindowPlan) -> list[LevelResult]:
+def measure_levels(
+    request_factory: Callable[[], Callable[[], object]], levels: tuple[int, ...], plan: WindowPlan
+) -> list[LevelResult]:
     """One :func:`measure_level` per concurrency level; ``request_factory()`` gives each level a fresh callable."""
     return [measure_level(request_factory(), level, plan) for level in levels]
 
@@ -168,7 +174,11 @@ def measure_interleaved(requests: dict[str, Callable[[], object]], rounds: int) 
             requests[name]()
             timings[name].append((time.perf_counter() - start) * 1000.0)
     return {
-        name: {"rounds": rounds, "p50_ms": float(np.percentile(values, 50)), "p90_ms": float(np.percentile(values, 90)),
-               "p99_ms": float(np.percentile(values, 99))}
+        name: {
+            "rounds": rounds,
+            "p50_ms": float(np.percentile(values, 50)),
+            "p90_ms": float(np.percentile(values, 90)),
+            "p99_ms": float(np.percentile(values, 99)),
+        }
         for name, values in timings.items()
     }

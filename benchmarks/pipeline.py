@@ -33,17 +33,41 @@ def time_pipeline(work: Path, input_size: int, per_class: int, epochs: int) -> P
     data = work / "sample-digits"
     counts = write_sample_data(data, size=input_size, per_class=per_class)
     home = work / "pipeline-home"
-    command = [sys.executable, "-m", "fpgaflow.flows", "run", str(data), "--featurizer", "resnet50", "--input-size", str(input_size),
-               "--epochs", str(epochs), "--numerics", "fp32,int8", "--target", "local", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "fpgaflow.flows",
+        "run",
+        str(data),
+        "--featurizer",
+        "resnet50",
+        "--input-size",
+        str(input_size),
+        "--epochs",
+        str(epochs),
+        "--numerics",
+        "fp32,int8",
+        "--target",
+        "local",
+        "--json",
+    ]
     environment = {**os.environ, "FPGAFLOW_HOME": str(home)}
     log = work / "pipeline.log"
     start = time.perf_counter()
     with open(log, "wb") as log_file:
-        code = subprocess.run(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        ).returncode
     seconds = time.perf_counter() - start
     pipeline_settings = Settings(home=home)
     if gateway_running(pipeline_settings):
         stop_cluster(pipeline_settings)
     shown = ["fpgaflow", *command[3:]]
-    return PipelineTiming(seconds=seconds, images=sum(counts.values()), input_size=input_size,
-                          command=" ".join(shown).replace(str(data), "sample-digits"), exit_code=code, log=str(log))
+    return PipelineTiming(
+        seconds=seconds,
+        images=sum(counts.values()),
+        input_size=input_size,
+        command=" ".join(shown).replace(str(data), "sample-digits"),
+        exit_code=code,
+        log=str(log),
+    )

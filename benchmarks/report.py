@@ -28,40 +28,96 @@ def markdown(results: dict) -> str:
     ]
     for name, levels in results["configurations"].items():
         for level in levels:
-            lines.append(_row([name, level["concurrency"], f"{level['p50_ms']:.1f}", f"{level['p90_ms']:.1f}", f"{level['p99_ms']:.1f}",
-                               f"{level['throughput_per_second']:.1f}", f"{level['windows']} ({'yes' if level['stable'] else 'no'})"]))
+            lines.append(
+                _row(
+                    [
+                        name,
+                        level["concurrency"],
+                        f"{level['p50_ms']:.1f}",
+                        f"{level['p90_ms']:.1f}",
+                        f"{level['p99_ms']:.1f}",
+                        f"{level['throughput_per_second']:.1f}",
+                        f"{level['windows']} ({'yes' if level['stable'] else 'no'})",
+                    ]
+                )
+            )
     lines += [
-        _row(["machine limit fp32 (floor)", 1, f"{limit['fp32_floor_ms']:.1f}", "", "", "",
-              f"{limit['fp32_gflops']:.0f} GFLOP/s, {limit['fp32_source']}"]),
-        _row(["machine limit int8 (floor)", 1, f"{limit['int8_floor_ms']:.1f}", "", "", "",
-              f"{limit['int8_gops']:.0f} GOP/s, {limit['int8_source']}"]),
+        _row(
+            [
+                "machine limit fp32 (floor)",
+                1,
+                f"{limit['fp32_floor_ms']:.1f}",
+                "",
+                "",
+                "",
+                f"{limit['fp32_gflops']:.0f} GFLOP/s, {limit['fp32_source']}",
+            ]
+        ),
+        _row(
+            [
+                "machine limit int8 (floor)",
+                1,
+                f"{limit['int8_floor_ms']:.1f}",
+                "",
+                "",
+                "",
+                f"{limit['int8_gops']:.0f} GOP/s, {limit['int8_source']}",
+            ]
+        ),
         "",
         "Side by side at concurrency 1 (one request of each configuration in turn, order rotated every round; "
         "the latency targets use these p50s):",
         "",
         _row(["configuration", "rounds", "p50 ms", "p90 ms", "p99 ms"]),
         _row(["---"] * 5),
-        *[_row([name, row["rounds"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}", f"{row['p99_ms']:.1f}"])
-          for name, row in results["side_by_side"].items()],
+        *[
+            _row([name, row["rounds"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}", f"{row['p99_ms']:.1f}"])
+            for name, row in results["side_by_side"].items()
+        ],
         "",
         _row(["target", "value", "limit", "verdict", "what"]),
         _row(["---"] * 5),
     ]
     for target in results["targets"]:
-        lines.append(_row([target["name"], f"{target['value']:.2f}", f"{target['comparison']} {target['limit']:g}",
-                           "PASS" if target["pass"] else "FAIL", target["meaning"]]))
+        lines.append(
+            _row(
+                [
+                    target["name"],
+                    f"{target['value']:.2f}",
+                    f"{target['comparison']} {target['limit']:g}",
+                    "PASS" if target["pass"] else "FAIL",
+                    target["meaning"],
+                ]
+            )
+        )
     lines += ["", _row(["process", "peak RSS MB"]), _row(["---"] * 2)]
     lines += [_row([name, f"{value:.0f}"]) for name, value in results["memory_mb"].items()]
-    lines += ["", _row(["format", "devices", "modelled FPGA ms", "measured emulation ms (featurizer, in-process)", "weights MB"]),
-              _row(["---"] * 5)]
+    lines += [
+        "",
+        _row(["format", "devices", "modelled FPGA ms", "measured emulation ms (featurizer, in-process)", "weights MB"]),
+        _row(["---"] * 5),
+    ]
     for name, row in results["fpga_emulation"].items():
         devices = results["deployment"].get(name, {}).get("devices", "")
-        lines.append(_row([name, devices, f"{row['modelled_device_ms']:.3f}", f"{row['measured_emulation_ms']:.1f}", f"{row['weight_mb']:.1f}"]))
+        lines.append(
+            _row(
+                [
+                    name,
+                    devices,
+                    f"{row['modelled_device_ms']:.3f}",
+                    f"{row['measured_emulation_ms']:.1f}",
+                    f"{row['weight_mb']:.1f}",
+                ]
+            )
+        )
     pipeline = results.get("pipeline")
     if pipeline:
         verdict = "succeeded" if pipeline["exit_code"] == 0 else f"failed with exit code {pipeline['exit_code']}"
-        lines += ["", f"End-to-end pipeline: `{pipeline['command']}` on {pipeline['images']} images {verdict} in "
-                      f"{pipeline['seconds']:.0f} s."]
+        lines += [
+            "",
+            f"End-to-end pipeline: `{pipeline['command']}` on {pipeline['images']} images {verdict} in "
+            f"{pipeline['seconds']:.0f} s.",
+        ]
     return "\n".join(lines) + "\n"
 
 

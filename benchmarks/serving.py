@@ -31,20 +31,31 @@ class BenchCluster:
         self.settings = settings
         self.deployed: dict[str, Deployed] = {}
 
-    def __enter__(self) -> "BenchCluster":
+    def __enter__(self) -> BenchCluster:
         from fpgaflow.tasks.deployment.deploy import deploy
-        from fpgaflow.tasks.deployment.targets import start_cluster
         from fpgaflow.tasks.deployment.split import fit_to_device
+        from fpgaflow.tasks.deployment.targets import start_cluster
 
         fits = {name: fit_to_device(path, self.settings.device_profile, self.settings) for name, path in self.services.items()}
-        start_cluster("local", nodes=sum(fit.parts for fit in fits.values()), device=self.settings.device_profile,
-                      port=0, settings=self.settings)
+        start_cluster(
+            "local",
+            nodes=sum(fit.parts for fit in fits.values()),
+            device=self.settings.device_profile,
+            port=0,
+            settings=self.settings,
+        )
         try:
             for name, fit in fits.items():
                 result = deploy(fit.service_dir, target="local", replicas=1, settings=self.settings)
                 host, _, port = result.endpoint.rpartition(":")
-                self.deployed[name] = Deployed(numeric_format=name, model=result.model, host=host, port=int(port),
-                                               devices=result.parts, service_dir=result.service_dir)
+                self.deployed[name] = Deployed(
+                    numeric_format=name,
+                    model=result.model,
+                    host=host,
+                    port=int(port),
+                    devices=result.parts,
+                    service_dir=result.service_dir,
+                )
         except BaseException:
             self._down()
             raise

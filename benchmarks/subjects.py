@@ -72,8 +72,9 @@ def _head(feature_dim: int, seed: int):
     return keras.Model(features, probabilities, name="head")
 
 
-def build_subjects(work: Path, input_size: int, settings: Settings, calibration_count: int = 8, seed: int = 0,
-                   formats: tuple[str, ...] = FORMATS) -> Subjects:
+def build_subjects(
+    work: Path, input_size: int, settings: Settings, calibration_count: int = 8, seed: int = 0, formats: tuple[str, ...] = FORMATS
+) -> Subjects:
     """Build the model once and package it in every format under ``work``."""
     import time
 
@@ -106,17 +107,34 @@ def build_subjects(work: Path, input_size: int, settings: Settings, calibration_
         if name == "fp32":
             continue
         start = time.perf_counter()
-        featurizer_onnx[name] = prepare_format_file(Path(fp32_path), name, stages / f"featurizer-{name}.onnx", calibration,
-                                                    settings=settings)
+        featurizer_onnx[name] = prepare_format_file(
+            Path(fp32_path), name, stages / f"featurizer-{name}.onnx", calibration, settings=settings
+        )
         timings[f"prepare_{name}"] = time.perf_counter() - start
 
     services = {}
     for name in formats:
         services[name] = package_service(
-            name=f"bench-{name}", version="1", class_names=CLASS_NAMES, preprocessing=spec, numeric_format=name,
-            fpga_onnx=featurizer_onnx[name], cpu_onnx=Path(head_path), source={"benchmark": FEATURIZER},
-            destination=work / "services" / name, settings=settings,
+            name=f"bench-{name}",
+            version="1",
+            class_names=CLASS_NAMES,
+            preprocessing=spec,
+            numeric_format=name,
+            fpga_onnx=featurizer_onnx[name],
+            cpu_onnx=Path(head_path),
+            source={"benchmark": FEATURIZER},
+            destination=work / "services" / name,
+            settings=settings,
         )
-    return Subjects(input_size=input_size, spec=spec, keras_model=whole, featurizer_onnx=featurizer_onnx,
-                    head_onnx=Path(head_path), services=services, macs=featurizer.info.mac_count,
-                    parameters=featurizer.info.parameter_count, jpeg=request_jpeg(), timings_seconds=timings)
+    return Subjects(
+        input_size=input_size,
+        spec=spec,
+        keras_model=whole,
+        featurizer_onnx=featurizer_onnx,
+        head_onnx=Path(head_path),
+        services=services,
+        macs=featurizer.info.mac_count,
+        parameters=featurizer.info.parameter_count,
+        jpeg=request_jpeg(),
+        timings_seconds=timings,
+    )

@@ -9,9 +9,9 @@ from fpgaflow.flows.deploy_model import deploy_model
 from fpgaflow.flows.train_and_deploy import train_and_deploy
 from fpgaflow.tasks.data.steps import validate_data
 from fpgaflow.tasks.kinds import CLASSIFIER
+from fpgaflow.tasks.operations.scoring import split_images
 from fpgaflow.tasks.operations.steps import decide_task, retrain_config_task, score_version_task
 from fpgaflow.tasks.registry.steps import find_champion_task, promote_task, resolve_version_task
-from fpgaflow.tasks.operations.scoring import split_images
 
 
 @flow(name="retrain", log_prints=True)

@@ -30,6 +30,7 @@ from fpgaflow.tasks.kinds import kind_of
 from fpgaflow.tasks.numerics.steps import evaluate_numerics_task
 from fpgaflow.tasks.packaging.image_build import ImageBuildFailed
 from fpgaflow.tasks.packaging.steps import build_image_task, package_task
+from fpgaflow.tasks.registry.publication import pipeline_summary
 from fpgaflow.tasks.registry.steps import (
     finish_run_task,
     log_conversion_task,
@@ -40,7 +41,6 @@ from fpgaflow.tasks.registry.steps import (
     register_task,
     start_pipeline_run_task,
 )
-from fpgaflow.tasks.registry.publication import pipeline_summary
 from fpgaflow.tasks.training.steps import train_task
 
 # Fields that change where a run ends or deploys, not what it computes.
@@ -56,15 +56,16 @@ def run_key(config: PipelineConfig, dataset_fingerprint: str) -> str:
     """Identifies what a run computes and where it records it: data, parameters, fpgaflow version, home, MLflow store."""
     parameters = config.model_dump(mode="json", exclude=NOT_IN_CACHE_KEY)
     settings = get_settings()
-    text = json.dumps([dataset_fingerprint, parameters, metadata.version("fpgaflow"), str(settings.home),
-                       settings.mlflow_tracking_uri], sort_keys=True)
+    text = json.dumps(
+        [dataset_fingerprint, parameters, metadata.version("fpgaflow"), str(settings.home), settings.mlflow_tracking_uri],
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def cached(task, key: str, step: str):
     """The task with its result persisted and reused under ``step`` of this run key."""
-    return task.with_options(cache_policy=CachePolicy.from_cache_key_fn(lambda *_: f"fpgaflow-{key}-{step}"),
-                             persist_result=True)
+    return task.with_options(cache_policy=CachePolicy.from_cache_key_fn(lambda *_: f"fpgaflow-{key}-{step}"), persist_result=True)
 
 
 def _serving_image(service_dir: Path, config: PipelineConfig) -> tuple[str | None, str]:
@@ -94,12 +95,18 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     splits = kind.load_splits(intake.split_path)
     mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint)
     cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
-    trained = cached(train_task, key, "train")(kind, splits, intake.class_names, intake.dataset_fingerprint, config,
-                                               run_dir / "train")
+    trained = cached(train_task, key, "train")(
+        kind, splits, intake.class_names, intake.dataset_fingerprint, config, run_dir / "train"
+    )
     evaluation = trained.evaluation
-    cached(log_training_task, key, "log-training")(mlflow_run_id, trained.history, evaluation.metrics, evaluation.per_class,
-                      Path(evaluation.confusion_matrix_png) if evaluation.confusion_matrix_png else None,
-                      trained.featurizer)
+    cached(log_training_task, key, "log-training")(
+        mlflow_run_id,
+        trained.history,
+        evaluation.metrics,
+        evaluation.per_class,
+        Path(evaluation.confusion_matrix_png) if evaluation.confusion_matrix_png else None,
+        trained.featurizer,
+    )
     summary.update(trained.summary())
     if _reached(config, "train"):
         finish_run_task(mlflow_run_id)
@@ -111,23 +118,41 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     spec = trained.featurizer.preprocessing
     test_paths = list(splits.loc[splits["split"] == "test", "path"])
     try:
-        conversion = cached(convert_task, key, "convert")(kind, files.fpga_stage, files.cpu_stage,
-                                                          load_held_out_images(test_paths, spec), run_dir / "onnx")
+        conversion = cached(convert_task, key, "convert")(
+            kind, files.fpga_stage, files.cpu_stage, load_held_out_images(test_paths, spec), run_dir / "onnx"
+        )
     except ParityError as miss:
         if miss.report is not None:
             log_conversion_task(mlflow_run_id, miss.report)
         raise
     cached(log_conversion_task, key, "log-conversion")(mlflow_run_id, conversion)
-    numerics = cached(evaluate_numerics_task, key, "numerics")(kind, conversion.fpga_onnx, conversion.cpu_onnx, splits,
-                                                               intake.class_names, intake.dataset_fingerprint, spec,
-                                                               config, run_dir / "numerics")
+    numerics = cached(evaluate_numerics_task, key, "numerics")(
+        kind,
+        conversion.fpga_onnx,
+        conversion.cpu_onnx,
+        splits,
+        intake.class_names,
+        intake.dataset_fingerprint,
+        spec,
+        config,
+        run_dir / "numerics",
+    )
     outcomes = numerics.results
     cached(log_numerics_task, key, "log-numerics")(mlflow_run_id, outcomes)
     service_dir = package_task(
-        kind, model_name, registered.version, intake.class_names, spec, numerics.serve_format,
-        numerics.served.fpga_onnx, numerics.served.cpu_onnx,
-        {**registered.service_source(intake.dataset_fingerprint), "featurizer": trained.featurizer.name,
-         "flow_run_id": summary["flow_run_id"]},
+        kind,
+        model_name,
+        registered.version,
+        intake.class_names,
+        spec,
+        numerics.serve_format,
+        numerics.served.fpga_onnx,
+        numerics.served.cpu_onnx,
+        {
+            **registered.service_source(intake.dataset_fingerprint),
+            "featurizer": trained.featurizer.name,
+            "flow_run_id": summary["flow_run_id"],
+        },
     )
     published = publish_version_task(model_name, registered.version, service_dir, conversion, outcomes)
     summary.update(pipeline_summary(published))
@@ -138,8 +163,9 @@ def train_and_deploy(config: PipelineConfig) -> dict:
         return summary
 
     image, image_reason = _serving_image(service_dir, config)
-    deployed = deploy_task(service_dir, target=config.target, replicas=config.replicas, image=image,
-                           base_image=config.base_image or None)
+    deployed = deploy_task(
+        service_dir, target=config.target, replicas=config.replicas, image=image, base_image=config.base_image or None
+    )
     summary.update(deployed.summary())
     summary["image"] = image
     if image is None:

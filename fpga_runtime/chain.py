@@ -21,9 +21,9 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -41,7 +41,7 @@ from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, bearer
 from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
 from fpgaflow.fpga_runtime.serve import _address
 from fpgaflow.fpga_runtime.server import OVERALL, ModelServer, grpc_options
-from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, load_service
+from fpgaflow.fpga_runtime.service import Stage, load_service
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,16 @@ class SegmentExecutor(ServiceExecutor):
         try:
             for stage in own:
                 path = self.directory / stage.file
-                runner = FpgaStage(stage, path, self.device) if stage.target == "FPGA" else CpuStage(stage, path, intra_op_threads)
+                runner = (
+                    FpgaStage(stage, path, self.device) if stage.target == "FPGA" else CpuStage(stage, path, intra_op_threads)
+                )
                 self.stages.append(runner)
                 _check_graph_matches(runner)
             if not last:
                 rest = parts[segment]
-                handoff = rest[0].model_copy(update={"name": f"segments {segment + 1}-{len(parts)}", "outputs": self.service.outputs})
+                handoff = rest[0].model_copy(
+                    update={"name": f"segments {segment + 1}-{len(parts)}", "outputs": self.service.outputs}
+                )
                 self.stages.append(NextNode(handoff, next_address, settings))
         except BaseException:
             self.close()
@@ -161,7 +165,8 @@ class SegmentServer:
             futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix="fpgaflow-chain"),
             handlers=[
                 grpc.method_handlers_generic_handler(
-                    CHAIN_SERVICE, {"Run": unary_handler(API, "Run", self._run, pb.PredictRequest, pb.PredictResponse, self.metrics)}
+                    CHAIN_SERVICE,
+                    {"Run": unary_handler(API, "Run", self._run, pb.PredictRequest, pb.PredictResponse, self.metrics)},
                 )
             ],
             interceptors=[ApiKeyInterceptor(keys)] if keys else None,
@@ -224,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--segment", type=int, required=True, help="Segment this node runs, 1-based.")
     parser.add_argument("--next", default=None, metavar="HOST:PORT", help="Node running the next segment.")
     parser.add_argument("--host", default=None, help="Interface to bind (default: the server_host setting).")
-    parser.add_argument("--port", type=int, default=None, help="gRPC port; 0 picks a free one (default: the server_port setting).")
+    parser.add_argument(
+        "--port", type=int, default=None, help="gRPC port; 0 picks a free one (default: the server_port setting)."
+    )
     parser.add_argument("--device", default=None, help="Device profile name or YAML path (default: the device_profile setting).")
     args = parser.parse_args(argv)
     try:

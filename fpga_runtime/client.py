@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -97,26 +97,44 @@ class PredictionClient:
 
     # -- scoring ---------------------------------------------------------------------------------
 
-    def score_file(self, path: str | Path, input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None):
+    def score_file(
+        self, path: str | Path, input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None
+    ):
         """One image file → its default output (probabilities ``[classes]``), or a dict of ``outputs``."""
         return self.score_image(Path(path).read_bytes(), input_name, outputs, timeout)
 
-    def score_image(self, image: bytes, input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None):
+    def score_image(
+        self, image: bytes, input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None
+    ):
         """One encoded image → its default output (batch dimension removed), or a dict of ``outputs``."""
         return _first(self.score_images([image], input_name, outputs, timeout))
 
-    def score_images(self, images: Sequence[bytes], input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None):
+    def score_images(
+        self,
+        images: Sequence[bytes],
+        input_name: str = IMAGES_INPUT,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ):
         """A batch of encoded images → the default output ``[N, ...]``, or a dict of ``outputs``."""
         if isinstance(images, (bytes, bytearray)):
             raise TypeError("score_images takes a sequence of encoded images; use score_image for one")
         result = self.predict({input_name: codec.numpy_to_tensor_proto(list(images))}, outputs, timeout)
         return result if outputs else _only(result)
 
-    def score_numpy_array(self, array: np.ndarray, input_name: str = PREPROCESSED_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None):
+    def score_numpy_array(
+        self,
+        array: np.ndarray,
+        input_name: str = PREPROCESSED_INPUT,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ):
         """A preprocessed float32 image ``[H, W, 3]`` (→ ``[classes]``) or batch ``[N, H, W, 3]`` (→ ``[N, classes]``)."""
         array = np.asarray(array)
         single = array.ndim == 3
-        outputs_by_name = self.predict({input_name: codec.numpy_to_tensor_proto(array[np.newaxis] if single else array)}, outputs, timeout)
+        outputs_by_name = self.predict(
+            {input_name: codec.numpy_to_tensor_proto(array[np.newaxis] if single else array)}, outputs, timeout
+        )
         result = outputs_by_name if outputs else _only(outputs_by_name)
         return _first(result) if single else result
 
@@ -186,7 +204,7 @@ class PredictionClient:
                 self._channel.close()
                 self._channel = None
 
-    def __enter__(self) -> "PredictionClient":
+    def __enter__(self) -> PredictionClient:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -239,7 +257,13 @@ class PredictionClient:
                 attempt += 1
                 log.warning(
                     "%s on %s: %s (%s); retry %d of %d in %.2f s",
-                    method, self.target, status.name, details, attempt, self.retries, wait,
+                    method,
+                    self.target,
+                    status.name,
+                    details,
+                    attempt,
+                    self.retries,
+                    wait,
                 )
                 fresh = status is grpc.StatusCode.UNAVAILABLE  # a broken connection: reconnect from scratch
                 time.sleep(wait)
@@ -247,6 +271,7 @@ class PredictionClient:
             with self._lock:
                 self._last_used = time.monotonic()
             return response
+
 
 def _only(outputs: dict[str, np.ndarray]) -> np.ndarray:
     if len(outputs) != 1:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -73,7 +73,12 @@ _OIP_TYPES: dict[str, _OipType] = {
 _OIP_NAME_BY_DTYPE = {spec.dtype: name for name, spec in _OIP_TYPES.items()}
 
 # Service-definition dtype names (fpgaflow.fpga_runtime.service.TensorSpec) → numpy.
-SPEC_DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "int64": np.dtype(np.int64), "int32": np.dtype(np.int32), "string": STRING}
+SPEC_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype(np.float32),
+    "int64": np.dtype(np.int64),
+    "int32": np.dtype(np.int32),
+    "string": STRING,
+}
 
 
 # -- shapes and dtype names --------------------------------------------------------------------
@@ -271,5 +276,10 @@ def infer_outputs_to_numpy(response: oip.ModelInferResponse) -> dict[str, np.nda
     """The client side of :func:`numpy_to_infer_outputs`: every output of a response by name."""
     request = oip.ModelInferRequest(raw_input_contents=response.raw_output_contents)
     for tensor in response.outputs:
-        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape, contents=tensor.contents if tensor.HasField("contents") else None)
+        request.inputs.add(
+            name=tensor.name,
+            datatype=tensor.datatype,
+            shape=tensor.shape,
+            contents=tensor.contents if tensor.HasField("contents") else None,
+        )
     return infer_inputs_to_numpy(request)

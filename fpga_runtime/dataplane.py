@@ -8,10 +8,10 @@ Input and output names: :mod:`fpgaflow.fpga_runtime.protocol`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -129,9 +129,7 @@ class DataPlane:
         service = load_service(service_dir)
         self.register(service)
         try:
-            executor = ServiceExecutor(
-                service_dir, device_profile, on_timing=self._timing_observer(service), **executor_options
-            )
+            executor = ServiceExecutor(service_dir, device_profile, on_timing=self._timing_observer(service), **executor_options)
         except BaseException as error:
             self.mark_failed(service, error)
             raise
@@ -249,9 +247,13 @@ def _run(executor: ServiceExecutor, inputs: Mapping[str, np.ndarray]) -> dict[st
     if given == [IMAGES_INPUT]:
         images = inputs[IMAGES_INPUT]
         if images.dtype != STRING:
-            raise InvalidInput(f"input {IMAGES_INPUT!r} must hold encoded images as strings (DT_STRING / BYTES), got {images.dtype}")
+            raise InvalidInput(
+                f"input {IMAGES_INPUT!r} must hold encoded images as strings (DT_STRING / BYTES), got {images.dtype}"
+            )
         if images.ndim != 1:
-            raise InvalidInput(f"input {IMAGES_INPUT!r} must be a 1-D batch of encoded images [N], got shape {list(images.shape)}")
+            raise InvalidInput(
+                f"input {IMAGES_INPUT!r} must be a 1-D batch of encoded images [N], got shape {list(images.shape)}"
+            )
         return executor.predict_encoded(list(images))
     if given == [PREPROCESSED_INPUT]:
         return executor.predict_preprocessed(inputs[PREPROCESSED_INPUT])

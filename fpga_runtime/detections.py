@@ -14,8 +14,18 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT, CLASSES_OUTPUT, NUM_DETECTIONS_OUTPUT, SCORES_OUTPUT
 
-PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (128, 128, 0), (0, 128, 128), (170, 110, 40))
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (128, 128, 0),
+    (0, 128, 128),
+    (170, 110, 40),
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ class Detections:
         """The class name of each detection (its index when the names are unknown)."""
         return [self.class_names[index] if 0 <= index < len(self.class_names) else str(index) for index in self.classes]
 
-    def above(self, min_score: float) -> "Detections":
+    def above(self, min_score: float) -> Detections:
         """Only the detections scoring at least ``min_score``."""
         keep = self.scores >= min_score
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], self.class_names)
@@ -65,9 +75,13 @@ def detections_from_outputs(outputs: Mapping[str, np.ndarray], class_names: Sequ
     scores = np.asarray(outputs[SCORES_OUTPUT], np.float32)
     classes = np.asarray(outputs[CLASSES_OUTPUT], np.int64)
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != scores.shape:
-        raise ValueError(f"expected boxes [N, K, 4], scores [N, K], classes [N, K]; got {boxes.shape}, {scores.shape}, {classes.shape}")
+        raise ValueError(
+            f"expected boxes [N, K, 4], scores [N, K], classes [N, K]; got {boxes.shape}, {scores.shape}, {classes.shape}"
+        )
     if len(counts) != len(boxes) or (counts < 0).any() or (counts > boxes.shape[1]).any():
-        raise ValueError(f"num_detections {counts.tolist()} does not fit {len(boxes)} images of at most {boxes.shape[1]} detections")
+        raise ValueError(
+            f"num_detections {counts.tolist()} does not fit {len(boxes)} images of at most {boxes.shape[1]} detections"
+        )
     names = tuple(class_names)
     return [Detections(boxes[i, :count], scores[i, :count], classes[i, :count], names) for i, count in enumerate(counts)]
 
@@ -78,7 +92,9 @@ def draw_detections(image: Image.Image, detections: Detections, line_width: int 
     draw = ImageDraw.Draw(picture)
     width = line_width or max(1, round(min(picture.size) / 150))
     font = ImageFont.load_default()
-    for box, label, index, score in zip(detections.pixel_boxes(*picture.size), detections.labels, detections.classes, detections.scores):
+    for box, label, index, score in zip(
+        detections.pixel_boxes(*picture.size), detections.labels, detections.classes, detections.scores
+    ):
         colour = PALETTE[int(index) % len(PALETTE)]
         left, top, right, bottom = (float(value) for value in box)
         draw.rectangle((left, top, right, bottom), outline=colour, width=width)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotReady
+from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.placement.cost import CostReport
 from fpgaflow.fpga_runtime.placement.fit import require_fits
-from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 
 ORT_DTYPES = {

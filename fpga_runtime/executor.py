@@ -8,8 +8,9 @@ a small plug-in (``load`` + ``run``) chosen by its target.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -83,10 +83,12 @@ class NumericFormat:
             return 1 + self.mantissa_bits + self.exponent_bits / self.block_size
         return float(BITS_OF_KIND[self.kind])
 
-    def with_block_size(self, block_size: int) -> "NumericFormat":
+    def with_block_size(self, block_size: int) -> NumericFormat:
         """The same format with another shared-exponent block size (block floating point only)."""
         if self.kind != "block_float":
-            raise ValueError(f"format {self.name!r} has no shared-exponent blocks; block_size applies to block floating point only")
+            raise ValueError(
+                f"format {self.name!r} has no shared-exponent blocks; block_size applies to block floating point only"
+            )
         return replace(self, block_size=block_size)
 
 
@@ -98,12 +100,20 @@ FORMATS: dict[str, NumericFormat] = {
         NumericFormat("fp32", "float32", "IEEE float32, the reference"),
         NumericFormat("int8", "int8", "8-bit integer, static QDQ quantization calibrated on training images"),
         NumericFormat(
-            "msfp8", "block_float", "ms-fp8: 1 sign, 2 mantissa bits, 5-bit exponent shared per block",
-            mantissa_bits=2, exponent_bits=SHARED_EXPONENT_BITS, block_size=DEFAULT_BLOCK_SIZE,
+            "msfp8",
+            "block_float",
+            "ms-fp8: 1 sign, 2 mantissa bits, 5-bit exponent shared per block",
+            mantissa_bits=2,
+            exponent_bits=SHARED_EXPONENT_BITS,
+            block_size=DEFAULT_BLOCK_SIZE,
         ),
         NumericFormat(
-            "msfp9", "block_float", "ms-fp9: 1 sign, 3 mantissa bits, 5-bit exponent shared per block",
-            mantissa_bits=3, exponent_bits=SHARED_EXPONENT_BITS, block_size=DEFAULT_BLOCK_SIZE,
+            "msfp9",
+            "block_float",
+            "ms-fp9: 1 sign, 3 mantissa bits, 5-bit exponent shared per block",
+            mantissa_bits=3,
+            exponent_bits=SHARED_EXPONENT_BITS,
+            block_size=DEFAULT_BLOCK_SIZE,
         ),
     )
 }

@@ -38,13 +38,13 @@ class PreprocessSpec(BaseModel):
     std: tuple[float, float, float] = Field(default=(1.0, 1.0, 1.0), description="Per-channel divisor, R, G, B.")
 
     @model_validator(mode="after")
-    def _crop_fits(self) -> "PreprocessSpec":
+    def _crop_fits(self) -> PreprocessSpec:
         if self.resize == "shortest_side" and self.resize_to < self.crop:
             raise ValueError(f"resize_to ({self.resize_to}) must be at least crop ({self.crop})")
         return self
 
     @classmethod
-    def for_input_size(cls, input_size: int, **overrides) -> "PreprocessSpec":
+    def for_input_size(cls, input_size: int, **overrides) -> PreprocessSpec:
         """The original 256→224 recipe scaled to another input size."""
         return cls(resize_to=round(input_size * 256 / 224), crop=input_size, **overrides)
 

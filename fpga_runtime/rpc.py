@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Sequence
-
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError

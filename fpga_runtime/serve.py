@@ -17,7 +17,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("service_dir", type=Path, help="Service directory (service.json and its ONNX files).")
     parser.add_argument("--host", default=None, help="Interface to bind (default: the server_host setting).")
-    parser.add_argument("--port", type=int, default=None, help="gRPC port; 0 picks a free one (default: the server_port setting).")
+    parser.add_argument(
+        "--port", type=int, default=None, help="gRPC port; 0 picks a free one (default: the server_port setting)."
+    )
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port; 0 picks a free one (default: off)."
     )

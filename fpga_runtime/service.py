@@ -25,9 +25,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 def check_name(value: str, what: str = "name") -> str:
     """Model and service names: letters, digits, '.', '_', '-'; never a path."""
     if not isinstance(value, str) or not NAME_PATTERN.match(value) or ".." in value:
-        raise ValueError(
-            f"invalid {what} {value!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+        raise ValueError(f"invalid {what} {value!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return value
 
 
@@ -72,7 +70,9 @@ class ServiceDefinition(BaseModel):
     class_names: tuple[str, ...]
     preprocessing: PreprocessSpec
     numeric_format: str = Field(description="Numeric format of the FPGA stages.")
-    stages: tuple[Stage, ...] = Field(min_length=1, description="Run in order; each stage's inputs are the previous stage's outputs.")
+    stages: tuple[Stage, ...] = Field(
+        min_length=1, description="Run in order; each stage's inputs are the previous stage's outputs."
+    )
     default_output: str = Field(description="Output returned when a request names none.")
     source: dict[str, str] = Field(default_factory=dict, description="Lineage: MLflow run, dataset fingerprint, ...")
 
@@ -82,7 +82,7 @@ class ServiceDefinition(BaseModel):
         return check_name(value, "service name")
 
     @model_validator(mode="after")
-    def _stages_chain(self) -> "ServiceDefinition":
+    def _stages_chain(self) -> ServiceDefinition:
         for before, after in zip(self.stages, self.stages[1:]):
             produced = {tensor.name for tensor in before.outputs}
             needed = {tensor.name for tensor in after.inputs}

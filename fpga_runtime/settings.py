@@ -157,7 +157,9 @@ class Settings(BaseSettings):
         description="Where `fpgaflow cluster up` runs the nodes: 'local' processes or 'docker' containers.",
     )
     cluster_nodes: int = Field(default=2, ge=1, description="Nodes (emulated FPGAs, one model each) a new cluster has.")
-    cluster_gateway_host: str = Field(default="127.0.0.1", description="Interface the cluster gateway binds (loopback by default).")
+    cluster_gateway_host: str = Field(
+        default="127.0.0.1", description="Interface the cluster gateway binds (loopback by default)."
+    )
     cluster_gateway_port: int = Field(
         default=8500, ge=0, le=65535, description="gRPC port of the cluster gateway (TF Serving's default); 0 picks a free port."
     )
@@ -166,7 +168,9 @@ class Settings(BaseSettings):
     )
     cluster_health_timeout_seconds: float = Field(default=2.0, gt=0, description="Deadline of one health check of a node.")
     cluster_request_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="Deadline of a request the gateway forwards when the client set none; retries stay within it."
+        default=30.0,
+        gt=0,
+        description="Deadline of a request the gateway forwards when the client set none; retries stay within it.",
     )
     cluster_node_start_timeout_seconds: float = Field(
         default=300.0, gt=0, description="How long a node may take to start, load its model and answer."
@@ -186,7 +190,9 @@ class Settings(BaseSettings):
     kubernetes_cpu_request: str = Field(default="1", description="CPU request of one FPGA-node container.")
     kubernetes_memory_request: str = Field(default="2Gi", description="Memory request (and limit) of one FPGA-node container.")
     kubernetes_max_replicas: int = Field(
-        default=8, ge=1, description="Most pods the HorizontalPodAutoscaler may run per model (never fewer than the replicas asked)."
+        default=8,
+        ge=1,
+        description="Most pods the HorizontalPodAutoscaler may run per model (never fewer than the replicas asked).",
     )
     kubernetes_target_cpu_percent: int = Field(
         default=70, ge=1, le=100, description="Average CPU utilisation the HorizontalPodAutoscaler keeps the pods at."
@@ -239,7 +245,9 @@ class Settings(BaseSettings):
         "when it dies (killed or crashed); a clean stop or `cluster down` ends both.",
     )
     cluster_gateway_restart_backoff_seconds: float = Field(
-        default=0.5, gt=0, description="First wait before the watchdog restarts a dead gateway; doubles on each quick death, at most 30 s."
+        default=0.5,
+        gt=0,
+        description="First wait before the watchdog restarts a dead gateway; doubles on each quick death, at most 30 s.",
     )
 
     # -- FPGA numerics: int8 calibration, per-format accuracy gate ---------------------------
@@ -284,7 +292,7 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _resolve_paths(self) -> "Settings":
+    def _resolve_paths(self) -> Settings:
         self.home = self.home.expanduser().resolve()
         if not self.mlflow_tracking_uri:
             self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"

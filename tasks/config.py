@@ -20,7 +20,9 @@ SSD_TRAINING_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3}
 class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["head", "full"] = Field(default="head", description="'head': train on cached features; 'full': also unfreeze the last blocks.")
+    mode: Literal["head", "full"] = Field(
+        default="head", description="'head': train on cached features; 'full': also unfreeze the last blocks."
+    )
     unfreeze_blocks: int = Field(default=1, ge=0, description="Blocks of the featurizer trained end to end in 'full' mode.")
     hidden_units: int = Field(default=1024, ge=0, description="Units of the hidden dense layer; 0 = a linear head.")
     dropout: float = Field(default=0.2, ge=0, lt=1)
@@ -29,7 +31,9 @@ class TrainingConfig(BaseModel):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     epochs: int = Field(default=16, ge=1)
     batch_size: int = Field(default=32, ge=1)
-    early_stopping_patience: int = Field(default=4, ge=0, description="Epochs without validation-loss improvement before stopping; 0 disables.")
+    early_stopping_patience: int = Field(
+        default=4, ge=0, description="Epochs without validation-loss improvement before stopping; 0 disables."
+    )
     featurize_batch_size: int = Field(default=32, ge=1)
 
 
@@ -37,13 +41,27 @@ class TrainingConfig(BaseModel):
 class DetectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    feature_maps: int | None = Field(default=None, ge=1, le=6, description="SSD feature maps used, from conv4_3 on; empty = as many as the input size has room for (6 at 300 px).")
+    feature_maps: int | None = Field(
+        default=None,
+        ge=1,
+        le=6,
+        description="SSD feature maps used, from conv4_3 on; empty = as many as the input size has room for (6 at 300 px).",
+    )
     width: float = Field(default=1.0, gt=0, le=4, description="Channel multiplier of every convolution; 1.0 = SSD300's channels.")
-    match_iou: float = Field(default=0.5, gt=0, le=1, description="IoU from which a default box counts as matched to an object in training.")
-    negative_ratio: float = Field(default=3.0, ge=0, description="Hard negatives per positive default box in the confidence loss.")
+    match_iou: float = Field(
+        default=0.5, gt=0, le=1, description="IoU from which a default box counts as matched to an object in training."
+    )
+    negative_ratio: float = Field(
+        default=3.0, ge=0, description="Hard negatives per positive default box in the confidence loss."
+    )
     loc_weight: float = Field(default=1.0, ge=0, description="Weight of the localisation loss against the confidence loss.")
     score_threshold: float = Field(default=0.01, gt=0, lt=1, description="Class scores at or below this are never detections.")
-    iou_threshold: float = Field(default=0.45, gt=0, le=1, description="Non-maximum suppression drops a box overlapping a better one of its class by more than this IoU.")
+    iou_threshold: float = Field(
+        default=0.45,
+        gt=0,
+        le=1,
+        description="Non-maximum suppression drops a box overlapping a better one of its class by more than this IoU.",
+    )
     max_per_class: int = Field(default=100, ge=1, description="Detections kept per class and image by non-maximum suppression.")
     max_detections: int = Field(default=100, ge=1, description="Detections returned per image (K of the outputs [N, K, ...]).")
 
@@ -62,9 +80,15 @@ class PipelineConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Used with featurizer ssd_vgg.")
     numerics: tuple[str, ...] = Field(default=("fp32", "int8", "msfp9"), description="Numeric formats to evaluate.")
-    serve_format: str = Field(default="auto", description="Format to package and deploy; 'auto' = the fastest one that passed its gate.")
+    serve_format: str = Field(
+        default="auto", description="Format to package and deploy; 'auto' = the fastest one that passed its gate."
+    )
     msfp_block_size: int = Field(default=16, ge=1, description="Values sharing one exponent in msfp8/msfp9.")
-    max_accuracy_drop: float | None = Field(default=None, ge=0, description="Largest top-1 drop vs fp32 a format may show (fraction); None = the max_accuracy_drop setting.")
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest top-1 drop vs fp32 a format may show (fraction); None = the max_accuracy_drop setting.",
+    )
     target: Literal["local", "docker", "kubernetes"] = "local"
     replicas: int = Field(default=1, ge=1)
     base_image: str = Field(default="", description="Base image of the serving image; empty = the image_base setting.")
@@ -81,7 +105,7 @@ class PipelineConfig(BaseModel):
         return check_name(value, "model name") if value else value
 
     @model_validator(mode="after")
-    def _detector_defaults(self) -> "PipelineConfig":
+    def _detector_defaults(self) -> PipelineConfig:
         """ssd_vgg is SSD300: input size 300 instead of the classifiers' 224, and Adam at 1e-3 unless the
         training section says otherwise (the classifier heads' SGD at 1e-2 moves the SSD layers too slowly)."""
         if not self.detects:

@@ -14,29 +14,43 @@ TARGETS = ("local", "docker")
 def register(subparsers) -> None:
     cluster = subparsers.add_parser("cluster", help="The emulated FPGA cluster: nodes behind one gateway.")
     commands = cluster.add_subparsers(dest="cluster_command", required=True, metavar="CLUSTER_COMMAND")
-    up = commands.add_parser("up", help="Start the cluster's gateway (a new cluster, or the saved one again, re-adopting its nodes).")
-    up.add_argument("--nodes", type=int, help="Nodes (one emulated FPGA each); default: the cluster_nodes setting, or the saved size.")
+    up = commands.add_parser(
+        "up", help="Start the cluster's gateway (a new cluster, or the saved one again, re-adopting its nodes)."
+    )
+    up.add_argument(
+        "--nodes", type=int, help="Nodes (one emulated FPGA each); default: the cluster_nodes setting, or the saved size."
+    )
     up.add_argument("--device", help="Device profile of every node (default: the device_profile setting).")
-    up.add_argument("--target", choices=TARGETS, help="Nodes as local processes or Docker containers (default: the cluster_target setting).")
+    up.add_argument(
+        "--target", choices=TARGETS, help="Nodes as local processes or Docker containers (default: the cluster_target setting)."
+    )
     up.add_argument("--port", type=int, help="Gateway port; 0 picks a free one (default: the cluster_gateway_port setting).")
     up.add_argument("--json", action="store_true", help="Print the cluster status as one JSON object.")
     up.set_defaults(handler=_up)
     status = commands.add_parser("status", help="Nodes, models, health, request rates and p50/p99 latency.")
-    status.add_argument("--json", action="store_true", help="Print one JSON object (nodes: id, address, pid/container, model, healthy).")
+    status.add_argument(
+        "--json", action="store_true", help="Print one JSON object (nodes: id, address, pid/container, model, healthy)."
+    )
     status.set_defaults(handler=_status)
     down = commands.add_parser("down", help="Stop every node and the gateway; remove what the cluster made.")
     down.add_argument("--json", action="store_true")
     down.set_defaults(handler=_down)
     reload_keys = commands.add_parser(
-        "reload-keys", help="Make the gateway read its API keys again (after editing the gateway_api_keys_file): rotation without downtime."
+        "reload-keys",
+        help="Make the gateway read its API keys again (after editing the gateway_api_keys_file): rotation without downtime.",
     )
     reload_keys.set_defaults(handler=_reload_keys)
 
-    deploy = subparsers.add_parser("deploy", help="Deploy a model version onto the cluster (rolling update if another version runs).")
+    deploy = subparsers.add_parser(
+        "deploy", help="Deploy a model version onto the cluster (rolling update if another version runs)."
+    )
     deploy.add_argument("reference", metavar="NAME@ALIAS|NAME@VERSION|SERVICE_DIR")
     deploy.add_argument("--replicas", type=int, default=1, help="Replicas (default 1).")
-    deploy.add_argument("--target", choices=("local", "docker", "kubernetes"),
-                        help="Default: the running cluster's target, else the cluster_target setting.")
+    deploy.add_argument(
+        "--target",
+        choices=("local", "docker", "kubernetes"),
+        help="Default: the running cluster's target, else the cluster_target setting.",
+    )
     deploy.add_argument("--image", help="Serving image to run (docker, kubernetes); default: build it.")
     deploy.add_argument("--base-image", help="Base image when the serving image is built (default: the image_base setting).")
     deploy.add_argument("--device", help="Device profile of a cluster this command starts (default: the device_profile setting).")
@@ -100,7 +114,9 @@ def _down(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"cluster down: stopped {len(result['stopped_nodes'])} node(s), undeployed {', '.join(result['undeployed']) or 'nothing'}")
+        print(
+            f"cluster down: stopped {len(result['stopped_nodes'])} node(s), undeployed {', '.join(result['undeployed']) or 'nothing'}"
+        )
     return 0
 
 
@@ -120,18 +136,33 @@ def _deploy(args: argparse.Namespace) -> int:
     from fpgaflow.tasks.errors import PipelineStepError
 
     try:
-        result = deploy(args.reference, target=args.target, replicas=args.replicas, image=args.image,
-                        base_image=args.base_image, device=args.device)
+        result = deploy(
+            args.reference,
+            target=args.target,
+            replicas=args.replicas,
+            image=args.image,
+            base_image=args.base_image,
+            device=args.device,
+        )
     except PipelineStepError as error:
         print(f"fpgaflow deploy: {error}", file=sys.stderr)
         return 1
     if args.json:
-        _print_json({"model": result.model, "version": result.version, **result.summary(), "nodes": result.nodes,
-                     "service_dir": result.service_dir})
+        _print_json(
+            {
+                "model": result.model,
+                "version": result.version,
+                **result.summary(),
+                "nodes": result.nodes,
+                "service_dir": result.service_dir,
+            }
+        )
     else:
         split = f", split across {result.parts} devices each" if result.parts > 1 else ""
-        print(f"deployed {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
-              f"endpoint {result.endpoint}")
+        print(
+            f"deployed {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
+            f"endpoint {result.endpoint}"
+        )
         if not result.applied:
             print(f"not applied: {result.reason}")
     return 0
@@ -175,20 +206,47 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _print_status(status: dict) -> None:
     gateway = status["gateway"] or {}
-    print(f"cluster {status['name']}: {status['target']} target, {len(status['nodes'])} {status['device']} node(s), "
-          f"gateway {gateway.get('address')} (pid {gateway.get('pid')})")
+    print(
+        f"cluster {status['name']}: {status['target']} target, {len(status['nodes'])} {status['device']} node(s), "
+        f"gateway {gateway.get('address')} (pid {gateway.get('pid')})"
+    )
     print()
-    print(_table(
-        ["NODE", "ADDRESS", "PID" if status["target"] == "local" else "CONTAINER", "MODEL", "SEGMENT", "HEALTHY", "RESTARTS"],
-        [[node["id"], node["address"], node["pid"] if status["target"] == "local" else node["container"],
-          f"{node['model']} {node['version']}" if node["model"] else None, node["segment"],
-          "yes" if node["healthy"] else "NO", node["restarts"]] for node in status["nodes"]],
-    ))
+    print(
+        _table(
+            ["NODE", "ADDRESS", "PID" if status["target"] == "local" else "CONTAINER", "MODEL", "SEGMENT", "HEALTHY", "RESTARTS"],
+            [
+                [
+                    node["id"],
+                    node["address"],
+                    node["pid"] if status["target"] == "local" else node["container"],
+                    f"{node['model']} {node['version']}" if node["model"] else None,
+                    node["segment"],
+                    "yes" if node["healthy"] else "NO",
+                    node["restarts"],
+                ]
+                for node in status["nodes"]
+            ],
+        )
+    )
     if status["models"]:
         print()
-        print(_table(
-            ["MODEL", "VERSION", "REPLICAS", "HEALTHY", "NODES/REPLICA", "REQ/S", "P50 MS", "P99 MS", "REQUESTS", "FAILED"],
-            [[model["name"], ",".join(model["versions"]), model["replicas"], model["healthy_replicas"], model["nodes_per_replica"],
-              model["rate_per_second"], model["p50_ms"], model["p99_ms"], model["requests"], model["failed"]]
-             for model in status["models"]],
-        ))
+        print(
+            _table(
+                ["MODEL", "VERSION", "REPLICAS", "HEALTHY", "NODES/REPLICA", "REQ/S", "P50 MS", "P99 MS", "REQUESTS", "FAILED"],
+                [
+                    [
+                        model["name"],
+                        ",".join(model["versions"]),
+                        model["replicas"],
+                        model["healthy_replicas"],
+                        model["nodes_per_replica"],
+                        model["rate_per_second"],
+                        model["p50_ms"],
+                        model["p99_ms"],
+                        model["requests"],
+                        model["failed"],
+                    ]
+                    for model in status["models"]
+                ],
+            )
+        )

@@ -16,9 +16,12 @@ def register(subparsers) -> None:
     sample.add_argument("directory", type=Path)
     sample.add_argument("--size", type=int, default=64, help="Image side in pixels (default 64).")
     sample.add_argument("--per-class", type=int, default=None, help="At most this many images per class.")
-    sample.add_argument("--detection", action="store_true",
-                        help="Write a detection dataset instead: digits placed on larger noisy canvases, with their boxes "
-                        "(labels.txt, images/, annotations/*.json); --size and --per-class do not apply.")
+    sample.add_argument(
+        "--detection",
+        action="store_true",
+        help="Write a detection dataset instead: digits placed on larger noisy canvases, with their boxes "
+        "(labels.txt, images/, annotations/*.json); --size and --per-class do not apply.",
+    )
     sample.add_argument("--count", type=int, default=300, help="With --detection: how many images (default 300).")
     sample.add_argument("--digits", default="0123456789", help="With --detection: which digits appear (default 0123456789).")
     sample.set_defaults(handler=_sample_data)
@@ -27,8 +30,11 @@ def register(subparsers) -> None:
     validate.add_argument("directory", type=Path)
     validate.add_argument("--skip-unreadable", action="store_true", help="Exclude undecodable files (loudly) instead of failing.")
     validate.add_argument("--json", action="store_true")
-    validate.add_argument("--detection", action="store_true",
-                          help="The folder is a detection dataset (labels.txt, images/, annotations/ with JSON or Pascal VOC XML).")
+    validate.add_argument(
+        "--detection",
+        action="store_true",
+        help="The folder is a detection dataset (labels.txt, images/, annotations/ with JSON or Pascal VOC XML).",
+    )
     validate.set_defaults(handler=_validate)
 
 
@@ -68,8 +74,8 @@ def _sample_detection_data(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from fpgaflow.fpga_runtime.settings import Settings
-    from fpgaflow.tasks.errors import DataValidationError
     from fpgaflow.tasks.data.intake import intake_dataset
+    from fpgaflow.tasks.errors import DataValidationError
 
     settings = Settings(unreadable_policy="skip") if args.skip_unreadable else Settings()
     if args.detection:
@@ -85,8 +91,10 @@ def _validate(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary()))
     else:
         objects = f"{result.num_objects} objects, " if args.detection else ""
-        print(f"{args.directory}: valid — {result.num_images} images, {objects}{result.num_classes} classes, "
-              f"split {result.split_counts}, fingerprint {result.dataset_fingerprint[:16]}")
+        print(
+            f"{args.directory}: valid — {result.num_images} images, {objects}{result.num_classes} classes, "
+            f"split {result.split_counts}, fingerprint {result.dataset_fingerprint[:16]}"
+        )
         for item in result.skipped:
             print(f"  skipped {item.file}: {item.detail}")
     return 0

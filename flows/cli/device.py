@@ -49,19 +49,25 @@ def _estimate(args: argparse.Namespace) -> int:
         results.append((stage, device.cost, _measure_batch_1(device)))
 
     if args.json:
-        print(json.dumps({
-            "service": service.name,
-            "version": service.version,
-            "device": profile.name,
-            "stages": [
-                {"stage": stage.name, "file": stage.file, **report.to_dict(), "measured_seconds": measured}
-                for stage, report, measured in results
-            ],
-        }))
+        print(
+            json.dumps(
+                {
+                    "service": service.name,
+                    "version": service.version,
+                    "device": profile.name,
+                    "stages": [
+                        {"stage": stage.name, "file": stage.file, **report.to_dict(), "measured_seconds": measured}
+                        for stage, report, measured in results
+                    ],
+                }
+            )
+        )
     else:
-        print(f"service {service.name} {service.version} on device {profile.name} "
-              f"({profile.clock_hz / 1e6:g} MHz, efficiency {profile.efficiency:g}, "
-              f"{profile.onchip_memory_bytes:,} bytes on chip)")
+        print(
+            f"service {service.name} {service.version} on device {profile.name} "
+            f"({profile.clock_hz / 1e6:g} MHz, efficiency {profile.efficiency:g}, "
+            f"{profile.onchip_memory_bytes:,} bytes on chip)"
+        )
         for stage, report, measured in results:
             _print_stage(stage, profile, report, measured)
     return 0 if all(report.fits for _, report, _ in results) else 1
@@ -98,21 +104,36 @@ def _print_stage(stage, profile, report, measured: float | None) -> None:
         for layer, cycles in zip(graph.layers, latency.layer_cycles)
     ]
     widths = [max(len(column), *(len(row[index]) for row in rows)) for index, column in enumerate(TABLE_COLUMNS)]
-    print(f"\nstage {stage.name} ({stage.file}) in {stage.numeric_format}: "
-          f"{profile.macs_per_cycle(stage.numeric_format):,} MACs per cycle")
-    print("  ".join(column.ljust(width) if index < 2 else column.rjust(width)
-                    for index, (column, width) in enumerate(zip(TABLE_COLUMNS, widths))))
+    print(
+        f"\nstage {stage.name} ({stage.file}) in {stage.numeric_format}: "
+        f"{profile.macs_per_cycle(stage.numeric_format):,} MACs per cycle"
+    )
+    print(
+        "  ".join(
+            column.ljust(width) if index < 2 else column.rjust(width)
+            for index, (column, width) in enumerate(zip(TABLE_COLUMNS, widths))
+        )
+    )
     for row in rows:
-        print("  ".join(cell.ljust(width) if index < 2 else cell.rjust(width)
-                        for index, (cell, width) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                cell.ljust(width) if index < 2 else cell.rjust(width) for index, (cell, width) in enumerate(zip(row, widths))
+            )
+        )
     share = graph.weight_bytes / report.onchip_memory_bytes
-    print(f"total MACs: {graph.macs:,}   vector ops: {graph.vector_ops:,}   weights: {graph.weight_params:,} "
-          f"at {graph.weight_bits:g} bits")
-    print(f"weight memory: {graph.weight_bytes:,} of {report.onchip_memory_bytes:,} bytes on chip ({share:.1%}): "
-          + ("fits" if report.fits else "DOES NOT FIT"))
-    print(f"modelled latency: {_duration(latency.seconds)} ({latency.compute_cycles:,} cycles = "
-          f"{_duration(latency.compute_seconds)} compute + {_duration(latency.transfer_seconds)} host link for "
-          f"{graph.input_bytes + graph.output_bytes:,} bytes)")
+    print(
+        f"total MACs: {graph.macs:,}   vector ops: {graph.vector_ops:,}   weights: {graph.weight_params:,} "
+        f"at {graph.weight_bits:g} bits"
+    )
+    print(
+        f"weight memory: {graph.weight_bytes:,} of {report.onchip_memory_bytes:,} bytes on chip ({share:.1%}): "
+        + ("fits" if report.fits else "DOES NOT FIT")
+    )
+    print(
+        f"modelled latency: {_duration(latency.seconds)} ({latency.compute_cycles:,} cycles = "
+        f"{_duration(latency.compute_seconds)} compute + {_duration(latency.transfer_seconds)} host link for "
+        f"{graph.input_bytes + graph.output_bytes:,} bytes)"
+    )
     if measured is None:
         print("measured wall time: not run, the device refuses a model that does not fit")
     else:

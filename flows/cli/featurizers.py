@@ -36,7 +36,9 @@ def _featurizers(args: argparse.Namespace) -> int:
             print(json.dumps(info.model_dump(mode="json")))
         else:
             spec = info.preprocessing
-            print(f"{info.name:12} input {info.input_size}x{info.input_size}  features {info.feature_dim:5}  "
-                  f"parameters {info.parameter_count:>12,}  {info.mac_count / 1e9:8.3f} GMAC/image  "
-                  f"{spec.channel_order} mean {spec.mean} std {spec.std}  weights {info.weights}")
+            print(
+                f"{info.name:12} input {info.input_size}x{info.input_size}  features {info.feature_dim:5}  "
+                f"parameters {info.parameter_count:>12,}  {info.mac_count / 1e9:8.3f} GMAC/image  "
+                f"{spec.channel_order} mean {spec.mean} std {spec.std}  weights {info.weights}"
+            )
     return 0

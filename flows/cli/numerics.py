@@ -24,8 +24,13 @@ def register(subparsers) -> None:
     prepare.add_argument("--format", required=True, dest="format_name", help="fp32, int8, msfp8 or msfp9.")
     prepare.add_argument("--output", "-o", type=Path, required=True, metavar="OUT.onnx")
     prepare.add_argument("--block-size", type=int, default=None, help="Shared-exponent block size of msfp formats (default 16).")
-    prepare.add_argument("--calibration", type=Path, default=None, metavar="IMAGE_DIR",
-                         help="Training images int8 calibrates on (required for int8).")
+    prepare.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="IMAGE_DIR",
+        help="Training images int8 calibrates on (required for int8).",
+    )
     prepare.set_defaults(handler=_prepare)
 
     compare = commands.add_parser(
@@ -37,8 +42,13 @@ def register(subparsers) -> None:
     compare.add_argument("--images", type=Path, required=True, metavar="IMAGE_DIR")
     compare.add_argument("--formats", default="fp32,int8,msfp8,msfp9", help="Comma-separated formats (fp32 is always included).")
     compare.add_argument("--block-size", type=int, default=None)
-    compare.add_argument("--cpu-stage", type=Path, default=None, metavar="HEAD.onnx",
-                         help="Classifier graph (input 'features') to compare predictions and top-1 agreement.")
+    compare.add_argument(
+        "--cpu-stage",
+        type=Path,
+        default=None,
+        metavar="HEAD.onnx",
+        help="Classifier graph (input 'features') to compare predictions and top-1 agreement.",
+    )
     compare.add_argument("--limit", type=int, default=64, help="Images used, at most (default 64).")
     compare.add_argument("--repeats", type=int, default=50, help="Timed batch-1 runs per format (default 50).")
     compare.add_argument("--json", action="store_true")
@@ -50,9 +60,22 @@ def _formats(args: argparse.Namespace) -> int:
 
     formats = [numeric_format(name, args.block_size) for name in FORMATS]
     if args.json:
-        print(json.dumps([{"name": fmt.name, "kind": fmt.kind, "bits_per_weight": fmt.bits_per_weight,
-                           "mantissa_bits": fmt.mantissa_bits, "exponent_bits": fmt.exponent_bits,
-                           "block_size": fmt.block_size, "description": fmt.description} for fmt in formats]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": fmt.name,
+                        "kind": fmt.kind,
+                        "bits_per_weight": fmt.bits_per_weight,
+                        "mantissa_bits": fmt.mantissa_bits,
+                        "exponent_bits": fmt.exponent_bits,
+                        "block_size": fmt.block_size,
+                        "description": fmt.description,
+                    }
+                    for fmt in formats
+                ]
+            )
+        )
     else:
         for fmt in formats:
             print(f"{fmt.name:<6} {fmt.bits_per_weight:>7.4g} bits/weight  {fmt.description}")
@@ -86,7 +109,8 @@ def _prepare(args: argparse.Namespace) -> int:
     try:
         calibration = (
             images_in(args.calibration, _input_size(args.model), get_settings().int8_calibration_images)
-            if args.calibration else np.zeros((0, 1, 1, 3), np.float32)
+            if args.calibration
+            else np.zeros((0, 1, 1, 3), np.float32)
         )
         output = prepare_format_file(args.model, args.format_name, args.output, calibration, args.block_size)
     except (PipelineStepError, ValueError) as error:
@@ -100,7 +124,14 @@ def _compare(args: argparse.Namespace) -> int:
 
     from fpgaflow.flows.cli import UsageError
     from fpgaflow.tasks.errors import PipelineStepError
-    from fpgaflow.tasks.numerics.formats import compare_formats, format_names, images_in, numerics_for, onnx_classifier, prepare_model
+    from fpgaflow.tasks.numerics.formats import (
+        compare_formats,
+        format_names,
+        images_in,
+        numerics_for,
+        onnx_classifier,
+        prepare_model,
+    )
 
     if not args.model.is_file():
         raise FileNotFoundError(f"no such ONNX file: {args.model}")
@@ -122,6 +153,8 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"{'format':<7} {'max |diff|':>11} {'scaled':>8} {'top-1 agree':>11} {'p50 ms':>8} {'x fp32':>7}")
     for name, result in comparison.items():
         agreement = f"{result.predictions.top1_agreement:.3f}" if result.predictions else "-"
-        print(f"{name:<7} {result.features.max_abs_diff:>11.4g} {result.features.scaled_diff:>8.3g} {agreement:>11} "
-              f"{result.latency_p50_ms:>8.2f} {result.latency_ratio:>7.2f}")
+        print(
+            f"{name:<7} {result.features.max_abs_diff:>11.4g} {result.features.scaled_diff:>8.3g} {agreement:>11} "
+            f"{result.latency_p50_ms:>8.2f} {result.latency_ratio:>7.2f}"
+        )
     return 0

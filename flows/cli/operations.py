@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     monitor.add_argument("data_dir", type=Path, help="Holdout images, one folder per class.")
     monitor.add_argument("--endpoint", required=True, metavar="HOST:PORT", help="Gateway or node address.")
     monitor.add_argument("--model", required=True, help="Model name (selects the model on a gateway).")
-    monitor.add_argument("--threshold", type=float, help="Lowest acceptable accuracy, 0-1 (default: setting monitor_min_accuracy).")
+    monitor.add_argument(
+        "--threshold", type=float, help="Lowest acceptable accuracy, 0-1 (default: setting monitor_min_accuracy)."
+    )
     monitor.add_argument("--json", action="store_true", help="End with one JSON line summarising the check.")
     monitor.set_defaults(handler=_monitor)
 

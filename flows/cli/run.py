@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 
 def register(subparsers) -> None:
-    run = subparsers.add_parser("run", help="Run the pipeline on a folder-per-class dataset, or a detection dataset with --featurizer ssd_vgg (the main job).")
+    run = subparsers.add_parser(
+        "run",
+        help="Run the pipeline on a folder-per-class dataset, or a detection dataset with --featurizer ssd_vgg (the main job).",
+    )
     run.add_argument("data_dir", type=Path)
     run.add_argument("--config", type=Path, help="YAML file with pipeline settings (see README).")
     run.add_argument("--until", choices=["validate", "train", "package", "deploy"], help="Last step to run (default: deploy).")
@@ -29,33 +32,69 @@ def register(subparsers) -> None:
     run.add_argument("--learning-rate", type=float, dest="training.learning_rate")
     run.add_argument("--hidden-units", type=int, dest="training.hidden_units", help="0 = linear head.")
     run.add_argument("--mode", choices=["head", "full"], dest="training.mode")
-    run.add_argument("--numerics", type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
-                     help="Comma-separated numeric formats to evaluate, e.g. fp32,int8,msfp9.")
+    run.add_argument(
+        "--numerics",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        help="Comma-separated numeric formats to evaluate, e.g. fp32,int8,msfp9.",
+    )
     run.add_argument("--serve-format", help="Format to package and deploy (default: auto).")
     run.add_argument("--target", choices=["local", "docker", "kubernetes"])
     run.add_argument("--replicas", type=int)
     run.add_argument("--base-image", help="Base image of the serving image.")
     detection = run.add_argument_group("detection (featurizer ssd_vgg)")
-    detection.add_argument("--detection-width", type=float, dest="detection.width",
-                           help="Channel multiplier of the detector's convolutions (default 1.0 = SSD300).")
-    detection.add_argument("--feature-maps", type=int, dest="detection.feature_maps",
-                           help="SSD feature maps used, 1 to 6 (default: as many as the input size allows).")
-    detection.add_argument("--score-threshold", type=float, dest="detection.score_threshold",
-                           help="Class scores at or below this are never detections (default 0.01).")
-    detection.add_argument("--iou-threshold", type=float, dest="detection.iou_threshold",
-                           help="Non-maximum suppression IoU (default 0.45).")
-    detection.add_argument("--max-detections", type=int, dest="detection.max_detections",
-                           help="Detections returned per image (default 100).")
+    detection.add_argument(
+        "--detection-width",
+        type=float,
+        dest="detection.width",
+        help="Channel multiplier of the detector's convolutions (default 1.0 = SSD300).",
+    )
+    detection.add_argument(
+        "--feature-maps",
+        type=int,
+        dest="detection.feature_maps",
+        help="SSD feature maps used, 1 to 6 (default: as many as the input size allows).",
+    )
+    detection.add_argument(
+        "--score-threshold",
+        type=float,
+        dest="detection.score_threshold",
+        help="Class scores at or below this are never detections (default 0.01).",
+    )
+    detection.add_argument(
+        "--iou-threshold", type=float, dest="detection.iou_threshold", help="Non-maximum suppression IoU (default 0.45)."
+    )
+    detection.add_argument(
+        "--max-detections", type=int, dest="detection.max_detections", help="Detections returned per image (default 100)."
+    )
     for action in run._actions:
         if "." in action.dest and action.metavar is None:  # a nested config key: show EPOCHS, not TRAINING.EPOCHS
             action.metavar = action.dest.rsplit(".", 1)[1].upper()
     run.set_defaults(handler=_run)
 
 
-OVERRIDES = ("until", "model_name", "featurizer", "weights", "input_size", "seed", "numerics", "serve_format",
-             "target", "replicas", "base_image", "training.epochs", "training.batch_size", "training.learning_rate",
-             "training.hidden_units", "training.mode", "detection.width", "detection.feature_maps",
-             "detection.score_threshold", "detection.iou_threshold", "detection.max_detections")
+OVERRIDES = (
+    "until",
+    "model_name",
+    "featurizer",
+    "weights",
+    "input_size",
+    "seed",
+    "numerics",
+    "serve_format",
+    "target",
+    "replicas",
+    "base_image",
+    "training.epochs",
+    "training.batch_size",
+    "training.learning_rate",
+    "training.hidden_units",
+    "training.mode",
+    "detection.width",
+    "detection.feature_maps",
+    "detection.score_threshold",
+    "detection.iou_threshold",
+    "detection.max_detections",
+)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,8 +106,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, data_dir=args.data_dir, **{key: getattr(args, key) for key in OVERRIDES})
     except ValidationError as error:
-        raise UsageError("invalid pipeline configuration: " + "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())) from None
+        raise UsageError(
+            "invalid pipeline configuration: "
+            + "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
+        ) from None
 
     from fpgaflow.flows.train_and_deploy import train_and_deploy
 
@@ -98,10 +139,11 @@ def _answer_lines(client, image: Path, detects: bool) -> list[str]:
 
     shown = client.detect_file(image).above(DEFAULT_MIN_SCORE).to_dict()[:5]
     return [f"  {item['label']:>12}  {item['score']:.4f}  box [ymin, xmin, ymax, xmax] {item['box']}" for item in shown] or [
-        f"  no detection scores {DEFAULT_MIN_SCORE} or more"]
+        f"  no detection scores {DEFAULT_MIN_SCORE} or more"
+    ]
 
 
-def print_next_steps(summary: dict, config: "PipelineConfig") -> None:
+def print_next_steps(summary: dict, config: PipelineConfig) -> None:
     """Where the results are: the service's answer for a sample image, and the two UIs."""
     from fpgaflow.fpga_runtime.settings import get_settings
 
@@ -119,7 +161,12 @@ def print_next_steps(summary: dict, config: "PipelineConfig") -> None:
         print("\n".join(lines))
         score = "fpgaflow score IMAGE --detect" if config.detects else "fpgaflow score IMAGE"
         print(f"score your own: {score} --address {endpoint}; stop it: fpgaflow cluster down")
-    print("\nsee the run in the Prefect UI:  PREFECT_HOME=" + str(settings.home / "prefect")
-          + " prefect server start   (then http://127.0.0.1:4200/runs)")
+    print(
+        "\nsee the run in the Prefect UI:  PREFECT_HOME="
+        + str(settings.home / "prefect")
+        + " prefect server start   (then http://127.0.0.1:4200/runs)"
+    )
     if "model_name" in summary:
-        print(f"review the model in MLflow:     mlflow/start-local-ui   (then http://127.0.0.1:5000/#/models/{summary['model_name']})")
+        print(
+            f"review the model in MLflow:     mlflow/start-local-ui   (then http://127.0.0.1:5000/#/models/{summary['model_name']})"
+        )

@@ -16,7 +16,9 @@ def register(subparsers) -> None:
     add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
 
-    score = subparsers.add_parser("score", help="Score images against a running server; prints the top-5 classes, or a detector's boxes with --detect.")
+    score = subparsers.add_parser(
+        "score", help="Score images against a running server; prints the top-5 classes, or a detector's boxes with --detect."
+    )
     score.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     score.add_argument("--address", required=True, metavar="HOST:PORT", help="Server or gateway address.")
     score.add_argument("--model", default="", help="Model name (default: the server's only model).")
@@ -24,12 +26,23 @@ def register(subparsers) -> None:
     score.add_argument("--ssl", action="store_true", help="Use TLS with the system's root certificates.")
     score.add_argument("--timeout", type=float, default=10.0, help="Deadline of each attempt, seconds (default 10).")
     score.add_argument("--retries", type=int, default=5, help="Retries on UNAVAILABLE or DEADLINE_EXCEEDED (default 5).")
-    score.add_argument("--detect", action="store_true",
-                       help="The model is a detector: print its detections and draw them on the image into a PNG.")
-    score.add_argument("--out", type=Path, metavar="PNG",
-                       help="With --detect and one image: where the PNG goes (default: IMAGE_STEM.detections.png here).")
-    score.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
-                       help=f"With --detect: detections scoring below this are not shown (default {DEFAULT_MIN_SCORE}).")
+    score.add_argument(
+        "--detect",
+        action="store_true",
+        help="The model is a detector: print its detections and draw them on the image into a PNG.",
+    )
+    score.add_argument(
+        "--out",
+        type=Path,
+        metavar="PNG",
+        help="With --detect and one image: where the PNG goes (default: IMAGE_STEM.detections.png here).",
+    )
+    score.add_argument(
+        "--min-score",
+        type=float,
+        default=DEFAULT_MIN_SCORE,
+        help=f"With --detect: detections scoring below this are not shown (default {DEFAULT_MIN_SCORE}).",
+    )
     score.set_defaults(handler=_score)
 
 

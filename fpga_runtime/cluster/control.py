@@ -9,7 +9,7 @@ Methods of ``fpgaflow.cluster.Control`` (request and response are JSON objects):
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
@@ -57,7 +57,10 @@ def control_handler(controller: Controller, on_shutdown: Callable[[], None], met
 
     return grpc.method_handlers_generic_handler(
         CONTROL_SERVICE,
-        {method: unary_handler(API, method, json_behaviour(method, operation), RawBytes, RawBytes, metrics) for method, operation in operations.items()},
+        {
+            method: unary_handler(API, method, json_behaviour(method, operation), RawBytes, RawBytes, metrics)
+            for method, operation in operations.items()
+        },
     )
 
 
@@ -89,7 +92,7 @@ class ClusterClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "ClusterClient":
+    def __enter__(self) -> ClusterClient:
         return self
 
     def __exit__(self, *exc_info) -> None:

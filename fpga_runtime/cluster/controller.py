@@ -220,7 +220,9 @@ class Controller:
         elif replicas < current:
             self._retire(placement, placement.replicas[replicas:])
 
-    def _update(self, placement: PlacementRecord, service: ServiceDefinition, service_dir: str, image: str | None, replicas: int) -> None:
+    def _update(
+        self, placement: PlacementRecord, service: ServiceDefinition, service_dir: str, image: str | None, replicas: int
+    ) -> None:
         """Rolling update: start the new version on free (or freed) nodes, route to it once ready, drain and stop the old."""
         name, per_replica = placement.name, segment_count(service)
         old = list(placement.replicas)
@@ -282,7 +284,9 @@ class Controller:
                 for position, node in enumerate(chain, start=1):
                     node.model, node.version = service.name, service.version
                     node.segment = position if per_replica > 1 else None
-                records.append(ReplicaRecord(version=service.version, service_dir=service_dir, image=image, nodes=[n.id for n in chain]))
+                records.append(
+                    ReplicaRecord(version=service.version, service_dir=service_dir, image=image, nodes=[n.id for n in chain])
+                )
         return records
 
     def _start_all(self, records: list[ReplicaRecord]) -> None:
@@ -327,7 +331,12 @@ class Controller:
                 )
                 process = self.launcher.start(spec)
                 with self._state_lock:
-                    node.address, node.pid, node.container, node.log = process.address, process.pid, process.container, process.log
+                    node.address, node.pid, node.container, node.log = (
+                        process.address,
+                        process.pid,
+                        process.container,
+                        process.log,
+                    )
                 started.append(node)
                 next_hop = self.launcher.next_hop_address(process)
         except BaseException:

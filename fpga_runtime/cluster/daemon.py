@@ -18,9 +18,9 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Sequence
 
 import grpc
 
@@ -106,8 +106,12 @@ def start_gateway(
     if gateway_running(settings):
         state = StateStore(directory).load()
         where = state.gateway.address if state and state.gateway else "an unknown address"
-        raise FpgaflowError(f"a gateway already runs for the cluster in {directory} (at {where}); `fpgaflow cluster down` stops it")
-    module = "fpgaflow.fpga_runtime.cluster.watchdog" if settings.cluster_gateway_watchdog else "fpgaflow.fpga_runtime.cluster.daemon"
+        raise FpgaflowError(
+            f"a gateway already runs for the cluster in {directory} (at {where}); `fpgaflow cluster down` stops it"
+        )
+    module = (
+        "fpgaflow.fpga_runtime.cluster.watchdog" if settings.cluster_gateway_watchdog else "fpgaflow.fpga_runtime.cluster.daemon"
+    )
     command = [sys.executable, "-m", module, "--home", str(settings.home)]
     for flag, value in (("--nodes", nodes), ("--device", device), ("--target", target), ("--host", host), ("--port", port)):
         if value is not None:
@@ -149,7 +153,9 @@ def _load_or_create_state(store: StateStore, args: argparse.Namespace, settings:
         return new_state(uuid.uuid4().hex[:8], target, device, args.nodes or settings.cluster_nodes)
     state.launcher = launcher_name(state.launcher)
     if args.target and args.target != state.target:
-        raise FpgaflowError(f"the cluster in {store.directory} runs on the {state.target} target, not {args.target}; take it down first")
+        raise FpgaflowError(
+            f"the cluster in {store.directory} runs on the {state.target} target, not {args.target}; take it down first"
+        )
     if args.device and args.device != state.device_profile:
         if any(not node.free for node in state.nodes):
             raise FpgaflowError(
@@ -182,8 +188,10 @@ def serve(args: argparse.Namespace) -> int:
         taken_down.set()
         stop_requested.set()
 
-    control = grpc.server(futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="fpgaflow-control"),
-                          handlers=[control_handler(controller, take_down, gateway.metrics)])
+    control = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="fpgaflow-control"),
+        handlers=[control_handler(controller, take_down, gateway.metrics)],
+    )
     control_port = control.add_insecure_port(f"{CONTROL_HOST}:0")
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop_requested.set())
@@ -192,13 +200,23 @@ def serve(args: argparse.Namespace) -> int:
     gateway.start()
     control.start()
     state.gateway = GatewayRecord(
-        address=gateway.address, control_address=f"{CONTROL_HOST}:{control_port}", pid=os.getpid(), log=str(directory / GATEWAY_LOG),
+        address=gateway.address,
+        control_address=f"{CONTROL_HOST}:{control_port}",
+        pid=os.getpid(),
+        log=str(directory / GATEWAY_LOG),
         watchdog_pid=args.watchdog_pid,
     )
     store.save(state)
     controller.start_supervising()
-    log.info("cluster %s (%s target, %d %s nodes): gateway %s, control %s", state.name, state.target, len(state.nodes),
-             state.device_profile, gateway.address, state.gateway.control_address)
+    log.info(
+        "cluster %s (%s target, %d %s nodes): gateway %s, control %s",
+        state.name,
+        state.target,
+        len(state.nodes),
+        state.device_profile,
+        gateway.address,
+        state.gateway.control_address,
+    )
     print(f"listening on {gateway.address}", flush=True)
 
     stop_requested.wait()
@@ -220,8 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="Device profile of the nodes (default: the device_profile setting).")
     parser.add_argument("--target", default=None, help="local or docker (default: the cluster_target setting).")
     parser.add_argument("--host", default=None, help="Gateway interface (default: the cluster_gateway_host setting).")
-    parser.add_argument("--port", type=int, default=None, help="Gateway port; 0 picks a free one (default: the cluster_gateway_port setting).")
-    parser.add_argument("--watchdog-pid", type=int, default=None, help="The watchdog running this gateway (it passes its own pid).")
+    parser.add_argument(
+        "--port", type=int, default=None, help="Gateway port; 0 picks a free one (default: the cluster_gateway_port setting)."
+    )
+    parser.add_argument(
+        "--watchdog-pid", type=int, default=None, help="The watchdog running this gateway (it passes its own pid)."
+    )
     args = parser.parse_args(argv)
     try:
         return serve(args)

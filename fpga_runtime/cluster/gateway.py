@@ -10,8 +10,8 @@ with the node's status and message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc

@@ -16,8 +16,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from fpgaflow.fpga_runtime.errors import FpgaflowError
 

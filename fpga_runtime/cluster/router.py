@@ -16,8 +16,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import grpc
 import numpy as np
@@ -219,8 +219,14 @@ class Router:
                 except grpc.RpcError as error:
                     code = error.code()
                     if code in RETRIED and time.monotonic() < deadline:
-                        log.warning("%s on %s (%s) failed: %s %s; retrying on another replica",
-                                    method, replica.spec.key, replica.spec.entry, code.name, error.details())
+                        log.warning(
+                            "%s on %s (%s) failed: %s %s; retrying on another replica",
+                            method,
+                            replica.spec.key,
+                            replica.spec.entry,
+                            code.name,
+                            error.details(),
+                        )
                         self._mark_down(replica.spec.entry)
                         continue
                     raise UpstreamError(code, error.details() or f"{code.name} from a replica of {model!r}") from None

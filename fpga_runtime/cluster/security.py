@@ -27,7 +27,9 @@ def read_api_keys(path: Path) -> tuple[str, ...]:
         text = path.read_text(encoding="utf-8")
         mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as error:
-        raise FpgaflowError(f"cannot read the API key file {path}: {getattr(error, 'strerror', None) or type(error).__name__}") from None
+        raise FpgaflowError(
+            f"cannot read the API key file {path}: {getattr(error, 'strerror', None) or type(error).__name__}"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("the API key file %s can be read by other users (mode %o); chmod 600 it", path, stat.S_IMODE(mode))
     keys: list[str] = []

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from fpgaflow.fpga_runtime.cluster.processes import LISTENING
 from fpgaflow.fpga_runtime.settings import get_settings
@@ -83,8 +83,14 @@ class Watchdog:
                 return code
             self.restarts += 1
             backoff = self.first_backoff if self.restarts == 1 else next_backoff(backoff, lived, self.first_backoff)
-            log.warning("the gateway at %s exited with code %s after %.1f s; restart %d in %.2f s",
-                        self.address, code, lived, self.restarts, backoff)
+            log.warning(
+                "the gateway at %s exited with code %s after %.1f s; restart %d in %.2f s",
+                self.address,
+                code,
+                lived,
+                self.restarts,
+                backoff,
+            )
             if self._stop.wait(backoff):
                 return 0
 
@@ -96,7 +102,7 @@ class Watchdog:
         for raw in self._child.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             if line.startswith(LISTENING) and self.address is None:
-                self.address = line[len(LISTENING):].strip()
+                self.address = line[len(LISTENING) :].strip()
             self._relay(line)
         self._child.stdout.close()
         return self._child.wait()

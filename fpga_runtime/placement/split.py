@@ -156,7 +156,6 @@ def single_fpga_stage(service: ServiceDefinition) -> Stage:
     return fpga[0]
 
 
-
 def extract_parts(model_path: Path, model: onnx.ModelProto, plan: SplitPlan, directory: Path, stem: str) -> list[Path]:
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = [value.name for value in model.graph.input if value.name not in initializers]

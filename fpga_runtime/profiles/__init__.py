@@ -30,7 +30,7 @@ class DeviceProfile(BaseModel):
     source: str = Field(min_length=1, description="Where each number comes from.")
 
     @model_validator(mode="after")
-    def _formats_have_mac_units(self) -> "DeviceProfile":
+    def _formats_have_mac_units(self) -> DeviceProfile:
         missing = [name for name in self.supported_formats if name not in self.mac_units]
         if missing:
             raise ValueError(f"supported formats {missing} have no entry in mac_units")

@@ -180,8 +180,9 @@ def parity_problems(stages: dict[str, StageParity], tolerance: float, min_top1_a
     return tuple(problems)
 
 
-def parity_report(stages: dict[str, StageParity], images: int, fpga_onnx: Path, cpu_onnx: Path, output_dir: Path,
-                  settings: Settings) -> ConversionReport:
+def parity_report(
+    stages: dict[str, StageParity], images: int, fpga_onnx: Path, cpu_onnx: Path, output_dir: Path, settings: Settings
+) -> ConversionReport:
     """The conversion report of measured ``stages`` against the settings' tolerances, saved into ``output_dir``."""
     report = ConversionReport(
         opset=settings.onnx_opset,

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 
 @task(name="convert-to-onnx", cache_policy=NO_CACHE)
-def convert_task(kind: ModelKind, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
-            output_dir: Path) -> ConversionReport:
+def convert_task(
+    kind: ModelKind, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path
+) -> ConversionReport:
     """Convert both stages and publish the parity table; a parity miss fails the task with a
     :class:`~fpgaflow.tasks.conversion.onnx_stages.ParityError` that carries the report, so it can still be recorded."""
     report = kind.convert(fpga_model_path, cpu_model_path, held_out_images, output_dir)

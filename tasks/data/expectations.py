@@ -11,13 +11,29 @@ from fpgaflow.fpga_runtime.settings import Settings
 RULES: dict[str, tuple[str, str, dict]] = {
     "file_not_empty": ("files", "ExpectColumnValuesToBeBetween", {"column": "bytes", "min_value": 1}),
     "decodes_as_image": ("files", "ExpectColumnValuesToBeInSet", {"column": "decodes", "value_set": [True]}),
-    "allowed_format": ("files", "ExpectColumnValuesToBeInSet", {"column": "format", "value_set": {"$PARAMETER": "allowed_formats"}}),
+    "allowed_format": (
+        "files",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "format", "value_set": {"$PARAMETER": "allowed_formats"}},
+    ),
     "min_width": ("files", "ExpectColumnValuesToBeBetween", {"column": "width", "min_value": {"$PARAMETER": "min_width"}}),
     "min_height": ("files", "ExpectColumnValuesToBeBetween", {"column": "height", "min_value": {"$PARAMETER": "min_height"}}),
-    "no_duplicate_across_labels": ("files", "ExpectColumnValuesToBeBetween", {"column": "labels_with_same_content", "max_value": 1}),
+    "no_duplicate_across_labels": (
+        "files",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "labels_with_same_content", "max_value": 1},
+    ),
     "min_classes": ("classes", "ExpectTableRowCountToBeBetween", {"min_value": {"$PARAMETER": "min_classes"}}),
-    "min_images_per_class": ("classes", "ExpectColumnValuesToBeBetween", {"column": "images", "min_value": {"$PARAMETER": "min_images_per_class"}}),
-    "max_class_imbalance": ("classes", "ExpectColumnValuesToBeBetween", {"column": "largest_class_ratio", "max_value": {"$PARAMETER": "max_class_imbalance"}}),
+    "min_images_per_class": (
+        "classes",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "images", "min_value": {"$PARAMETER": "min_images_per_class"}},
+    ),
+    "max_class_imbalance": (
+        "classes",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "largest_class_ratio", "max_value": {"$PARAMETER": "max_class_imbalance"}},
+    ),
 }
 
 
@@ -34,13 +50,13 @@ def suite_parameters(settings: Settings) -> dict:
 
 def validation_tables(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The two tables the rules look at: one row per file, one row per class."""
-    files = manifest.assign(
-        labels_with_same_content=manifest.groupby("sha256")["label"].transform("nunique").astype(int)
-    )
+    files = manifest.assign(labels_with_same_content=manifest.groupby("sha256")["label"].transform("nunique").astype(int))
     counts = manifest.groupby("label").size()
-    classes = pd.DataFrame({
-        "label": counts.index,
-        "images": counts.to_numpy(),
-        "largest_class_ratio": (counts.max() / counts).to_numpy() if len(counts) else [],
-    })
+    classes = pd.DataFrame(
+        {
+            "label": counts.index,
+            "images": counts.to_numpy(),
+            "largest_class_ratio": (counts.max() / counts).to_numpy() if len(counts) else [],
+        }
+    )
     return {"files": files, "classes": classes}

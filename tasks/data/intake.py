@@ -15,10 +15,10 @@ from typing import ClassVar
 import pandas as pd
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.data.expectations import RULES, suite_parameters, validation_tables
-from fpgaflow.tasks.files import write_text_atomic
 from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint, stratified_split
+from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,14 @@ class IntakeResult:
         return {key: getattr(self, key) for key in self.summary_keys}
 
 
-def run_expectations(tables: dict[str, pd.DataFrame], rules: dict[str, tuple[str, str, dict]], parameters: dict,
-                     key_columns: dict[str, str], detail_columns: dict[str, str] | None = None,
-                     suite_prefix: str = "fpgaflow-intake") -> tuple[dict, list[Violation]]:
+def run_expectations(
+    tables: dict[str, pd.DataFrame],
+    rules: dict[str, tuple[str, str, dict]],
+    parameters: dict,
+    key_columns: dict[str, str],
+    detail_columns: dict[str, str] | None = None,
+    suite_prefix: str = "fpgaflow-intake",
+) -> tuple[dict, list[Violation]]:
     """Validate each table with the rules that name it (``rule -> (table, expectation, kwargs)``).
 
     ``parameters`` fill the rules' ``$PARAMETER`` thresholds; a violation names the row by the table's
@@ -93,8 +98,9 @@ def run_expectations(tables: dict[str, pd.DataFrame], rules: dict[str, tuple[str
 
 
 def _run_expectations(tables: dict[str, pd.DataFrame], settings: Settings) -> tuple[dict, list[Violation]]:
-    return run_expectations(tables, RULES, suite_parameters(settings), {"files": "relpath", "classes": "label"},
-                            {"decodes_as_image": "decode_error"})
+    return run_expectations(
+        tables, RULES, suite_parameters(settings), {"files": "relpath", "classes": "label"}, {"decodes_as_image": "decode_error"}
+    )
 
 
 def _violations_of(outcome, key_column: str, table: pd.DataFrame, detail_columns: dict[str, str]) -> list[Violation]:
@@ -122,7 +128,9 @@ def _bounds(kwargs: dict) -> str:
     if "value_set" in kwargs:
         return f"one of {kwargs['value_set']}"
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
-    return " and ".join(part for part in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if part)
+    return " and ".join(
+        part for part in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if part
+    )
 
 
 def _exclude_unreadable(manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
@@ -171,9 +179,15 @@ def intake_dataset(data_dir: Path, settings: Settings | None = None) -> IntakeRe
     report_path = write_text_atomic(output_dir / "validation.json", json.dumps(report, indent=1, default=str))
     class_names = sorted(manifest["label"].unique().tolist())
     result = IntakeResult(
-        data_dir=str(data_dir), dataset_fingerprint=fingerprint, num_images=len(manifest), num_classes=len(class_names),
-        class_names=class_names, validation_success=bool(report["success"]), report_path=str(report_path),
-        violations=violations, skipped=skipped,
+        data_dir=str(data_dir),
+        dataset_fingerprint=fingerprint,
+        num_images=len(manifest),
+        num_classes=len(class_names),
+        class_names=class_names,
+        validation_success=bool(report["success"]),
+        report_path=str(report_path),
+        violations=violations,
+        skipped=skipped,
     )
     ensure_valid(result, report_path)
     splits = stratified_split(manifest, settings.validation_fraction, settings.test_fraction, settings.split_seed)
@@ -187,8 +201,14 @@ def load_splits(split_path: str | Path) -> pd.DataFrame:
 def validation_rows(rules, result, violations: list[Violation]) -> list[dict]:
     """The ``data-validation`` table: each rule, whether it passed and its offending files; then the skipped files."""
     broken = {item.rule for item in violations}
-    rows = [{"rule": rule, "passed": rule not in broken,
-             "offending": ", ".join(item.file for item in violations if item.rule == rule)[:500]} for rule in rules]
+    rows = [
+        {
+            "rule": rule,
+            "passed": rule not in broken,
+            "offending": ", ".join(item.file for item in violations if item.rule == rule)[:500],
+        }
+        for rule in rules
+    ]
     if result is not None:
         rows += [{"rule": "skipped (unreadable)", "passed": True, "offending": item.file} for item in result.skipped]
     return rows

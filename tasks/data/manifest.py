@@ -10,7 +10,17 @@ import pandas as pd
 from PIL import Image
 
 MANIFEST_COLUMNS = (
-    "path", "relpath", "label", "width", "height", "mode", "format", "bytes", "sha256", "decodes", "decode_error",
+    "path",
+    "relpath",
+    "label",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "bytes",
+    "sha256",
+    "decodes",
+    "decode_error",
 )
 SPLITS = ("train", "val", "test")
 
@@ -19,8 +29,16 @@ def _describe_file(path: Path) -> dict:
     """Size, hash and image properties; properties stay None where the file is empty or undecodable,
     so each problem is reported once, by the rule that names it."""
     data = path.read_bytes()
-    row = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "width": None, "height": None,
-           "mode": None, "format": None, "decodes": None, "decode_error": ""}
+    row = {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": None,
+        "height": None,
+        "mode": None,
+        "format": None,
+        "decodes": None,
+        "decode_error": "",
+    }
     if not data:
         row["decode_error"] = "empty file"
         return row
@@ -42,8 +60,14 @@ def build_manifest(data_dir: Path) -> pd.DataFrame:
     rows = []
     for class_dir in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            rows.append({"path": str(path), "relpath": path.relative_to(data_dir).as_posix(),
-                         "label": class_dir.name, **_describe_file(path)})
+            rows.append(
+                {
+                    "path": str(path),
+                    "relpath": path.relative_to(data_dir).as_posix(),
+                    "label": class_dir.name,
+                    **_describe_file(path),
+                }
+            )
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
 
 
@@ -60,6 +84,7 @@ def stratified_split(manifest: pd.DataFrame, val_fraction: float, test_fraction:
 
     Independent of scan order, so a re-run on unchanged data gives the same split.
     """
+
     def order_key(row) -> str:
         return hashlib.sha256(f"{seed}:{row.sha256}:{row.relpath}".encode()).hexdigest()
 

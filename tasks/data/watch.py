@@ -7,16 +7,16 @@ overwrite each other) and replaced atomically.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import DATASET_UPDATED, dataset_resource, emit, folder_key
 from fpgaflow.tasks.files import write_text_atomic
-from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
 
 
 class RecordedFingerprint(BaseModel):
@@ -75,7 +75,7 @@ def record_fingerprint(data_dir: Path, fingerprint: str, num_images: int, settin
         data_dir=str(data_dir),
         fingerprint=fingerprint,
         num_images=num_images,
-        checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     return write_text_atomic(state_path(data_dir, settings), record.model_dump_json(indent=1) + "\n")
 

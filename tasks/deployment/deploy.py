@@ -60,9 +60,15 @@ def deploy(
 
 
 def _markdown(result: DeployResult) -> str:
-    rows = [("model", f"{result.model} {result.version}"), ("target", result.target), ("endpoint", result.endpoint),
-            ("replicas", result.replicas), ("devices per replica", result.parts), ("image", result.image or result.image_reason),
-            ("service", result.service_dir)]
+    rows = [
+        ("model", f"{result.model} {result.version}"),
+        ("target", result.target),
+        ("endpoint", result.endpoint),
+        ("replicas", result.replicas),
+        ("devices per replica", result.parts),
+        ("image", result.image or result.image_reason),
+        ("service", result.service_dir),
+    ]
     if result.nodes:
         rows.append(("nodes", "; ".join(" → ".join(chain) for chain in result.nodes)))
     if not result.applied:
@@ -78,4 +84,3 @@ def deploy_task(
     result = deploy(service_dir, target=target, replicas=replicas, image=image, base_image=base_image)
     publish_markdown("deployment", _markdown(result), description=f"{result.model} {result.version} on {result.target}")
     return result
-

@@ -98,8 +98,9 @@ def _labels(service: ServiceDefinition, name: str, segment: int | None) -> dict[
     return labels
 
 
-def _container(service: ServiceDefinition, image: str, device: str, port: int, segment: int | None, next_hop: str | None,
-               settings: Settings) -> dict:
+def _container(
+    service: ServiceDefinition, image: str, device: str, port: int, segment: int | None, next_hop: str | None, settings: Settings
+) -> dict:
     entrypoint, arguments = node_command(segment, next_hop, port, device)
     container: dict = {"name": CONTAINER, "image": image}
     if entrypoint is not None:
@@ -130,7 +131,9 @@ def render_manifests(
         raise InvalidInput(f"replicas must be at least 1, got {replicas}")
     device = device_profile or settings.device_profile
     if device not in known_profiles():
-        raise InvalidInput(f"the kubernetes target runs bundled device profiles only ({', '.join(known_profiles())}), not {device!r}")
+        raise InvalidInput(
+            f"the kubernetes target runs bundled device profiles only ({', '.join(known_profiles())}), not {device!r}"
+        )
     namespace, port = settings.kubernetes_namespace, settings.image_grpc_port
     segments = segment_count(service)
     manifests: list[dict] = []
@@ -168,7 +171,9 @@ def render_manifests(
                 "spec": {
                     "type": "ClusterIP",
                     "selector": selector,
-                    "ports": [{"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP", "appProtocol": "grpc"}],
+                    "ports": [
+                        {"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP", "appProtocol": "grpc"}
+                    ],
                 },
             }
         )
@@ -238,7 +243,9 @@ def apply_manifests(manifests: list[dict], settings: Settings) -> None:
                 body["spec"] = {**manifest["spec"], "clusterIP": current.spec.cluster_ip}
             replace(name, namespace, body, field_manager=FIELD_MANAGER)
     except ApiException as error:
-        raise KubernetesApplyFailed(f"the Kubernetes API refused {manifest['kind']} {name}: {error.status} {error.reason}: {error.body}") from None
+        raise KubernetesApplyFailed(
+            f"the Kubernetes API refused {manifest['kind']} {name}: {error.status} {error.reason}: {error.body}"
+        ) from None
     finally:
         api_client.close()
 

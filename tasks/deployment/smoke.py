@@ -23,12 +23,17 @@ class SmokeResult(BaseModel):
     rows: list[dict]
 
     def summary(self) -> dict:
-        return {"images": self.images, "max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
-                "accuracy": self.accuracy}
+        return {
+            "images": self.images,
+            "max_abs_diff": self.max_abs_diff,
+            "top1_agreement": self.top1_agreement,
+            "accuracy": self.accuracy,
+        }
 
 
-def smoke_test(endpoint: str, service_dir: Path, images: Sequence[LabelledImage], tolerance: float = 1e-4,
-               api_key: str | None = None) -> SmokeResult:
+def smoke_test(
+    endpoint: str, service_dir: Path, images: Sequence[LabelledImage], tolerance: float = 1e-4, api_key: str | None = None
+) -> SmokeResult:
     """Score ``images`` one by one through ``endpoint`` and compare with the offline run of ``service_dir``.
 
     Fails the step when an answer differs by more than ``tolerance`` or names another class.
@@ -43,12 +48,19 @@ def smoke_test(endpoint: str, service_dir: Path, images: Sequence[LabelledImage]
         served = np.stack([client.score_image(data) for data in encoded])
     names = service.class_names
     rows = [
-        {"image": image.path.name, "label": image.label, "served": names[int(got.argmax())],
-         "offline": names[int(want.argmax())], "max_abs_diff": float(np.max(np.abs(got - want)))}
+        {
+            "image": image.path.name,
+            "label": image.label,
+            "served": names[int(got.argmax())],
+            "offline": names[int(want.argmax())],
+            "max_abs_diff": float(np.max(np.abs(got - want))),
+        }
         for image, got, want in zip(images, served, expected)
     ]
     result = SmokeResult(
-        endpoint=endpoint, images=len(images), rows=rows,
+        endpoint=endpoint,
+        images=len(images),
+        rows=rows,
         max_abs_diff=float(np.max(np.abs(served - expected))),
         top1_agreement=float(np.mean(served.argmax(axis=1) == expected.argmax(axis=1))),
         accuracy=float(np.mean([row["served"] == row["label"] for row in rows])),

@@ -125,9 +125,7 @@ def split_service(
     )
 
 
-def fit_to_device(
-    service_dir: str | Path, device_profile: str | Path, settings: Settings | None = None
-) -> SplitResult:
+def fit_to_device(service_dir: str | Path, device_profile: str | Path, settings: Settings | None = None) -> SplitResult:
     """The service directory to deploy on ``device_profile`` devices: itself when every FPGA stage fits one
     device, else its split under ``<home>/split/<name>-<version>-<profile>`` (made once per FPGA graph)."""
     settings = settings or get_settings()

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 def smoke_test_task(kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence):
     keys = get_settings().server_api_keys
     result = kind.smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
-    publish_table("smoke-test", result.rows,
-                  f"{result.images} held-out images through {endpoint}: max abs diff {result.max_abs_diff:.2g}, "
-                  f"{kind.smoke_caption(result)}")
+    publish_table(
+        "smoke-test",
+        result.rows,
+        f"{result.images} held-out images through {endpoint}: max abs diff {result.max_abs_diff:.2g}, "
+        f"{kind.smoke_caption(result)}",
+    )
     return result

@@ -47,8 +47,13 @@ class DeployResult:
 
     def summary(self) -> dict:
         """The keys the deploy step adds to ``fpgaflow run --json``."""
-        summary = {"endpoint": self.endpoint, "image": self.image, "target": self.target, "replicas": self.replicas,
-                   "devices_per_replica": self.parts}
+        summary = {
+            "endpoint": self.endpoint,
+            "image": self.image,
+            "target": self.target,
+            "replicas": self.replicas,
+            "devices_per_replica": self.parts,
+        }
         if self.image is None and self.image_reason:
             summary["image_reason"] = self.image_reason
         if not self.applied:
@@ -57,13 +62,15 @@ class DeployResult:
 
 
 class DeploymentTarget(Protocol):
-    def deploy(self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None,
-               settings: Settings) -> DeployResult:
+    def deploy(
+        self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None, settings: Settings
+    ) -> DeployResult:
         """Put ``replicas`` replicas of the service in ``service_dir`` onto the target; a model already there is scaled or rolled over."""
 
 
-def start_cluster(target: str, nodes: int | None = None, device: str | None = None, port: int | None = None,
-                  settings: Settings | None = None):
+def start_cluster(
+    target: str, nodes: int | None = None, device: str | None = None, port: int | None = None, settings: Settings | None = None
+):
     """``fpgaflow cluster up``: the gateway process of a new (or the saved) cluster on ``target``."""
     settings = settings or get_settings()
     if target not in LAUNCHERS:
@@ -85,8 +92,9 @@ def serving_image(service_dir: Path, image: str | None, base_image: str | None, 
 class ClusterTarget:
     name: str
 
-    def deploy(self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None,
-               settings: Settings) -> DeployResult:
+    def deploy(
+        self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None, settings: Settings
+    ) -> DeployResult:
         running = gateway_running(settings)
         if running:
             state = running_state(settings)
@@ -125,8 +133,9 @@ class ClusterTarget:
 class KubernetesTarget:
     name = "kubernetes"
 
-    def deploy(self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None,
-               settings: Settings) -> DeployResult:
+    def deploy(
+        self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None, settings: Settings
+    ) -> DeployResult:
         from fpgaflow.tasks.deployment.kubernetes import deploy_to_kubernetes
         from fpgaflow.tasks.packaging.image_build import default_tag
 

@@ -72,7 +72,7 @@ def parse_json(text: str) -> Annotation:
         raise AnnotationError(f"expected an object with width, height and objects, got {type(raw).__name__}")
     missing = [key for key in ("width", "height", "objects") if key not in raw]
     if missing:
-        raise AnnotationError(f"missing keys {missing}: expected {{\"width\", \"height\", \"objects\": [{{\"label\", \"box\"}}]}}")
+        raise AnnotationError(f'missing keys {missing}: expected {{"width", "height", "objects": [{{"label", "box"}}]}}')
     if not isinstance(raw["objects"], list):
         raise AnnotationError(f"objects must be a list, got {type(raw['objects']).__name__}")
     objects = []
@@ -113,7 +113,10 @@ def parse_voc_xml(text: str) -> Annotation:
         raise AnnotationError(f"not valid XML: {error}") from None
     if root.tag != "annotation":
         raise AnnotationError(f"expected a Pascal VOC <annotation> root element, got <{root.tag}>")
-    width, height = _size(_xml_number(root, "size/width"), "<size/width>"), _size(_xml_number(root, "size/height"), "<size/height>")
+    width, height = (
+        _size(_xml_number(root, "size/width"), "<size/width>"),
+        _size(_xml_number(root, "size/height"), "<size/height>"),
+    )
     objects = []
     for index, item in enumerate(root.findall("object")):
         try:

@@ -63,8 +63,9 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
 
 
-def class_average_precision(detections: Sequence[ImageDetections], truths: Sequence[GroundTruth], class_index: int,
-                            iou_threshold: float = IOU_THRESHOLD) -> dict:
+def class_average_precision(
+    detections: Sequence[ImageDetections], truths: Sequence[GroundTruth], class_index: int, iou_threshold: float = IOU_THRESHOLD
+) -> dict:
     """AP of one class over a set of images (``detections[i]`` and ``truths[i]`` describe image ``i``)."""
     records = []  # (score, image, box)
     for image, found in enumerate(detections):
@@ -99,8 +100,12 @@ def class_average_precision(detections: Sequence[ImageDetections], truths: Seque
     return {**row, "ap": average_precision(recall, precision)}
 
 
-def mean_average_precision(detections: Sequence[ImageDetections], truths: Sequence[GroundTruth], class_names: Sequence[str],
-                           iou_threshold: float = IOU_THRESHOLD) -> MeanAveragePrecision:
+def mean_average_precision(
+    detections: Sequence[ImageDetections],
+    truths: Sequence[GroundTruth],
+    class_names: Sequence[str],
+    iou_threshold: float = IOU_THRESHOLD,
+) -> MeanAveragePrecision:
     """mAP over the classes that have ground truth, and the per-class table."""
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} images with detections but {len(truths)} with ground truth")

@@ -47,7 +47,9 @@ def convert_detector_stage(keras_model, onnx_path: Path, opset: int) -> Path:
     outputs = [value.name for value in model_proto.graph.output]
     expected = list(keras_model.output_names)
     if inputs != [FPGA_INPUT] or sorted(outputs) != sorted(expected):
-        raise ConversionError(f"detector ONNX graph has inputs {inputs} and outputs {outputs}; expected [{FPGA_INPUT!r}] -> {expected}")
+        raise ConversionError(
+            f"detector ONNX graph has inputs {inputs} and outputs {outputs}; expected [{FPGA_INPUT!r}] -> {expected}"
+        )
     return save_checked(model_proto, onnx_path)
 
 
@@ -57,8 +59,9 @@ def run_stage(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     return dict(zip(names, session.run(names, feeds)))
 
 
-def convert_detector(fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path,
-                            settings: Settings | None = None) -> ConversionReport:
+def convert_detector(
+    fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path, settings: Settings | None = None
+) -> ConversionReport:
     """Convert the detector's FPGA stage, copy its CPU stage into ``output_dir`` and measure parity.
 
     Same call as :func:`fpgaflow.tasks.conversion.onnx_stages.convert_stages` (``fpga_model_path`` is the exported
@@ -83,7 +86,9 @@ def convert_detector(fpga_model_path: Path, cpu_model_path: Path, held_out_image
     onnx_loc, onnx_logits = flatten_heads(onnx_heads, info.feature_maps, info.num_classes)
     reference = detect(keras_loc, keras_logits, info.layout.priors(), exported.detection)
     stages = {
-        "fpga": measure_parity(np.concatenate([keras_loc, keras_logits], axis=-1), np.concatenate([onnx_loc, onnx_logits], axis=-1)),
+        "fpga": measure_parity(
+            np.concatenate([keras_loc, keras_logits], axis=-1), np.concatenate([onnx_loc, onnx_logits], axis=-1)
+        ),
         "cpu": detection_parity(reference, run_stage(cpu_onnx, keras_heads)),
         "end_to_end": detection_parity(reference, run_stage(cpu_onnx, onnx_heads)),
     }

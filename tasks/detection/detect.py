@@ -36,8 +36,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, score_threshold: float,
-                        max_boxes: int) -> np.ndarray:
+def non_max_suppression(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, score_threshold: float, max_boxes: int
+) -> np.ndarray:
     """Indices of the boxes ``[P, 4]`` one class keeps, best first (ONNX NonMaxSuppression's rules)."""
     candidates = np.flatnonzero(scores > np.float32(score_threshold))
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
@@ -54,7 +55,9 @@ def detect(loc: np.ndarray, logits: np.ndarray, priors: np.ndarray, config: Dete
     """Box offsets ``[N, P, 4]`` and class logits ``[N, P, classes + 1]`` → the four detection outputs."""
     loc, logits = np.asarray(loc, np.float32), np.asarray(logits, np.float32)
     if loc.ndim != 3 or loc.shape[1:] != (len(priors), 4) or logits.shape[:2] != loc.shape[:2]:
-        raise ValueError(f"expected offsets [N, {len(priors)}, 4] and logits [N, {len(priors)}, C]; got {loc.shape} and {logits.shape}")
+        raise ValueError(
+            f"expected offsets [N, {len(priors)}, 4] and logits [N, {len(priors)}, C]; got {loc.shape} and {logits.shape}"
+        )
     count, priors_count, columns = logits.shape
     keep = min(config.max_detections, (columns - 1) * priors_count)
     outputs = {

@@ -18,11 +18,11 @@ from typing import ClassVar
 import keras
 
 from fpgaflow.tasks.config import DetectionConfig
-from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.detection.geometry import DetectorInfo
 from fpgaflow.tasks.detection.model import Detector
 from fpgaflow.tasks.detection.postprocess import write_postprocess
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.training.export import ModelFiles
 
 CPU_STAGE_FILE = "cpu_stage.onnx"
@@ -57,7 +57,9 @@ class ExportedDetector:
 def export_detector(detector: Detector, class_names: Sequence[str], detection: DetectionConfig, directory: Path) -> DetectorFiles:
     """Write the FPGA stage, the CPU stage built for ``detection``, the class names and the facts into ``directory``."""
     if len(class_names) != detector.info.num_classes:
-        raise PipelineStepError(f"the detector scores {detector.info.num_classes} classes but {len(class_names)} class names were given")
+        raise PipelineStepError(
+            f"the detector scores {detector.info.num_classes} classes but {len(class_names)} class names were given"
+        )
 
     def write(staging: Path) -> None:
         files = DetectorFiles(staging)

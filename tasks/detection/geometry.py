@@ -34,7 +34,10 @@ POOLS_BEFORE_CONV4_3 = 3
 POOLS_BEFORE_FC7 = 4
 # (1x1 channels, 3x3 channels, stride, padding) of conv8 .. conv11.
 EXTRA_LAYERS: tuple[tuple[int, int, int, str], ...] = (
-    (256, 512, 2, "same"), (128, 256, 2, "same"), (128, 256, 1, "valid"), (128, 256, 1, "valid"),
+    (256, 512, 2, "same"),
+    (128, 256, 2, "same"),
+    (128, 256, 1, "valid"),
+    (128, 256, 1, "valid"),
 )
 
 
@@ -99,7 +102,9 @@ class DetectorInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = NAME
-    weights: str = Field(description="'imagenet' (VGG-16 layers), 'none' (seeded random init) or the weights file it was loaded from.")
+    weights: str = Field(
+        description="'imagenet' (VGG-16 layers), 'none' (seeded random init) or the weights file it was loaded from."
+    )
     seed: int
     input_size: int
     feature_maps: int
@@ -129,7 +134,9 @@ def head_shapes(info: DetectorInfo) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def flatten_heads(heads: dict[str, np.ndarray] | Sequence[np.ndarray], feature_maps: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def flatten_heads(
+    heads: dict[str, np.ndarray] | Sequence[np.ndarray], feature_maps: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Head tensors (by name, or in output order) → box offsets ``[N, P, 4]`` and class logits ``[N, P, classes + 1]``."""
     if not isinstance(heads, dict):
         heads = dict(zip(head_names(feature_maps), heads))

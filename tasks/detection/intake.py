@@ -30,10 +30,10 @@ from PIL import Image
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import decode_image
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.errors import DataValidationError
-from fpgaflow.tasks.files import write_text_atomic
 from fpgaflow.tasks.data.intake import IntakeResult, Violation, ensure_valid, run_expectations, write_splits
 from fpgaflow.tasks.detection.annotations import ANNOTATION_SUFFIXES, Annotation, AnnotationError, read_annotation
+from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.files import write_text_atomic
 
 LABELS_FILE = "labels.txt"
 IMAGES_DIR = "images"
@@ -48,7 +48,11 @@ log = logging.getLogger(__name__)
 RULES: dict[str, tuple[str, str, dict]] = {
     "file_not_empty": ("images", "ExpectColumnValuesToBeBetween", {"column": "bytes", "min_value": 1}),
     "decodes_as_image": ("images", "ExpectColumnValuesToBeInSet", {"column": "decodes", "value_set": [True]}),
-    "allowed_format": ("images", "ExpectColumnValuesToBeInSet", {"column": "format", "value_set": {"$PARAMETER": "allowed_formats"}}),
+    "allowed_format": (
+        "images",
+        "ExpectColumnValuesToBeInSet",
+        {"column": "format", "value_set": {"$PARAMETER": "allowed_formats"}},
+    ),
     "min_width": ("images", "ExpectColumnValuesToBeBetween", {"column": "width", "min_value": {"$PARAMETER": "min_width"}}),
     "min_height": ("images", "ExpectColumnValuesToBeBetween", {"column": "height", "min_value": {"$PARAMETER": "min_height"}}),
     "has_annotation": ("images", "ExpectColumnValuesToBeInSet", {"column": "annotated", "value_set": [True]}),
@@ -58,7 +62,11 @@ RULES: dict[str, tuple[str, str, dict]] = {
     "box_inside_image": ("objects", "ExpectColumnValuesToBeInSet", {"column": "inside", "value_set": [True]}),
     "box_has_area": ("objects", "ExpectColumnValuesToBeInSet", {"column": "has_area", "value_set": [True]}),
     "known_label": ("objects", "ExpectColumnValuesToBeInSet", {"column": "label", "value_set": {"$PARAMETER": "known_labels"}}),
-    "min_objects_per_label": ("labels", "ExpectColumnValuesToBeBetween", {"column": "objects", "min_value": {"$PARAMETER": "min_objects"}}),
+    "min_objects_per_label": (
+        "labels",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "objects", "min_value": {"$PARAMETER": "min_objects"}},
+    ),
 }
 KEY_COLUMNS = {"images": "relpath", "objects": "object", "labels": "label"}
 DETAIL_COLUMNS = {
@@ -75,7 +83,13 @@ DETAIL_COLUMNS = {
 class DetectionIntakeResult(IntakeResult):
     num_objects: int = field(kw_only=True)
 
-    summary_keys: ClassVar[tuple[str, ...]] = ("dataset_fingerprint", "num_images", "num_objects", "num_classes", "validation_success")
+    summary_keys: ClassVar[tuple[str, ...]] = (
+        "dataset_fingerprint",
+        "num_images",
+        "num_objects",
+        "num_classes",
+        "validation_success",
+    )
 
 
 def read_labels(data_dir: Path) -> list[str]:
@@ -89,7 +103,11 @@ def read_labels(data_dir: Path) -> list[str]:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     reserved = [label for label in labels if label.lower() in RESERVED_LABELS]
     if duplicates or reserved:
-        problem = f"lists {duplicates} more than once" if duplicates else f"uses the reserved label {reserved[0]!r} (class 0 is the background)"
+        problem = (
+            f"lists {duplicates} more than once"
+            if duplicates
+            else f"uses the reserved label {reserved[0]!r} (class 0 is the background)"
+        )
         raise DataValidationError(f"{path} {problem}")
     return labels
 
@@ -97,8 +115,15 @@ def read_labels(data_dir: Path) -> list[str]:
 def _describe_image(path: Path) -> dict:
     """Size as the model sees it (EXIF orientation applied), format and hash; properties stay None when it does not decode."""
     data = path.read_bytes()
-    row = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "width": None, "height": None,
-           "format": None, "decodes": None, "decode_error": ""}
+    row = {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": None,
+        "height": None,
+        "format": None,
+        "decodes": None,
+        "decode_error": "",
+    }
     if not data:
         row["decode_error"] = "empty file"
         return row
@@ -112,7 +137,9 @@ def _describe_image(path: Path) -> dict:
 
 
 def _annotation_file(annotations_dir: Path, stem: str) -> tuple[Path | None, str]:
-    found = [annotations_dir / f"{stem}{suffix}" for suffix in ANNOTATION_SUFFIXES if (annotations_dir / f"{stem}{suffix}").is_file()]
+    found = [
+        annotations_dir / f"{stem}{suffix}" for suffix in ANNOTATION_SUFFIXES if (annotations_dir / f"{stem}{suffix}").is_file()
+    ]
     if not found:
         return None, f"no {ANNOTATIONS_DIR}/{stem}.json or {ANNOTATIONS_DIR}/{stem}.xml"
     if len(found) > 1:
@@ -149,8 +176,9 @@ def scan_dataset(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             annotation_readable=annotation is not None or annotation_path is None,
             annotation_error=problem,
             size_matches=size_matches,
-            size_detail="" if size_matches else f"annotation says {annotation.width}x{annotation.height}, "
-                                                  f"the image decodes to {row['width']}x{row['height']}",
+            size_detail=""
+            if size_matches
+            else f"annotation says {annotation.width}x{annotation.height}, the image decodes to {row['width']}x{row['height']}",
             objects=len(annotation.objects) if annotation else 0,
         )
         images.append(row)
@@ -158,7 +186,19 @@ def scan_dataset(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             width, height = (row["width"], row["height"]) if decoded else (annotation.width, annotation.height)
             for index, item in enumerate(annotation.objects):
                 objects.append(_object_row(row["relpath"], Path(row["annotation"]).name, index, item, width, height))
-    object_columns = ("object", "relpath", "label", "xmin", "ymin", "xmax", "ymax", "difficult", "inside", "has_area", "box_detail")
+    object_columns = (
+        "object",
+        "relpath",
+        "label",
+        "xmin",
+        "ymin",
+        "xmax",
+        "ymax",
+        "difficult",
+        "inside",
+        "has_area",
+        "box_detail",
+    )
     return pd.DataFrame(images), pd.DataFrame(objects, columns=list(object_columns))
 
 
@@ -168,9 +208,12 @@ def _object_row(relpath: str, annotation_name: str, index: int, item, width: int
         "object": f"{ANNOTATIONS_DIR}/{annotation_name}#{index}",
         "relpath": relpath,
         "label": item.label,
-        "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax,
+        "xmin": xmin,
+        "ymin": ymin,
+        "xmax": xmax,
+        "ymax": ymax,
         "difficult": item.difficult,
-        "inside": 0 <= xmin and 0 <= ymin and xmax <= width and ymax <= height,
+        "inside": xmin >= 0 and ymin >= 0 and xmax <= width and ymax <= height,
         "has_area": xmax > xmin and ymax > ymin,
         "box_detail": f"box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] (xmin, ymin, xmax, ymax) in a {width}x{height} image",
     }
@@ -207,7 +250,10 @@ def split_images(images: pd.DataFrame, val_fraction: float, test_fraction: float
     n_test, n_val = max(1, round(count * test_fraction)), max(1, round(count * val_fraction))
     if count - n_test - n_val < 1:
         raise DataValidationError(f"{count} images are too few for a train/val/test split")
-    keys = [hashlib.sha256(f"{seed}:{sha}:{relpath}".encode()).hexdigest() for sha, relpath in zip(images["sha256"], images["relpath"])]
+    keys = [
+        hashlib.sha256(f"{seed}:{sha}:{relpath}".encode()).hexdigest()
+        for sha, relpath in zip(images["sha256"], images["relpath"])
+    ]
     ordered = images.assign(_key=keys).sort_values("_key")
     ordered = ordered.assign(split=["test"] * n_test + ["val"] * n_val + ["train"] * (count - n_test - n_val))
     return ordered[list(SPLIT_COLUMNS)].sort_values(["split", "relpath"]).reset_index(drop=True)
@@ -237,14 +283,27 @@ def intake_detection_dataset(data_dir: Path, settings: Settings | None = None) -
         images, objects, skipped = _exclude_unreadable(images, objects)
     fingerprint = dataset_fingerprint(images)
     output_dir = settings.home / "datasets" / fingerprint[:16]
-    report, violations = run_expectations(validation_tables(images, objects, labels), RULES, suite_parameters(settings, labels),
-                                          KEY_COLUMNS, DETAIL_COLUMNS, suite_prefix="fpgaflow-detection")
+    report, violations = run_expectations(
+        validation_tables(images, objects, labels),
+        RULES,
+        suite_parameters(settings, labels),
+        KEY_COLUMNS,
+        DETAIL_COLUMNS,
+        suite_prefix="fpgaflow-detection",
+    )
     report["skipped"] = [asdict(item) for item in skipped]
     report_path = write_text_atomic(output_dir / "validation.json", json.dumps(report, indent=1, default=str))
     result = DetectionIntakeResult(
-        data_dir=str(data_dir), dataset_fingerprint=fingerprint, num_images=len(images), num_objects=len(objects),
-        num_classes=len(labels), class_names=labels, validation_success=bool(report["success"]), report_path=str(report_path),
-        violations=violations, skipped=skipped,
+        data_dir=str(data_dir),
+        dataset_fingerprint=fingerprint,
+        num_images=len(images),
+        num_objects=len(objects),
+        num_classes=len(labels),
+        class_names=labels,
+        validation_success=bool(report["success"]),
+        report_path=str(report_path),
+        violations=violations,
+        skipped=skipped,
     )
     ensure_valid(result, report_path)
     splits = split_images(images, settings.validation_fraction, settings.test_fraction, settings.split_seed)

@@ -22,15 +22,6 @@ import numpy as np
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.featurizers.catalog import (
-    CAFFE_PREPROCESSING,
-    INPUT,
-    WeightsUnavailable,
-    architecture,
-    count_macs,
-    imagenet_weights_file,
-    seed_everything,
-)
 from fpgaflow.tasks.detection.geometry import (
     EXTRA_LAYERS,
     NAME,
@@ -41,6 +32,15 @@ from fpgaflow.tasks.detection.geometry import (
     prior_layout,
 )
 from fpgaflow.tasks.detection.priors import PriorLayout
+from fpgaflow.tasks.featurizers.catalog import (
+    CAFFE_PREPROCESSING,
+    INPUT,
+    WeightsUnavailable,
+    architecture,
+    count_macs,
+    imagenet_weights_file,
+    seed_everything,
+)
 
 DEFAULT_INPUT_SIZE = 300
 NUMERIC_FORMAT = "keras-fp32"
@@ -89,8 +89,9 @@ def _head(filters: int, name: str) -> keras.layers.Conv2D:
     """A box or class head with small initial weights: an untrained detector starts near uniform class scores and
     zero offsets instead of confident noise (on the sample digits this trained to a several times higher mAP
     in the same epochs than Glorot-initialised heads)."""
-    return keras.layers.Conv2D(filters, 3, padding="same", name=name,
-                               kernel_initializer=keras.initializers.RandomNormal(stddev=HEAD_INITIAL_STDDEV))
+    return keras.layers.Conv2D(
+        filters, 3, padding="same", name=name, kernel_initializer=keras.initializers.RandomNormal(stddev=HEAD_INITIAL_STDDEV)
+    )
 
 
 def _feature_maps(inputs: keras.KerasTensor, width: float, count: int) -> list[keras.KerasTensor]:
@@ -103,8 +104,11 @@ def _feature_maps(inputs: keras.KerasTensor, width: float, count: int) -> list[k
         if block == 4:
             normalised = keras.layers.UnitNormalization(axis=-1, name="conv4_3_norm")(x)
             scale = keras.initializers.Constant(L2_NORM_INITIAL_SCALE)
-            maps.append(keras.layers.DepthwiseConv2D(1, use_bias=False, depthwise_initializer=scale,
-                                                     name="conv4_3_norm_scale")(normalised))
+            maps.append(
+                keras.layers.DepthwiseConv2D(1, use_bias=False, depthwise_initializer=scale, name="conv4_3_norm_scale")(
+                    normalised
+                )
+            )
             if count == 1:
                 return maps
         if block < 5:
@@ -177,7 +181,9 @@ def describe(model: keras.Model, weights: str, seed: int, width: float, fine_tun
 def load_imagenet_vgg16(model: keras.Model, width: float, settings: Settings) -> None:
     """Copy ImageNet VGG-16 convolutions (the keras.applications file the vgg16 featurizer uses) into the backbone."""
     if width != 1.0:
-        raise WeightsUnavailable(f"ImageNet VGG-16 weights fit width 1.0 only, not {width}: use width 1.0, or weights 'none' or a file")
+        raise WeightsUnavailable(
+            f"ImageNet VGG-16 weights fit width 1.0 only, not {width}: use width 1.0, or weights 'none' or a file"
+        )
     path = imagenet_weights_file(architecture("vgg16"), settings)
     try:
         reference = keras.applications.VGG16(include_top=True, weights=str(path))
@@ -187,8 +193,15 @@ def load_imagenet_vgg16(model: keras.Model, width: float, settings: Settings) ->
         layer.set_weights(reference.get_layer(layer.name).get_weights())
 
 
-def build_detector(num_classes: int, weights: str = "none", input_size: int = DEFAULT_INPUT_SIZE, seed: int = 0,
-                   feature_maps: int | None = None, width: float = 1.0, settings: Settings | None = None) -> Detector:
+def build_detector(
+    num_classes: int,
+    weights: str = "none",
+    input_size: int = DEFAULT_INPUT_SIZE,
+    seed: int = 0,
+    feature_maps: int | None = None,
+    width: float = 1.0,
+    settings: Settings | None = None,
+) -> Detector:
     """Build the SSD-VGG detector for ``num_classes`` object classes.
 
     ``weights``: 'imagenet' (VGG-16 convolutions from the ImageNet file; the SSD layers seeded),
@@ -209,7 +222,9 @@ def build_detector(num_classes: int, weights: str = "none", input_size: int = DE
         try:
             model.load_weights(weights_file)
         except (ValueError, KeyError, OSError) as error:
-            raise WeightsUnavailable(f"weights file {weights_file} does not fit this detector ({input_size} px, "
-                                     f"{len(model.outputs) // 2} maps, width {width}, {num_classes} classes): {error}") from None
+            raise WeightsUnavailable(
+                f"weights file {weights_file} does not fit this detector ({input_size} px, "
+                f"{len(model.outputs) // 2} maps, width {width}, {num_classes} classes): {error}"
+            ) from None
     source = str(weights_file) if weights_file else keyword
     return Detector(model, describe(model, source, seed, width))

@@ -22,13 +22,13 @@ from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_STAGE_FILE
+from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
+from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
+from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, format_names, gate_formats, prepare_format_file
 from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
-from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
-from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
-from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
 
 
 def served_detections(fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spec: PreprocessSpec) -> list[ImageDetections]:
@@ -43,12 +43,22 @@ def served_detections(fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spe
 def gate_detector_formats(maps: dict[str, float], max_drop: float) -> dict[str, FormatGateResult]:
     """:func:`fpgaflow.tasks.numerics.formats.gate_formats` on mAP values, its messages speaking of mAP@0.5."""
     results = gate_formats(maps, max_drop)
-    return {name: dataclasses.replace(result, message=result.message.replace("top-1", "mAP@0.5")) for name, result in results.items()}
+    return {
+        name: dataclasses.replace(result, message=result.message.replace("top-1", "mAP@0.5")) for name, result in results.items()
+    }
 
 
-def evaluate_detector_numerics(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
-                               dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig, output_dir: Path,
-                               settings: Settings | None = None) -> NumericsOutcome:
+def evaluate_detector_numerics(
+    fp32_fpga_onnx: Path,
+    fp32_cpu_onnx: Path,
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    spec: PreprocessSpec,
+    config: PipelineConfig,
+    output_dir: Path,
+    settings: Settings | None = None,
+) -> NumericsOutcome:
     """Test mAP@0.5 of every format in ``config.numerics`` (fp32 always included), the gates and the serve format.
 
     ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step.
@@ -62,8 +72,9 @@ def evaluate_detector_numerics(fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits
     maps: dict[str, float] = {}
     files: dict[str, FormatFiles] = {}
     for name in format_names(config.numerics):
-        fpga_onnx = prepare_format_file(fp32_fpga_onnx, name, Path(output_dir) / name / FPGA_STAGE_FILE, calibration,
-                                        config.msfp_block_size, settings)
+        fpga_onnx = prepare_format_file(
+            fp32_fpga_onnx, name, Path(output_dir) / name / FPGA_STAGE_FILE, calibration, config.msfp_block_size, settings
+        )
         maps[name] = mean_average_precision(served_detections(fpga_onnx, fp32_cpu_onnx, paths, spec), truths, class_names).map50
         files[name] = FormatFiles(fpga_onnx, Path(fp32_cpu_onnx))
     results = gate_detector_formats(maps, allowed_drop(config, settings))

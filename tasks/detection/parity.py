@@ -36,8 +36,10 @@ def detection_parity(reference: dict[str, np.ndarray], candidate: dict[str, np.n
             if available[best] <= TWIN_DISTANCE:
                 taken[best] = True
                 twins += 1
-                difference = max(float(np.abs(ref_boxes[row] - cand_boxes[best]).max()),
-                                 abs(float(reference[SCORES][image, row]) - float(candidate[SCORES][image, best])))
+                difference = max(
+                    float(np.abs(ref_boxes[row] - cand_boxes[best]).max()),
+                    abs(float(reference[SCORES][image, row]) - float(candidate[SCORES][image, best])),
+                )
                 largest = max(largest, difference)
     agreement = twins / total if total else 1.0
     return StageParity(max_abs_diff=largest, output_scale=1.0, scaled_diff=largest, top1_agreement=agreement)

@@ -69,54 +69,86 @@ def postprocess_model(info: DetectorInfo, config: DetectionConfig) -> onnx.Model
     probabilities = g.op("Softmax", [logits], "probabilities", axis=-1)
 
     # Decode: centre = prior centre + t * 0.1 * prior size; size = prior size * exp(t * 0.2).
-    centre_offsets = g.op("Slice", [offsets, g.constant("c0", [0], np.int64), g.constant("c2", [2], np.int64),
-                                    g.constant("axis2", [2], np.int64)], "centre_offsets")
+    centre_offsets = g.op(
+        "Slice",
+        [offsets, g.constant("c0", [0], np.int64), g.constant("c2", [2], np.int64), g.constant("axis2", [2], np.int64)],
+        "centre_offsets",
+    )
     size_offsets = g.op("Slice", [offsets, "c2", g.constant("c4", [4], np.int64), "axis2"], "size_offsets")
     prior_centres = g.constant("prior_centres", priors[None, :, :2])
     prior_sizes = g.constant("prior_sizes", priors[None, :, 2:])
-    shift = g.op("Mul", [g.op("Mul", [centre_offsets, g.constant("centre_variance", CENTRE_VARIANCE)], "centre_scaled"),
-                         prior_sizes], "centre_shift")
+    shift = g.op(
+        "Mul",
+        [g.op("Mul", [centre_offsets, g.constant("centre_variance", CENTRE_VARIANCE)], "centre_scaled"), prior_sizes],
+        "centre_shift",
+    )
     centres = g.op("Add", [prior_centres, shift], "centres")
     growth = g.op("Exp", [g.op("Mul", [size_offsets, g.constant("size_variance", SIZE_VARIANCE)], "size_scaled")], "size_growth")
     half_sizes = g.op("Mul", [g.op("Mul", [prior_sizes, growth], "sizes"), g.constant("half", 0.5)], "half_sizes")
-    corners = g.op("Concat", [g.op("Sub", [centres, half_sizes], "top_left"), g.op("Add", [centres, half_sizes], "bottom_right")],
-                   "corners", axis=2)
+    corners = g.op(
+        "Concat",
+        [g.op("Sub", [centres, half_sizes], "top_left"), g.op("Add", [centres, half_sizes], "bottom_right")],
+        "corners",
+        axis=2,
+    )
     boxes_all = g.op("Clip", [corners, g.constant("zero", 0.0), g.constant("one", 1.0)], "decoded_boxes")
 
     # Per-class NMS on [N, C, P] scores without the background column.
-    object_probabilities = g.op("Slice", [probabilities, g.constant("c1", [1], np.int64),
-                                          g.constant("c_end", [classes + 1], np.int64), "axis2"], "object_probabilities")
+    object_probabilities = g.op(
+        "Slice",
+        [probabilities, g.constant("c1", [1], np.int64), g.constant("c_end", [classes + 1], np.int64), "axis2"],
+        "object_probabilities",
+    )
     class_scores = g.op("Transpose", [object_probabilities], "class_scores", perm=[0, 2, 1])
-    selected = g.op("NonMaxSuppression", [boxes_all, class_scores, g.constant("max_per_class", [config.max_per_class], np.int64),
-                                          g.constant("iou_threshold", [config.iou_threshold]),
-                                          g.constant("score_threshold", [config.score_threshold])], "selected")
+    selected = g.op(
+        "NonMaxSuppression",
+        [
+            boxes_all,
+            class_scores,
+            g.constant("max_per_class", [config.max_per_class], np.int64),
+            g.constant("iou_threshold", [config.iou_threshold]),
+            g.constant("score_threshold", [config.score_threshold]),
+        ],
+        "selected",
+    )
     selected_scores = g.op("GatherND", [class_scores, selected], "selected_scores")
-    blank = g.op("ConstantOfShape", [g.op("Shape", [class_scores], "class_scores_shape")], "blank_scores",
-                 value=helper.make_tensor("zero_value", TensorProto.FLOAT, [1], [0.0]))
+    blank = g.op(
+        "ConstantOfShape",
+        [g.op("Shape", [class_scores], "class_scores_shape")],
+        "blank_scores",
+        value=helper.make_tensor("zero_value", TensorProto.FLOAT, [1], [0.0]),
+    )
     kept = g.op("ScatterND", [blank, selected, selected_scores], "kept_scores")
     flat = g.op("Reshape", [kept, g.constant("flat_shape", [0, classes * prior_count], np.int64)], "kept_flat")
-    top_scores, top_indices = g.multi_output_op("TopK", [flat, g.constant("keep", [keep], np.int64)],
-                                                ["top_scores", "top_indices"], axis=-1, largest=1, sorted=1)
+    top_scores, top_indices = g.multi_output_op(
+        "TopK", [flat, g.constant("keep", [keep], np.int64)], ["top_scores", "top_indices"], axis=-1, largest=1, sorted=1
+    )
 
     valid = g.op("Greater", [top_scores, "zero"], "valid")
     prior_count_constant = g.constant("prior_count", prior_count, np.int64)
     top_classes = g.op("Div", [top_indices, prior_count_constant], "top_classes")
     top_priors = g.op("Mod", [top_indices, prior_count_constant], "top_priors")
-    gather_index = g.op("Expand", [g.op("Unsqueeze", [top_priors, g.constant("last_axis", [2], np.int64)], "top_priors_3d"),
-                                   g.op("Concat", [g.op("Shape", [top_priors], "top_shape"), g.constant("four", [4], np.int64)],
-                                        "gather_shape", axis=0)], "gather_index")
+    gather_index = g.op(
+        "Expand",
+        [
+            g.op("Unsqueeze", [top_priors, g.constant("last_axis", [2], np.int64)], "top_priors_3d"),
+            g.op("Concat", [g.op("Shape", [top_priors], "top_shape"), g.constant("four", [4], np.int64)], "gather_shape", axis=0),
+        ],
+        "gather_index",
+    )
     top_boxes = g.op("GatherElements", [boxes_all, gather_index], "top_boxes", axis=1)
     valid_3d = g.op("Unsqueeze", [valid, "last_axis"], "valid_3d")
     g.op("Where", [valid_3d, top_boxes, "zero"], BOXES)
     g.op("Identity", [top_scores], SCORES)
     g.op("Where", [valid, top_classes, g.constant("padding_class", PADDING_CLASS, np.int64)], CLASSES)
-    g.op("ReduceSum", [g.op("Cast", [valid], "valid_count", to=TensorProto.INT64), g.constant("axis1", [1], np.int64)],
-         NUM_DETECTIONS, keepdims=0)
+    g.op(
+        "ReduceSum",
+        [g.op("Cast", [valid], "valid_count", to=TensorProto.INT64), g.constant("axis1", [1], np.int64)],
+        NUM_DETECTIONS,
+        keepdims=0,
+    )
 
-    inputs = [
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shapes[name]])
-        for name in info.head_outputs
-    ]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shapes[name]]) for name in info.head_outputs]
     outputs = [
         helper.make_tensor_value_info(BOXES, TensorProto.FLOAT, [BATCH, keep, 4]),
         helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, [BATCH, keep]),

@@ -45,7 +45,7 @@ class PriorLayout:
             raise ValueError(f"aspect ratios must be positive, got {self.aspect_ratios}")
 
     @classmethod
-    def ssd300(cls, map_sizes: tuple[int, ...]) -> "PriorLayout":
+    def ssd300(cls, map_sizes: tuple[int, ...]) -> PriorLayout:
         """SSD300's scales and aspect ratios for the first ``len(map_sizes)`` maps."""
         count = len(map_sizes)
         return cls(tuple(map_sizes), SSD300_MIN_SCALES[:count], SSD300_MAX_SCALES[:count], SSD300_ASPECT_RATIOS[:count])
@@ -70,8 +70,6 @@ class PriorLayout:
             cy, cx = np.meshgrid(centres, centres, indexing="ij")
             cells = np.stack([cy.ravel(), cx.ravel()], axis=1)  # row-major cells
             sizes = np.asarray(shapes, dtype=np.float64)
-            grid = np.concatenate(
-                [np.repeat(cells, len(shapes), axis=0), np.tile(sizes, (len(cells), 1))], axis=1
-            )
+            grid = np.concatenate([np.repeat(cells, len(shapes), axis=0), np.tile(sizes, (len(cells), 1))], axis=1)
             maps.append(grid)
         return np.concatenate(maps).astype(np.float32)

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from mlflow import MlflowClient
 
 from fpgaflow.fpga_runtime.service import check_name
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, load_keras_model
-from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.registration import RegisteredVersion, log_keras_model, logged_model_id, register_run_model
 from fpgaflow.tasks.detection.export import DetectorFiles
+from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client
+from fpgaflow.tasks.registry.registration import RegisteredVersion, log_keras_model, logged_model_id, register_run_model
+from mlflow import MlflowClient
 
 LOGGED_MODEL_NAME = "detector"
 STAGE_ARTIFACTS = "stages"
@@ -34,10 +34,12 @@ def detector_signature(model):
     from mlflow.types import Schema, TensorSpec
 
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *tuple(model.inputs[0].shape)[1:]), FPGA_INPUT)])
-    outputs = Schema([
-        TensorSpec(np.dtype(np.float32), (-1, *tuple(tensor.shape)[1:]), name)
-        for name, tensor in zip(model.output_names, model.outputs)
-    ])
+    outputs = Schema(
+        [
+            TensorSpec(np.dtype(np.float32), (-1, *tuple(tensor.shape)[1:]), name)
+            for name, tensor in zip(model.output_names, model.outputs)
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -48,7 +50,12 @@ def log_detector(client: MlflowClient, experiment_id: str, run_id: str, files: D
     if list(exported_names) != list(class_names):
         raise PipelineStepError(f"the detector was trained for classes {exported_names}, not {list(class_names)}")
     model_id = log_keras_model(
-        client, experiment_id, run_id, LOGGED_MODEL_NAME, model, detector_signature(model),
+        client,
+        experiment_id,
+        run_id,
+        LOGGED_MODEL_NAME,
+        model,
+        detector_signature(model),
         {"class_names": list(class_names), "task": "detection", "cpu_stage": f"{STAGE_ARTIFACTS}/{files.cpu_stage.name}"},
     )
     for path in (files.cpu_stage, files.featurizer, files.detection_config):
@@ -56,8 +63,14 @@ def log_detector(client: MlflowClient, experiment_id: str, run_id: str, files: D
     return model_id
 
 
-def register_trained_detector(run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
-                              class_names: Sequence[str], settings: Settings | None = None) -> RegisteredVersion:
+def register_trained_detector(
+    run_id: str,
+    model_name: str,
+    fpga_model_path: Path,
+    cpu_model_path: Path,
+    class_names: Sequence[str],
+    settings: Settings | None = None,
+) -> RegisteredVersion:
     """Create the model version of this run's detector; a retried step returns the same version.
 
     Same call as :func:`fpgaflow.tasks.registry.registration.register_trained_model`; ``cpu_model_path`` must be the

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.data.sample_data import digit_images
 from fpgaflow.tasks.detection.annotations import AnnotatedObject, Annotation, write_json
 from fpgaflow.tasks.detection.intake import ANNOTATIONS_DIR, IMAGES_DIR, LABELS_FILE
+from fpgaflow.tasks.files import replace_directory_atomic
 
 CANVAS_SIZES = (96, 160)
 DIGIT_SIZES = (24, 48)
@@ -44,8 +44,9 @@ def _overlaps(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, 
     return any(box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3] for other in placed)
 
 
-def compose_image(rng: np.random.Generator, digits: Sequence[Image.Image], labels: Sequence[int],
-                  pool: Sequence[int]) -> tuple[Image.Image, Annotation]:
+def compose_image(
+    rng: np.random.Generator, digits: Sequence[Image.Image], labels: Sequence[int], pool: Sequence[int]
+) -> tuple[Image.Image, Annotation]:
     """One canvas with 1..MAX_DIGITS digits drawn from ``pool`` (indices into ``digits``), and its annotation."""
     width, height = (int(rng.integers(CANVAS_SIZES[0], CANVAS_SIZES[1] + 1)) for _ in range(2))
     canvas = _canvas(rng, width, height)
@@ -75,8 +76,9 @@ def compose_image(rng: np.random.Generator, digits: Sequence[Image.Image], label
     return Image.fromarray(pixels, "RGB"), Annotation(width, height, tuple(objects))
 
 
-def write_detection_sample_data(directory: Path, count: int = 300, digits: Sequence[int] = tuple(range(10)),
-                                seed: int = 0) -> dict[str, int]:
+def write_detection_sample_data(
+    directory: Path, count: int = 300, digits: Sequence[int] = tuple(range(10)), seed: int = 0
+) -> dict[str, int]:
     """Write ``count`` annotated images of the given ``digits``; replaces the folder atomically. Returns objects per label."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")

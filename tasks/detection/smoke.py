@@ -16,10 +16,10 @@ from pydantic import BaseModel
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT, CLASSES_OUTPUT, DETECTION_OUTPUTS, NUM_DETECTIONS_OUTPUT, SCORES_OUTPUT
+from fpgaflow.tasks.detection.parity import detection_parity
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
 from fpgaflow.tasks.operations.scoring import OfflineService
-from fpgaflow.tasks.detection.parity import detection_parity
 
 
 class DetectionSmokeResult(BaseModel):
@@ -41,8 +41,9 @@ def _as_outputs(found, keep: int) -> dict[str, np.ndarray]:
     return {BOXES_OUTPUT: boxes, SCORES_OUTPUT: scores, CLASSES_OUTPUT: classes, NUM_DETECTIONS_OUTPUT: np.array([count])}
 
 
-def detection_smoke_test(endpoint: str, service_dir: Path, images: Sequence[Path], tolerance: float = 1e-4,
-                         api_key: str | None = None) -> DetectionSmokeResult:
+def detection_smoke_test(
+    endpoint: str, service_dir: Path, images: Sequence[Path], tolerance: float = 1e-4, api_key: str | None = None
+) -> DetectionSmokeResult:
     """Detect ``images`` one by one through ``endpoint`` and compare with the offline run of ``service_dir``."""
     if not images:
         raise PipelineStepError("the smoke test needs at least one held-out image")
@@ -55,11 +56,18 @@ def detection_smoke_test(endpoint: str, service_dir: Path, images: Sequence[Path
             served = _as_outputs(client.detect_image(data), expected[SCORES_OUTPUT].shape[1])
             parity = detection_parity(expected, served)
             largest, agreements = max(largest, parity.max_abs_diff), agreements + [parity.top1_agreement]
-            rows.append({"image": Path(path).name, "served": int(served[NUM_DETECTIONS_OUTPUT][0]),
-                         "offline": int(expected[NUM_DETECTIONS_OUTPUT][0]), "agreement": parity.top1_agreement,
-                         "max_abs_diff": parity.max_abs_diff})
-    result = DetectionSmokeResult(endpoint=endpoint, images=len(images), max_abs_diff=largest,
-                                  agreement=float(np.mean(agreements)), rows=rows)
+            rows.append(
+                {
+                    "image": Path(path).name,
+                    "served": int(served[NUM_DETECTIONS_OUTPUT][0]),
+                    "offline": int(expected[NUM_DETECTIONS_OUTPUT][0]),
+                    "agreement": parity.top1_agreement,
+                    "max_abs_diff": parity.max_abs_diff,
+                }
+            )
+    result = DetectionSmokeResult(
+        endpoint=endpoint, images=len(images), max_abs_diff=largest, agreement=float(np.mean(agreements)), rows=rows
+    )
     if result.max_abs_diff > tolerance or result.agreement < 1.0:
         raise PipelineStepError(
             f"the detector at {endpoint} does not answer as {service_dir} does offline: max abs difference "

@@ -15,12 +15,12 @@ import pandas as pd
 
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
-from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.files import write_text_atomic
 from fpgaflow.tasks.detection.export import DetectorFiles, export_detector
 from fpgaflow.tasks.detection.geometry import DetectorInfo
 from fpgaflow.tasks.detection.model import build_detector
 from fpgaflow.tasks.detection.training import evaluate_detector, train_detector
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.files import write_text_atomic
 
 MODEL_DIR = "model"
 EVALUATION_DIR = "evaluation"
@@ -50,8 +50,12 @@ class DetectionTrainingOutcome:
         """The part of the run summary (the CLI's ``--json``) this step adds."""
         info = self.featurizer
         return {
-            "featurizer": {"name": info.name, "input_size": info.input_size, "feature_maps": info.feature_maps,
-                           "prior_count": info.prior_count},
+            "featurizer": {
+                "name": info.name,
+                "input_size": info.input_size,
+                "feature_maps": info.feature_maps,
+                "prior_count": info.prior_count,
+            },
             "metrics": dict(self.evaluation.metrics),
         }
 
@@ -63,8 +67,14 @@ def _split(splits: pd.DataFrame, name: str) -> pd.DataFrame:
     return rows
 
 
-def detection_train_step(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-                         output_dir: Path, settings: Settings | None = None) -> DetectionTrainingOutcome:
+def detection_train_step(
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    config: PipelineConfig,
+    output_dir: Path,
+    settings: Settings | None = None,
+) -> DetectionTrainingOutcome:
     """Train on the manifest's train/val images, evaluate mAP@0.5 on its test images, export into ``output_dir/model``.
 
     ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step (the detector has no feature cache).
@@ -75,8 +85,9 @@ def detection_train_step(splits: pd.DataFrame, class_names: Sequence[str], datas
         raise PipelineStepError(f"the split manifest lacks the columns {missing}: give the detection intake's splits.csv")
     train, val, test = (_split(splits, name) for name in ("train", "val", "test"))
     detection = config.detection
-    detector = build_detector(len(class_names), config.weights, config.input_size, config.seed, detection.feature_maps,
-                              detection.width, settings)
+    detector = build_detector(
+        len(class_names), config.weights, config.input_size, config.seed, detection.feature_maps, detection.width, settings
+    )
     untrained = evaluate_detector(detector, test, class_names, detection)
     trained = train_detector(detector, train, val, class_names, config.training, detection, config.seed)
     result = evaluate_detector(trained.detector, test, class_names, detection)

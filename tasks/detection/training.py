@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 
 from fpgaflow.tasks.config import DetectionConfig, TrainingConfig
-from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.detection.annotations import read_annotation
 from fpgaflow.tasks.detection.average_precision import GroundTruth, MeanAveragePrecision, detections_of, mean_average_precision
 from fpgaflow.tasks.detection.boxes import match
 from fpgaflow.tasks.detection.detect import detect
-from fpgaflow.tasks.detection.loss import SsdLoss
 from fpgaflow.tasks.detection.geometry import conf_name, flatten_heads, loc_name
+from fpgaflow.tasks.detection.loss import SsdLoss
 from fpgaflow.tasks.detection.model import BACKBONE_PREFIX, Detector, backbone_layers, describe
+from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.training.batches import ImageBatches
 from fpgaflow.tasks.training.head import make_optimizer, seed_everything
 
@@ -47,11 +47,13 @@ def load_ground_truth(rows: pd.DataFrame, class_names: Sequence[str]) -> list[Gr
             raise PipelineStepError(f"{path} names labels {unknown} that are not among the class names {list(class_names)}")
         scale = np.asarray([annotation.height, annotation.width] * 2, np.float32)
         boxes = np.asarray([[item.box[1], item.box[0], item.box[3], item.box[2]] for item in annotation.objects], np.float32)
-        truths.append(GroundTruth(
-            boxes=(boxes / scale).reshape(-1, 4),
-            classes=np.asarray([index[item.label] for item in annotation.objects], np.int64),
-            difficult=np.asarray([item.difficult for item in annotation.objects], bool),
-        ))
+        truths.append(
+            GroundTruth(
+                boxes=(boxes / scale).reshape(-1, 4),
+                classes=np.asarray([index[item.label] for item in annotation.objects], np.int64),
+                difficult=np.asarray([item.difficult for item in annotation.objects], bool),
+            )
+        )
     return truths
 
 
@@ -73,8 +75,10 @@ def training_model(detector: Detector) -> keras.Model:
     info, model = detector.info, detector.model
     outputs = dict(zip(model.output_names, model.outputs))
     locs = [keras.layers.Reshape((-1, 4), name=f"{loc_name(k)}_flat")(outputs[loc_name(k)]) for k in range(info.feature_maps)]
-    confs = [keras.layers.Reshape((-1, info.num_classes + 1), name=f"{conf_name(k)}_flat")(outputs[conf_name(k)])
-             for k in range(info.feature_maps)]
+    confs = [
+        keras.layers.Reshape((-1, info.num_classes + 1), name=f"{conf_name(k)}_flat")(outputs[conf_name(k)])
+        for k in range(info.feature_maps)
+    ]
     combined = keras.layers.Concatenate(axis=-1, name="offsets_and_logits")(
         [_concatenated(locs, "offsets"), _concatenated(confs, "logits")]
     )
@@ -83,7 +87,9 @@ def training_model(detector: Detector) -> keras.Model:
 
 def set_trainable(model: keras.Model, mode: str, unfreeze_blocks: int) -> list[str]:
     """Freeze the VGG-16 convolutions ('head') or all but their last ``unfreeze_blocks`` blocks ('full'); returns the trained VGG blocks."""
-    blocks = sorted({layer.name.split("_")[0] for layer in backbone_layers(model)}, key=lambda name: int(name.removeprefix(BACKBONE_PREFIX)))
+    blocks = sorted(
+        {layer.name.split("_")[0] for layer in backbone_layers(model)}, key=lambda name: int(name.removeprefix(BACKBONE_PREFIX))
+    )
     trained = blocks[len(blocks) - unfreeze_blocks :] if mode == "full" and unfreeze_blocks else []
     if mode == "full" and unfreeze_blocks > len(blocks):
         raise PipelineStepError(f"cannot unfreeze {unfreeze_blocks} blocks: the VGG-16 backbone has {len(blocks)}")
@@ -102,33 +108,56 @@ class TrainedDetector:
     trained_blocks: list[str]
 
 
-def train_detector(detector: Detector, train_rows: pd.DataFrame, val_rows: pd.DataFrame, class_names: Sequence[str],
-                   training: TrainingConfig, detection: DetectionConfig, seed: int = 0) -> TrainedDetector:
+def train_detector(
+    detector: Detector,
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    class_names: Sequence[str],
+    training: TrainingConfig,
+    detection: DetectionConfig,
+    seed: int = 0,
+) -> TrainedDetector:
     """Fit the detector in place on the train rows (``path``, ``annotation``), early-stopping on the val rows' loss."""
     if train_rows.empty or val_rows.empty:
         raise PipelineStepError("training a detector needs images in both the train and the val split")
     if len(class_names) != detector.info.num_classes:
-        raise PipelineStepError(f"the detector scores {detector.info.num_classes} classes but {len(class_names)} class names were given")
+        raise PipelineStepError(
+            f"the detector scores {detector.info.num_classes} classes but {len(class_names)} class names were given"
+        )
     seed_everything(seed)
     priors = detector.layout.priors()
     spec = detector.info.preprocessing
     batches = {
-        name: ImageBatches(list(rows["path"]), encode_targets(load_ground_truth(rows, class_names), priors, detection.match_iou),
-                               spec, training.batch_size, shuffle=name == "train", seed=seed)
+        name: ImageBatches(
+            list(rows["path"]),
+            encode_targets(load_ground_truth(rows, class_names), priors, detection.match_iou),
+            spec,
+            training.batch_size,
+            shuffle=name == "train",
+            seed=seed,
+        )
         for name, rows in (("train", train_rows), ("val", val_rows))
     }
     trained_blocks = set_trainable(detector.model, training.mode, training.unfreeze_blocks)
     model = training_model(detector)
-    model.compile(optimizer=make_optimizer(training, global_clipnorm=GLOBAL_CLIPNORM),
-                  loss=SsdLoss(detection.negative_ratio, detection.loc_weight))
+    model.compile(
+        optimizer=make_optimizer(training, global_clipnorm=GLOBAL_CLIPNORM),
+        loss=SsdLoss(detection.negative_ratio, detection.loc_weight),
+    )
     callbacks = []
     if training.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
-                                                       restore_best_weights=True))
-    fitted = model.fit(batches["train"], validation_data=batches["val"], epochs=training.epochs, shuffle=False,
-                       callbacks=callbacks, verbose=0)  # ImageBatches shuffles itself, seeded
-    history = [{"epoch": epoch, **{key: float(values[epoch]) for key, values in fitted.history.items()}}
-               for epoch in range(len(fitted.history.get("loss", [])))]
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=training.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    fitted = model.fit(
+        batches["train"], validation_data=batches["val"], epochs=training.epochs, shuffle=False, callbacks=callbacks, verbose=0
+    )  # ImageBatches shuffles itself, seeded
+    history = [
+        {"epoch": epoch, **{key: float(values[epoch]) for key, values in fitted.history.items()}}
+        for epoch in range(len(fitted.history.get("loss", [])))
+    ]
     info = detector.info
     detector.info = describe(detector.model, info.weights, info.seed, info.width, fine_tuned=True)
     return TrainedDetector(detector, history, trained_blocks)
@@ -137,8 +166,10 @@ def train_detector(detector: Detector, train_rows: pd.DataFrame, val_rows: pd.Da
 def predict_heads(detector: Detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Box offsets ``[N, P, 4]`` and class logits ``[N, P, classes + 1]`` of preprocessed images."""
     info = detector.info
-    parts = [flatten_heads(detector(images[start : start + PREDICT_BATCH_SIZE]), info.feature_maps, info.num_classes)
-             for start in range(0, len(images), PREDICT_BATCH_SIZE)]
+    parts = [
+        flatten_heads(detector(images[start : start + PREDICT_BATCH_SIZE]), info.feature_maps, info.num_classes)
+        for start in range(0, len(images), PREDICT_BATCH_SIZE)
+    ]
     return np.concatenate([loc for loc, _ in parts]), np.concatenate([logits for _, logits in parts])
 
 
@@ -148,7 +179,9 @@ def predict_detections(detector: Detector, images: np.ndarray, detection: Detect
     return detect(loc, logits, detector.layout.priors(), detection)
 
 
-def evaluate_detector(detector: Detector, rows: pd.DataFrame, class_names: Sequence[str], detection: DetectionConfig) -> MeanAveragePrecision:
+def evaluate_detector(
+    detector: Detector, rows: pd.DataFrame, class_names: Sequence[str], detection: DetectionConfig
+) -> MeanAveragePrecision:
     """mAP@0.5 of the detector on the rows' images (read batch by batch) against their annotations."""
     if rows.empty:
         raise PipelineStepError("no images to evaluate the detector on")

@@ -86,14 +86,28 @@ def _vgg16_fc7(inputs: keras.KerasTensor, imagenet_file: str | None) -> keras.Ke
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        Architecture("resnet50", CAFFE_PREPROCESSING, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     r"^(conv\d_block\d+)_", _pooled(keras.applications.ResNet50)),
-        Architecture("resnet152", CAFFE_PREPROCESSING, "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     r"^(conv\d_block\d+)_", _pooled(keras.applications.ResNet152)),
-        Architecture("densenet121", TORCH_PREPROCESSING, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     r"^(conv\d_block\d+|pool\d)_", _pooled(keras.applications.DenseNet121)),
-        Architecture("vgg16", CAFFE_PREPROCESSING, "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
-                     r"^(block\d|fc\d)", _vgg16_fc7),
+        Architecture(
+            "resnet50",
+            CAFFE_PREPROCESSING,
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            r"^(conv\d_block\d+)_",
+            _pooled(keras.applications.ResNet50),
+        ),
+        Architecture(
+            "resnet152",
+            CAFFE_PREPROCESSING,
+            "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            r"^(conv\d_block\d+)_",
+            _pooled(keras.applications.ResNet152),
+        ),
+        Architecture(
+            "densenet121",
+            TORCH_PREPROCESSING,
+            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            r"^(conv\d_block\d+|pool\d)_",
+            _pooled(keras.applications.DenseNet121),
+        ),
+        Architecture("vgg16", CAFFE_PREPROCESSING, "vgg16_weights_tf_dim_ordering_tf_kernels.h5", r"^(block\d|fc\d)", _vgg16_fc7),
     )
 }
 
@@ -130,7 +144,9 @@ class Featurizer:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         expected = (self.info.input_size, self.info.input_size, 3)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
-            raise ValueError(f"featurizer {self.info.name} expects a batch [N, {', '.join(map(str, expected))}], got {batch.shape}")
+            raise ValueError(
+                f"featurizer {self.info.name} expects a batch [N, {', '.join(map(str, expected))}], got {batch.shape}"
+            )
         if self._inference is None:  # traced once for any batch size (tracing a ResNet costs seconds)
             signature = [tf.TensorSpec((None, *expected), tf.float32)]
             self._inference = tf.function(lambda images: self.model(images, training=False), input_signature=signature)
@@ -169,8 +185,9 @@ def weights_fingerprint(model: keras.Model, name: str, input_size: int) -> str:
     return digest.hexdigest()
 
 
-def describe(model: keras.Model, arch: Architecture, weights: str, seed: int, input_size: int,
-             fine_tuned: bool = False) -> FeaturizerInfo:
+def describe(
+    model: keras.Model, arch: Architecture, weights: str, seed: int, input_size: int, fine_tuned: bool = False
+) -> FeaturizerInfo:
     return FeaturizerInfo(
         name=arch.name,
         weights=weights,
@@ -221,8 +238,9 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_featurizer(name: str, weights: str = "none", input_size: int = 224, seed: int = 0,
-                     settings: Settings | None = None) -> Featurizer:
+def build_featurizer(
+    name: str, weights: str = "none", input_size: int = 224, seed: int = 0, settings: Settings | None = None
+) -> Featurizer:
     """Build featurizer ``name`` with ``weights`` 'imagenet', 'none' (seeded) or a weights file path."""
     arch = architecture(name)
     if input_size < 32:

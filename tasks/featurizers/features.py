@@ -71,7 +71,9 @@ def check_splits(splits: pd.DataFrame, class_names: Sequence[str]) -> None:
         raise PipelineStepError(f"split manifest names splits {unknown_splits}; expected only {list(SPLITS)}")
     unknown_labels = sorted(set(splits["label"].astype(str)) - set(class_names))
     if unknown_labels:
-        raise PipelineStepError(f"split manifest has labels {unknown_labels} that are not among the class names {list(class_names)}")
+        raise PipelineStepError(
+            f"split manifest has labels {unknown_labels} that are not among the class names {list(class_names)}"
+        )
 
 
 def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
@@ -92,8 +94,14 @@ def load_images(paths: Sequence[str | Path], spec: PreprocessSpec) -> np.ndarray
     return np.stack(images)
 
 
-def extract_features(paths: Sequence[str | Path], extractor: FeatureExtractor, spec: PreprocessSpec, batch_size: int,
-                     description: str = "featurize", progress: bool = True) -> np.ndarray:
+def extract_features(
+    paths: Sequence[str | Path],
+    extractor: FeatureExtractor,
+    spec: PreprocessSpec,
+    batch_size: int,
+    description: str = "featurize",
+    progress: bool = True,
+) -> np.ndarray:
     """Features of ``paths`` in batches of ``batch_size``, with a progress bar."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -103,7 +111,9 @@ def extract_features(paths: Sequence[str | Path], extractor: FeatureExtractor, s
             batch = load_images(paths[start : start + batch_size], spec)
             features = np.asarray(extractor(batch), dtype=np.float32)
             if features.ndim != 2 or features.shape[0] != len(batch):
-                raise PipelineStepError(f"feature extractor returned shape {features.shape} for a batch of {len(batch)} images; expected [N, D]")
+                raise PipelineStepError(
+                    f"feature extractor returned shape {features.shape} for a batch of {len(batch)} images; expected [N, D]"
+                )
             chunks.append(features)
             bar.update(len(batch))
     if not chunks:
@@ -111,8 +121,9 @@ def extract_features(paths: Sequence[str | Path], extractor: FeatureExtractor, s
     return np.concatenate(chunks)
 
 
-def cache_key(extractor_fingerprint: str, dataset_fingerprint: str, spec: PreprocessSpec, splits: pd.DataFrame,
-              class_names: Sequence[str]) -> str:
+def cache_key(
+    extractor_fingerprint: str, dataset_fingerprint: str, spec: PreprocessSpec, splits: pd.DataFrame, class_names: Sequence[str]
+) -> str:
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{extractor_fingerprint}|{dataset_fingerprint}|{spec.model_dump_json()}".encode())
     digest.update("\t".join(class_names).encode())
     for path, label, split in zip(splits["path"], splits["label"], splits["split"]):
@@ -137,9 +148,16 @@ def _load(path: Path, present: Sequence[str]) -> dict[str, SplitFeatures]:
         return {split: SplitFeatures(stored[f"{split}_features"], stored[f"{split}_labels"]) for split in present}
 
 
-def featurize_splits(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str,
-                     extractor: FeatureExtractor, spec: PreprocessSpec, batch_size: int = 32,
-                     cache_dir: Path | None = None, progress: bool = True) -> FeatureSet:
+def featurize_splits(
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    extractor: FeatureExtractor,
+    spec: PreprocessSpec,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> FeatureSet:
     """Features and label indices of every split in the manifest; ``cache_dir=None`` disables the cache."""
     check_splits(splits, class_names)
     present = [split for split in SPLITS if (splits["split"] == split).any()]

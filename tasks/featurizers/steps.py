@@ -19,6 +19,12 @@ def build_featurizer_task(name: str, weights: str = "none", input_size: int = 22
 
 
 @task(name="featurize", cache_policy=NO_CACHE, persist_result=False)
-def featurize_splits_task(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str,
-                          extractor: FeatureExtractor, spec: PreprocessSpec, batch_size: int = 32) -> FeatureSet:
+def featurize_splits_task(
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    extractor: FeatureExtractor,
+    spec: PreprocessSpec,
+    batch_size: int = 32,
+) -> FeatureSet:
     return featurize_splits(splits, class_names, dataset_fingerprint, extractor, spec, batch_size, feature_cache_dir())

@@ -43,31 +43,47 @@ class Classifier:
     def smoke_images(self, split_path: str | Path) -> list[LabelledImage]:
         return split_images(split_path)
 
-    def train(self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-              output_dir: Path) -> TrainingOutcome:
+    def train(
+        self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig, output_dir: Path
+    ) -> TrainingOutcome:
         return train_step(splits, class_names, dataset_fingerprint, config, output_dir)
 
     def publish_training(self, outcome: TrainingOutcome) -> None:
         publish_markdown("featurizer", featurizer_markdown(outcome.featurizer), "architecture, sizes and MACs")
         publish_table("training-epochs", outcome.history, f"{len(outcome.history)} epochs of the head")
         publish_markdown("evaluation", evaluation_markdown(outcome), "test-split metrics and confusion matrix")
-        publish_table("test-metrics-per-class", outcome.evaluation.per_class, "precision, recall, F1 and AUC per class on the test split")
+        publish_table(
+            "test-metrics-per-class", outcome.evaluation.per_class, "precision, recall, F1 and AUC per class on the test split"
+        )
 
-    def register(self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
-                 class_names: Sequence[str]) -> RegisteredVersion:
+    def register(
+        self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
+    ) -> RegisteredVersion:
         return register_trained_model(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
 
-    def convert(self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
-                output_dir: Path) -> ConversionReport:
+    def convert(
+        self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path
+    ) -> ConversionReport:
         return convert_stages(fpga_model_path, cpu_model_path, held_out_images, output_dir)
 
-    def evaluate_numerics(self, fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
-                          dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
-                          output_dir: Path) -> NumericsOutcome:
-        return evaluate_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir)
+    def evaluate_numerics(
+        self,
+        fp32_fpga_onnx: Path,
+        fp32_cpu_onnx: Path,
+        splits: pd.DataFrame,
+        class_names: Sequence[str],
+        dataset_fingerprint: str,
+        spec: PreprocessSpec,
+        config: PipelineConfig,
+        output_dir: Path,
+    ) -> NumericsOutcome:
+        return evaluate_numerics(
+            fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir
+        )
 
-    def smoke_test(self, endpoint: str, service_dir: Path, images: Sequence[LabelledImage],
-                   api_key: str | None = None) -> SmokeResult:
+    def smoke_test(
+        self, endpoint: str, service_dir: Path, images: Sequence[LabelledImage], api_key: str | None = None
+    ) -> SmokeResult:
         return smoke_test(endpoint, service_dir, images, api_key=api_key)
 
     def smoke_caption(self, result: SmokeResult) -> str:

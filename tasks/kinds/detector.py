@@ -45,8 +45,10 @@ class Detector:
         return intake_detection_dataset(data_dir, settings)
 
     def intake_caption(self, result: DetectionIntakeResult) -> str:
-        return (f"{result.num_images} images, {result.num_objects} objects, {result.num_classes} labels, "
-                f"fingerprint {result.dataset_fingerprint[:16]}")
+        return (
+            f"{result.num_images} images, {result.num_objects} objects, {result.num_classes} labels, "
+            f"fingerprint {result.dataset_fingerprint[:16]}"
+        )
 
     def load_splits(self, split_path: str | Path) -> pd.DataFrame:
         return load_detection_splits(split_path)
@@ -54,30 +56,43 @@ class Detector:
     def smoke_images(self, split_path: str | Path) -> list[Path]:
         return split_image_paths(split_path)
 
-    def train(self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-              output_dir: Path) -> DetectionTrainingOutcome:
+    def train(
+        self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig, output_dir: Path
+    ) -> DetectionTrainingOutcome:
         return detection_train_step(splits, class_names, dataset_fingerprint, config, output_dir)
 
     def publish_training(self, outcome: DetectionTrainingOutcome) -> None:
         publish_markdown("training-summary", training_markdown(outcome), "detector, training and test mAP")
         publish_table("test-average-precision-per-class", outcome.evaluation.per_class, "AP@0.5 per class on the test split")
 
-    def register(self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
-                 class_names: Sequence[str]) -> RegisteredVersion:
+    def register(
+        self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
+    ) -> RegisteredVersion:
         return register_trained_detector(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
 
-    def convert(self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
-                output_dir: Path) -> ConversionReport:
+    def convert(
+        self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path
+    ) -> ConversionReport:
         return convert_detector(fpga_model_path, cpu_model_path, held_out_images, output_dir)
 
-    def evaluate_numerics(self, fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
-                          dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
-                          output_dir: Path) -> NumericsOutcome:
-        return evaluate_detector_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config,
-                                          output_dir)
+    def evaluate_numerics(
+        self,
+        fp32_fpga_onnx: Path,
+        fp32_cpu_onnx: Path,
+        splits: pd.DataFrame,
+        class_names: Sequence[str],
+        dataset_fingerprint: str,
+        spec: PreprocessSpec,
+        config: PipelineConfig,
+        output_dir: Path,
+    ) -> NumericsOutcome:
+        return evaluate_detector_numerics(
+            fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir
+        )
 
-    def smoke_test(self, endpoint: str, service_dir: Path, images: Sequence[Path],
-                   api_key: str | None = None) -> DetectionSmokeResult:
+    def smoke_test(
+        self, endpoint: str, service_dir: Path, images: Sequence[Path], api_key: str | None = None
+    ) -> DetectionSmokeResult:
         return detection_smoke_test(endpoint, service_dir, images, api_key=api_key)
 
     def smoke_caption(self, result: DetectionSmokeResult) -> str:

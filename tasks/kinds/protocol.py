@@ -39,22 +39,33 @@ class ModelKind(Protocol):
     def smoke_images(self, split_path: str | Path) -> Sequence:
         """The held-out images of the split manifest that the smoke test sends."""
 
-    def train(self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-              output_dir: Path) -> Any:
+    def train(
+        self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig, output_dir: Path
+    ) -> Any:
         """Train, evaluate on the test split and export: an outcome with ``summary()``, ``evaluation``, ``model_files``."""
 
     def publish_training(self, outcome) -> None:
         """The train step's artifacts."""
 
-    def register(self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
-                 class_names: Sequence[str]) -> RegisteredVersion: ...
+    def register(
+        self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
+    ) -> RegisteredVersion: ...
 
-    def convert(self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray,
-                output_dir: Path) -> ConversionReport: ...
+    def convert(
+        self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path
+    ) -> ConversionReport: ...
 
-    def evaluate_numerics(self, fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame, class_names: Sequence[str],
-                          dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
-                          output_dir: Path) -> NumericsOutcome: ...
+    def evaluate_numerics(
+        self,
+        fp32_fpga_onnx: Path,
+        fp32_cpu_onnx: Path,
+        splits: pd.DataFrame,
+        class_names: Sequence[str],
+        dataset_fingerprint: str,
+        spec: PreprocessSpec,
+        config: PipelineConfig,
+        output_dir: Path,
+    ) -> NumericsOutcome: ...
 
     def smoke_test(self, endpoint: str, service_dir: Path, images: Sequence, api_key: str | None = None) -> Any:
         """Compare the deployed service with its service definition run offline; the result has ``summary()`` and ``rows``."""

@@ -17,7 +17,7 @@ import pandas as pd
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
-from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_STAGE_FILE, CPU_STAGE_FILE, PROBABILITIES, convert_keras_stage
+from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FEATURES, FPGA_STAGE_FILE, PROBABILITIES, convert_keras_stage
 from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
 from fpgaflow.tasks.numerics.formats import (
     REFERENCE_FORMAT,
@@ -58,15 +58,31 @@ def evaluate_numerics(
     files: dict[str, FormatFiles] = {}
     for name in format_names(config.numerics):
         directory = output_dir / name
-        fpga_onnx = prepare_format_file(fp32_fpga_onnx, name, directory / FPGA_STAGE_FILE, calibration,
-                                        config.msfp_block_size, settings)
-        features = featurize_splits(splits, class_names, dataset_fingerprint, OnnxFeatureExtractor(fpga_onnx), spec,
-                                    config.training.featurize_batch_size, feature_cache_dir(settings), progress)
+        fpga_onnx = prepare_format_file(
+            fp32_fpga_onnx, name, directory / FPGA_STAGE_FILE, calibration, config.msfp_block_size, settings
+        )
+        features = featurize_splits(
+            splits,
+            class_names,
+            dataset_fingerprint,
+            OnnxFeatureExtractor(fpga_onnx),
+            spec,
+            config.training.featurize_batch_size,
+            feature_cache_dir(settings),
+            progress,
+        )
         if name == REFERENCE_FORMAT:
             cpu_onnx = Path(fp32_cpu_onnx)
         else:
-            head = train_head(features["train"].features, features["train"].labels, features["val"].features,
-                              features["val"].labels, len(class_names), config.training, config.seed)
+            head = train_head(
+                features["train"].features,
+                features["train"].labels,
+                features["val"].features,
+                features["val"].labels,
+                len(class_names),
+                config.training,
+                config.seed,
+            )
             cpu_onnx = convert_keras_stage(head.model, directory / CPU_STAGE_FILE, FEATURES, PROBABILITIES, settings.onnx_opset)
         accuracies[name] = _test_accuracy(cpu_onnx, features["test"].features, features["test"].labels)
         files[name] = FormatFiles(fpga_onnx, cpu_onnx)

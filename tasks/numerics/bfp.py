@@ -134,9 +134,7 @@ class _GraphEditor:
         return nodes
 
 
-def add_block_quantizer(
-    editor: _GraphEditor, tensor: str, rank: int, axis: int, length: int, fmt: NumericFormat
-) -> str:
+def add_block_quantizer(editor: _GraphEditor, tensor: str, rank: int, axis: int, length: int, fmt: NumericFormat) -> str:
     """Queue in ``editor`` the nodes that round ``tensor`` to ``fmt``; return the output name."""
     e_min, e_max = shared_exponent_range(fmt.exponent_bits)
     largest_code = float(2**fmt.mantissa_bits - 1)
@@ -175,12 +173,19 @@ def add_block_quantizer(
     )
     exponent_plus_one = editor.node(
         "Clip",
-        [editor.node("Add", [estimate, correction], f"{base}/exponent_raw"), editor.constant(e_min + 1), editor.constant(e_max + 1)],
+        [
+            editor.node("Add", [estimate, correction], f"{base}/exponent_raw"),
+            editor.constant(e_min + 1),
+            editor.constant(e_max + 1),
+        ],
         f"{base}/exponent_plus_one",
     )
     step = editor.node(
         "Pow",
-        [editor.constant(2.0), editor.node("Sub", [exponent_plus_one, editor.constant(float(fmt.mantissa_bits))], f"{base}/step_exponent")],
+        [
+            editor.constant(2.0),
+            editor.node("Sub", [exponent_plus_one, editor.constant(float(fmt.mantissa_bits))], f"{base}/step_exponent"),
+        ],
         f"{base}/step",
     )
     inverse_step = editor.node("Reciprocal", [step], f"{base}/inverse_step")
@@ -194,9 +199,7 @@ def add_block_quantizer(
     quantized = editor.node("Mul", [codes, step], f"{base}/quantized")
 
     if block != length:
-        quantized = editor.node(
-            "Reshape", [quantized, editor.node("Shape", [data], f"{base}/shape")], f"{base}/unblocked"
-        )
+        quantized = editor.node("Reshape", [quantized, editor.node("Shape", [data], f"{base}/shape")], f"{base}/unblocked")
     if padded_length != length:
         quantized = editor.node(
             "Slice",
@@ -282,7 +285,9 @@ def _reduction_length(node: onnx.NodeProto, operands: tuple[Operand, ...], shape
 def _check_float32(tensor_type: onnx.TypeProto | None, name: str, node: onnx.NodeProto) -> None:
     if tensor_type is not None and tensor_type.tensor_type.elem_type not in (0, TensorProto.FLOAT):
         kind = TensorProto.DataType.Name(tensor_type.tensor_type.elem_type)
-        raise ValueError(f"{node.op_type} node {node.name!r}: input {name!r} is {kind}; block floating point emulation runs on float32")
+        raise ValueError(
+            f"{node.op_type} node {node.name!r}: input {name!r} is {kind}; block floating point emulation runs on float32"
+        )
 
 
 def _round_initializer(
@@ -306,7 +311,9 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(kept)
 
 
-def block_quantizer_model(shape: tuple[int | None, ...], axis: int, fmt: NumericFormat, ir_version: int = 8, opset: int = 17) -> onnx.ModelProto:
+def block_quantizer_model(
+    shape: tuple[int | None, ...], axis: int, fmt: NumericFormat, ir_version: int = 8, opset: int = 17
+) -> onnx.ModelProto:
     """A model ``x -> y`` that is only the in-graph activation quantizer (for checks and tests).
 
     ``shape`` may hold ``None`` for free dimensions except at ``axis``.

@@ -30,9 +30,9 @@ import onnx
 from fpgaflow.fpga_runtime.numerics import FORMATS, FormatKind, NumericFormat, numeric_format
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.numerics.bfp import apply_block_float
 from fpgaflow.tasks.conversion.onnx_stages import StageParity, measure_parity
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.numerics.bfp import apply_block_float
 from fpgaflow.tasks.numerics.int8 import quantize_int8
 
 FEATURIZER_INPUT = "input"
@@ -88,7 +88,7 @@ class Int8Numerics:
     calibration_images: int = 64
 
     @classmethod
-    def from_settings(cls, fmt: NumericFormat, settings: Settings) -> "Int8Numerics":
+    def from_settings(cls, fmt: NumericFormat, settings: Settings) -> Int8Numerics:
         return cls(
             fmt,
             per_channel=settings.int8_per_channel,
@@ -162,7 +162,12 @@ def prepare_model(numerics: OnnxNumerics, model: onnx.ModelProto, calibration: n
 
 
 def prepare_format_file(
-    source: Path, name: str, output: Path, calibration: np.ndarray, block_size: int | None = None, settings: Settings | None = None
+    source: Path,
+    name: str,
+    output: Path,
+    calibration: np.ndarray,
+    block_size: int | None = None,
+    settings: Settings | None = None,
 ) -> Path:
     """Read the fp32 featurizer ``source``, prepare it in format ``name``, write it to ``output``."""
     source, output = Path(source), Path(output)
@@ -177,8 +182,12 @@ def prepare_format_file(
 class OnnxFeatureExtractor:
     """A prepared featurizer graph run by onnxruntime: ``fingerprint`` + ``__call__(batch) -> [N, D]``."""
 
-    def __init__(self, model: onnx.ModelProto | bytes | str | Path, input_name: str = FEATURIZER_INPUT,
-                 output_name: str = FEATURIZER_OUTPUT):
+    def __init__(
+        self,
+        model: onnx.ModelProto | bytes | str | Path,
+        input_name: str = FEATURIZER_INPUT,
+        output_name: str = FEATURIZER_OUTPUT,
+    ):
         if isinstance(model, onnx.ModelProto):
             serialized = model.SerializeToString()
         elif isinstance(model, bytes):
@@ -233,7 +242,9 @@ class FormatGateResult:
 def gate_formats(accuracies: Mapping[str, float], max_drop: float) -> dict[str, FormatGateResult]:
     """Each format's delta to fp32 and whether it stays within ``max_drop`` (a fraction of top-1)."""
     if REFERENCE_FORMAT not in accuracies:
-        raise PipelineStepError(f"the accuracy gate compares every format with {REFERENCE_FORMAT}; evaluate {REFERENCE_FORMAT} too")
+        raise PipelineStepError(
+            f"the accuracy gate compares every format with {REFERENCE_FORMAT}; evaluate {REFERENCE_FORMAT} too"
+        )
     if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
         raise PipelineStepError(f"max accuracy drop must be a fraction between 0 and 1, got {max_drop}")
     for name, accuracy in accuracies.items():
@@ -376,8 +387,13 @@ def onnx_classifier(path: Path, input_name: str = FEATURIZER_OUTPUT) -> Callable
 
 def gate_table(results: Mapping[str, FormatGateResult]) -> list[dict]:
     return [
-        {"format": name, "accuracy": round(result.accuracy, 4), "delta": round(result.delta, 4),
-         "passed": result.passed, "message": result.message}
+        {
+            "format": name,
+            "accuracy": round(result.accuracy, 4),
+            "delta": round(result.delta, 4),
+            "passed": result.passed,
+            "message": result.message,
+        }
         for name, result in results.items()
     ]
 

@@ -23,12 +23,23 @@ if TYPE_CHECKING:
 
 
 @task(name="numerics", cache_policy=NO_CACHE)
-def evaluate_numerics_task(kind: ModelKind, fp32_fpga_onnx: Path, fp32_cpu_onnx: Path, splits: pd.DataFrame,
-                      class_names: Sequence[str], dataset_fingerprint: str, spec: PreprocessSpec, config: PipelineConfig,
-                      output_dir: Path) -> NumericsOutcome:
-    outcome = kind.evaluate_numerics(fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config,
-                                     output_dir)
-    publish_table("numerics", gate_table(outcome.results), f"{kind.numerics_measure} per numeric format; serving {outcome.serve_format}")
+def evaluate_numerics_task(
+    kind: ModelKind,
+    fp32_fpga_onnx: Path,
+    fp32_cpu_onnx: Path,
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    spec: PreprocessSpec,
+    config: PipelineConfig,
+    output_dir: Path,
+) -> NumericsOutcome:
+    outcome = kind.evaluate_numerics(
+        fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir
+    )
+    publish_table(
+        "numerics", gate_table(outcome.results), f"{kind.numerics_measure} per numeric format; serving {outcome.serve_format}"
+    )
     return outcome
 
 

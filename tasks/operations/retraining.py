@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig, load_config
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion
 from fpgaflow.tasks.operations.scoring import AccuracyReport, LabelledImage, score_service_dir
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion
 
 RETRAIN_UNTIL = "package"
 
@@ -126,21 +126,23 @@ def decide(
     label = f"candidate version {candidate.version}"
     if not candidate_gates_passed:
         return RetrainDecision(
-            promote=False, improvement=None, **keep,
+            promote=False,
+            improvement=None,
+            **keep,
             reason=f"{label} did not pass its gates (parity or served numeric format); the champion stays",
         )
     if champion is None:
         return RetrainDecision(
-            promote=True, improvement=None, **keep,
+            promote=True,
+            improvement=None,
+            **keep,
             reason=f"there is no champion yet: {label} passed its gates and becomes champion",
         )
     if champion.version == candidate.version:
         return RetrainDecision(promote=False, improvement=0.0, **keep, reason=f"{label} already is the champion")
     ours, theirs = candidate.report, champion.report
     if ours.images != theirs.images:
-        raise ValueError(
-            f"candidate and champion were scored on different image sets ({ours.images} vs {theirs.images} images)"
-        )
+        raise ValueError(f"candidate and champion were scored on different image sets ({ours.images} vs {theirs.images} images)")
     improvement = (ours.correct - theirs.correct) / ours.images
     measured = (
         f"on the same {ours.images} test images {label} scores {ours.accuracy:.4f}, champion version "

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from fpgaflow.fpga_runtime.executor import CpuStage
 from fpgaflow.fpga_runtime.preprocessing import preprocess
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.data.intake import load_splits
 from fpgaflow.tasks.data.manifest import build_manifest
+from fpgaflow.tasks.errors import PipelineStepError
 
 BatchScorer = Callable[[list[bytes]], list[str]]
 
@@ -135,7 +135,7 @@ class OfflineService:
         for runner in self._runners:
             runner.close()
 
-    def __enter__(self) -> "OfflineService":
+    def __enter__(self) -> OfflineService:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -147,7 +147,9 @@ def score_service_dir(service_dir: Path, images: Sequence[LabelledImage], batch_
     with OfflineService(service_dir) as offline:
         service = offline.service
         if service.task != "classification":
-            raise PipelineStepError(f"{service_dir} is a {service.task} service: only classification services are scored by accuracy")
+            raise PipelineStepError(
+                f"{service_dir} is a {service.task} service: only classification services are scored by accuracy"
+            )
 
         def scorer(encoded: list[bytes]) -> list[str]:
             return top1_names(offline.outputs(encoded)[service.default_output], service.class_names)

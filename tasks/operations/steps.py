@@ -35,9 +35,7 @@ def score_version_task(version: ResolvedVersion, images: Sequence[LabelledImage]
 
 
 @task(name="retrain-decision", cache_policy=NO_CACHE)
-def decide_task(
-    candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool
-) -> RetrainDecision:
+def decide_task(candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool) -> RetrainDecision:
     decision = decide(candidate, champion, candidate_gates_passed, get_settings().retrain_min_improvement)
     publish_markdown("retrain-decision", decision_markdown(decision), decision.reason[:500])
     return decision

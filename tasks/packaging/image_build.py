@@ -26,8 +26,8 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
 from fpgaflow.fpga_runtime.serving_image import SERVICE_PATH, VENV
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
-from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
 from fpgaflow.tasks.packaging.wheelhouse import build_project_wheel, ensure_wheelhouse, wheel_requirements
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,17 @@ class ImageResult:
         return self.tag if self.built else None
 
     def summary(self) -> dict:
-        return {"image": self.image, "reason": self.reason or None, "image_id": self.image_id,
-                "size_bytes": self.size_bytes, "base_image": self.base_image}
+        return {
+            "image": self.image,
+            "reason": self.reason or None,
+            "image_id": self.image_id,
+            "size_bytes": self.size_bytes,
+            "base_image": self.base_image,
+        }
 
 
 # -- names and labels ---------------------------------------------------------------------
+
 
 def default_tag(service: ServiceDefinition) -> str:
     """``fpgaflow/<name>:<version>`` in the character sets Docker accepts."""
@@ -106,6 +112,7 @@ def image_labels(service: ServiceDefinition, base_image: str) -> dict[str, str]:
 
 
 # -- the build context --------------------------------------------------------------------
+
 
 def _dockerfile_string(value: str) -> str:
     """A double-quoted Dockerfile word that the builder reads back as ``value`` (no variable expansion)."""
@@ -222,6 +229,7 @@ def write_build_context(
 
 # -- the build ----------------------------------------------------------------------------
 
+
 class _LineLog:
     """Build output to the log file and the caller, one whole line at a time, as it arrives."""
 
@@ -293,7 +301,10 @@ def _default_base_image(client, settings: Settings) -> tuple[str, str]:
         client.images.pull(wanted)
         return wanted, ""
     except (DockerException, requests.RequestException) as error:
-        return local, f"the base image {wanted} could not be pulled ({error}); building on {local}, made on this engine by scripts/base-image"
+        return (
+            local,
+            f"the base image {wanted} could not be pulled ({error}); building on {local}, made on this engine by scripts/base-image",
+        )
 
 
 def build_image(
@@ -331,8 +342,9 @@ def build_image(
         if client is not None:
             client.close()
         raise
-    result = ImageResult(tag=tag, built=False, base_image=base_image, context_dir=str(context_dir),
-                         log_path=str(log_path), labels=labels)
+    result = ImageResult(
+        tag=tag, built=False, base_image=base_image, context_dir=str(context_dir), log_path=str(log_path), labels=labels
+    )
     lines = _LineLog(log_path, on_line or log.info)
     if base_note:
         lines.write(base_note + "\n")
@@ -349,9 +361,11 @@ def build_image(
         result.build_seconds = round(time.monotonic() - started, 1)
         if error is not None:
             if not _image_present(client, base_image):
-                error += (f" (the base image {base_image} is not on this engine and could not be pulled; "
-                          f"where no registry is reachable, make {settings.local_base_image} with "
-                          f"scripts/base-image and pass it as the base image)")
+                error += (
+                    f" (the base image {base_image} is not on this engine and could not be pulled; "
+                    f"where no registry is reachable, make {settings.local_base_image} with "
+                    f"scripts/base-image and pass it as the base image)"
+                )
             raise ImageBuildFailed(f"docker build of {tag} failed: {error}; build log: {log_path}")
         image = client.images.get(image_id or tag)
     finally:
@@ -374,7 +388,14 @@ def image_markdown(result: ImageResult) -> str:
     if not result.built:
         return f"**No image built.** {result.reason}\n\nBuild context: `{result.context_dir}`"
     size_mb = (result.size_bytes or 0) / 1e6
-    rows = [("tag", result.tag), ("id", result.image_id), ("size", f"{size_mb:.0f} MB"), ("base", result.base_image),
-            ("user", result.user), ("build", f"{result.build_seconds} s"), ("log", result.log_path)]
+    rows = [
+        ("tag", result.tag),
+        ("id", result.image_id),
+        ("size", f"{size_mb:.0f} MB"),
+        ("base", result.base_image),
+        ("user", result.user),
+        ("build", f"{result.build_seconds} s"),
+        ("log", result.log_path),
+    ]
     rows += [(f"label `{key}`", value) for key, value in result.labels.items() if key.startswith(LABEL_PREFIX)]
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | `{value}` |" for key, value in rows)

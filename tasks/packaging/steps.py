@@ -19,12 +19,31 @@ if TYPE_CHECKING:
 
 
 @task(name="package-service", cache_policy=NO_CACHE)
-def package_task(kind: ModelKind, name: str, version: str, class_names: Sequence[str], preprocessing: PreprocessSpec,
-            numeric_format: str, fpga_onnx: Path, cpu_onnx: Path, source: Mapping[str, str],
-            destination: Path | None = None) -> Path:
-    service_dir = package_service(name=name, version=version, class_names=class_names, preprocessing=preprocessing,
-                                  numeric_format=numeric_format, fpga_onnx=fpga_onnx, cpu_onnx=cpu_onnx, source=source,
-                                  destination=destination, task_kind=kind.service_task, default_output=kind.default_output)
+def package_task(
+    kind: ModelKind,
+    name: str,
+    version: str,
+    class_names: Sequence[str],
+    preprocessing: PreprocessSpec,
+    numeric_format: str,
+    fpga_onnx: Path,
+    cpu_onnx: Path,
+    source: Mapping[str, str],
+    destination: Path | None = None,
+) -> Path:
+    service_dir = package_service(
+        name=name,
+        version=version,
+        class_names=class_names,
+        preprocessing=preprocessing,
+        numeric_format=numeric_format,
+        fpga_onnx=fpga_onnx,
+        cpu_onnx=cpu_onnx,
+        source=source,
+        destination=destination,
+        task_kind=kind.service_task,
+        default_output=kind.default_output,
+    )
     publish_markdown(
         "service-definition",
         f"# {kind.service_title} {name} version {version}\n\nNumeric format `{numeric_format}`, "

@@ -93,8 +93,11 @@ def build_project_wheel(cache_root: Path, root: Path | None = None) -> Path:
         if existing:
             return existing[0]
         built = Path(scratch) / "wheel"
-        _run_pip(["wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(built), str(source)],
-                 "building the fpgaflow wheel", environment={"SOURCE_DATE_EPOCH": REPRODUCIBLE_WHEEL_EPOCH})
+        _run_pip(
+            ["wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(built), str(source)],
+            "building the fpgaflow wheel",
+            environment={"SOURCE_DATE_EPOCH": REPRODUCIBLE_WHEEL_EPOCH},
+        )
         (wheel,) = built.glob(f"{PROJECT_NAME}-*.whl")
         try:
             os.rename(built, cached)
@@ -155,8 +158,20 @@ def ensure_wheelhouse(requirements: list[str], python_version: str, cache_root: 
     try:
         platform_arguments = [argument for tag in tags for argument in ("--platform", tag)]
         _run_pip(
-            ["download", "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
-             "--abi", f"cp{major}{minor}", *platform_arguments, "--dest", str(scratch), *requirements],
+            [
+                "download",
+                "--only-binary=:all:",
+                "--implementation",
+                "cp",
+                "--python-version",
+                python_version,
+                "--abi",
+                f"cp{major}{minor}",
+                *platform_arguments,
+                "--dest",
+                str(scratch),
+                *requirements,
+            ],
             f"downloading the runtime wheelhouse for Python {python_version}",
         )
         (scratch / "requirements.txt").write_text("\n".join(requirements) + "\n")

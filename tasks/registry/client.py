@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import mlflow
 import requests
-from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
 from mlflow.exceptions import MlflowException
 
+import mlflow
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
-
-
+from mlflow import MlflowClient
 
 REMOTE_TRACKING_SCHEMES = ("http", "https", "databricks")
 

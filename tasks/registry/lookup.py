@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
@@ -20,9 +19,10 @@ from fpgaflow.fpga_runtime.service import check_name, load_service
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
-from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.runs import ARTIFACT_SERVICE_DIR
+from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version
+from mlflow import MlflowClient
 
 
 class ResolvedVersion(BaseModel):

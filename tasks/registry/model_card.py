@@ -54,7 +54,9 @@ class ModelCard(BaseModel):
     def _data(self) -> list[str]:
         lines = [f"- dataset fingerprint: `{self.dataset_fingerprint or 'unknown'}`"]
         if self.split_sizes:
-            lines.append("- images per split: " + ", ".join(f"{split} {count}" for split, count in sorted(self.split_sizes.items())))
+            lines.append(
+                "- images per split: " + ", ".join(f"{split} {count}" for split, count in sorted(self.split_sizes.items()))
+            )
         if self.class_names:
             lines.append(f"- {len(self.class_names)} classes: " + ", ".join(self.class_names))
         return lines

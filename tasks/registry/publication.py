@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import BaseModel, ConfigDict
 
@@ -15,11 +14,11 @@ from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.model_card import Gate
 from fpgaflow.tasks.registry.client import mlflow_client, redacted_uri
-from fpgaflow.tasks.registry.run_metrics import FormatOutcome, GATE_TAG_PREFIX, coerce_outcomes, numerics_gate
-from fpgaflow.tasks.registry.runs import ARTIFACT_MODEL_CARD, ARTIFACT_SERVICE_DIR
+from fpgaflow.tasks.registry.model_card import Gate
 from fpgaflow.tasks.registry.registration import model_card_from_run
+from fpgaflow.tasks.registry.run_metrics import GATE_TAG_PREFIX, FormatOutcome, coerce_outcomes, numerics_gate
+from fpgaflow.tasks.registry.runs import ARTIFACT_MODEL_CARD, ARTIFACT_SERVICE_DIR
 from fpgaflow.tasks.registry.version_state import (
     CANDIDATE_ALIAS,
     GATES_PASSED,
@@ -31,10 +30,10 @@ from fpgaflow.tasks.registry.version_state import (
     TAG_SERVICE_URI,
     TAG_STATUS,
     VersionStatus,
-    gates_passed,
     get_version,
     resumable_step,
 )
+from mlflow import MlflowClient
 
 
 class PublishedVersion(BaseModel):
@@ -109,7 +108,9 @@ def publish_version(
         client.log_text(run_id, description, ARTIFACT_MODEL_CARD)
         client.update_model_version(model_name, version, description=description)
         service_uri = f"runs:/{run_id}/{ARTIFACT_SERVICE_DIR}"
-        blocking_failures = [gate.name for gate in gates if not gate.passed and gate.name in (PARITY_GATE, service.numeric_format)]
+        blocking_failures = [
+            gate.name for gate in gates if not gate.passed and gate.name in (PARITY_GATE, service.numeric_format)
+        ]
         tags = {
             TAG_SERVICE_URI: service_uri,
             TAG_SERVICE_ARTIFACTS: f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_SERVICE_DIR}",
@@ -155,7 +156,5 @@ def pipeline_summary(published: PublishedVersion, settings: Settings | None = No
         "mlflow_run_id": published.run_id,
         "mlflow_tracking_uri": redacted_uri(settings.mlflow_tracking_uri),
         "service_dir": str(published.service_dir),
-        "numerics": {
-            fmt: {"accuracy": outcome.accuracy, "delta": outcome.delta} for fmt, outcome in published.numerics.items()
-        },
+        "numerics": {fmt: {"accuracy": outcome.accuracy, "delta": outcome.delta} for fmt, outcome in published.numerics.items()},
     }

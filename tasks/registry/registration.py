@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -32,12 +31,12 @@ from fpgaflow.fpga_runtime.service import ServiceDefinition, check_name
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, PROBABILITIES, load_keras_model
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.client import mlflow_client
+from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, evaluation_metrics
 from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, split_sizes
 from fpgaflow.tasks.registry.version_state import TAG_FEATURIZER, TAG_RUN_ID, TAG_STATUS, VersionStatus, resumable_step
-
+from mlflow import MlflowClient
 
 LOGGED_MODEL_NAME = "classifier"
 
@@ -68,7 +67,9 @@ def find_version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelV
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
-        client.create_registered_model(name, description="Image model built by the fpgaflow pipeline; each version describes itself in its model card.")
+        client.create_registered_model(
+            name, description="Image model built by the fpgaflow pipeline; each version describes itself in its model card."
+        )
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -100,8 +101,9 @@ def logged_model_id(client: MlflowClient, experiment_id: str, run_id: str, name:
     return ready[0].model_id if ready else None
 
 
-def log_keras_model(client: MlflowClient, experiment_id: str, run_id: str, name: str, model, signature,
-                    metadata: Mapping[str, Any]) -> str:
+def log_keras_model(
+    client: MlflowClient, experiment_id: str, run_id: str, name: str, model, signature, metadata: Mapping[str, Any]
+) -> str:
     """Log a Keras ``model`` as the MLflow model ``name`` of the run; returns its model id.
 
     The logged model is created in the run's experiment explicitly: left to itself, MLflow would
@@ -140,8 +142,15 @@ def log_classifier(
     classes = int(classifier.outputs[0].shape[-1])
     if classes != len(class_names):
         raise PipelineStepError(f"the CPU stage scores {classes} classes but {len(class_names)} class names were given")
-    return log_keras_model(client, experiment_id, run_id, LOGGED_MODEL_NAME, classifier, classifier_signature(classifier),
-                           {"class_names": list(class_names)})
+    return log_keras_model(
+        client,
+        experiment_id,
+        run_id,
+        LOGGED_MODEL_NAME,
+        classifier,
+        classifier_signature(classifier),
+        {"class_names": list(class_names)},
+    )
 
 
 def create_version(client: MlflowClient, model_name: str, run_id: str, log_model: Callable[[str], str]) -> ModelVersion:

@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
@@ -17,10 +16,10 @@ from pydantic_core import to_jsonable_python
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.model_card import Gate
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.registry.model_card import Gate
 from fpgaflow.tasks.registry.runs import ARTIFACT_CONVERSION_REPORT, ARTIFACT_EVALUATION_DIR, FEATURIZER_PARAM_PREFIX, log_file
-
+from mlflow import MlflowClient
 
 GATE_TAG_PREFIX = "fpgaflow.gate."
 
@@ -126,7 +125,9 @@ def log_training(
     if featurizer_info is not None:
         info = to_jsonable_python(featurizer_info)
         if not isinstance(info, dict):
-            raise PipelineStepError(f"featurizer_info must be a mapping or a pydantic model, got {type(featurizer_info).__name__}")
+            raise PipelineStepError(
+                f"featurizer_info must be a mapping or a pydantic model, got {type(featurizer_info).__name__}"
+            )
         client.log_dict(run_id, info, f"{ARTIFACT_EVALUATION_DIR}/featurizer.json")
         scalars = {key: value for key, value in info.items() if isinstance(value, (str, int, float, bool))}
         client.log_batch(run_id, params=[Param(f"{FEATURIZER_PARAM_PREFIX}{key}", str(value)) for key, value in scalars.items()])

@@ -33,7 +33,6 @@ from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import ensure_experiment, mlflow_client, talks_to_mlflow
 
-
 TAG_MODEL_NAME = "fpgaflow.model_name"
 
 
@@ -138,7 +137,9 @@ def start_pipeline_run(
     """Open the MLflow run of one pipeline run: config as params, lineage as tags. Returns the run id."""
     settings = settings or get_settings()
     if not dataset_fingerprint:
-        raise PipelineStepError("dataset_fingerprint is empty: the intake step must fingerprint the dataset before tracking starts")
+        raise PipelineStepError(
+            "dataset_fingerprint is empty: the intake step must fingerprint the dataset before tracking starts"
+        )
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(client, settings)
     run = client.create_run(
@@ -170,9 +171,7 @@ def split_counts(split_manifest: Path) -> dict[str, int]:
 
 
 @talks_to_mlflow
-def log_data_lineage(
-    run_id: str, validation_report: Path, split_manifest: Path, settings: Settings | None = None
-) -> None:
+def log_data_lineage(run_id: str, validation_report: Path, split_manifest: Path, settings: Settings | None = None) -> None:
     """The data the run trained on: the validation report, the split manifest and split sizes."""
     log_file(run_id, validation_report, ARTIFACT_DATA_DIR, settings)
     log_file(run_id, split_manifest, ARTIFACT_DATA_DIR, settings)

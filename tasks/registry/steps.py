@@ -13,26 +13,31 @@ from prefect.cache_policies import NO_CACHE
 from fpgaflow.tasks.artifacts import publish_link, publish_markdown
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
-from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion, resolve_version
 from fpgaflow.tasks.registry.client import mlflow_ui_url, run_url
-from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
-from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
+from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion, resolve_version
 from fpgaflow.tasks.registry.promotion import Promotion, promote
 from fpgaflow.tasks.registry.publication import PublishedVersion, publish_version
 from fpgaflow.tasks.registry.registration import RegisteredVersion
+from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
+from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.kinds import ModelKind
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def register_task(kind: ModelKind, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path,
-             class_names: Sequence[str]) -> RegisteredVersion:
+def register_task(
+    kind: ModelKind, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
+) -> RegisteredVersion:
     """The version of the model of ``kind`` this run trained; artifact ``model-registration`` links to it in the MLflow UI."""
     registered = kind.register(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
     name, version = registered.name, registered.version
-    publish_link("model-registration", f"{mlflow_ui_url()}/#/models/{name}/versions/{version}",
-                 f"{name} version {version}", "the registered model version in the MLflow UI")
+    publish_link(
+        "model-registration",
+        f"{mlflow_ui_url()}/#/models/{name}/versions/{version}",
+        f"{name} version {version}",
+        "the registered model version in the MLflow UI",
+    )
     return registered
 
 

@@ -13,15 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 
-from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from fpgaflow.fpga_runtime.errors import FpgaflowError, ModelNotFound
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import describe_failure
-
-
+from mlflow import MlflowClient
 
 CANDIDATE_ALIAS = "candidate"
 
@@ -83,7 +81,9 @@ def resumable_step(step: str, what: str) -> Iterator[None]:
     except (PipelineStepError, FpgaflowError):
         raise
     except Exception as error:
-        raise VersionIncomplete(f"{step} {what} failed ({describe_failure(error)}); a re-run of the pipeline completes it") from error
+        raise VersionIncomplete(
+            f"{step} {what} failed ({describe_failure(error)}); a re-run of the pipeline completes it"
+        ) from error
 
 
 def gates_passed(model_version: ModelVersion) -> bool:

@@ -17,8 +17,9 @@ class ImageBatches(keras.utils.PyDataset):
     The targets are label indices for a classifier, encoded priors for a detector.
     """
 
-    def __init__(self, paths: Sequence[str], targets: np.ndarray, spec: PreprocessSpec, batch_size: int,
-                 shuffle: bool, seed: int):
+    def __init__(
+        self, paths: Sequence[str], targets: np.ndarray, spec: PreprocessSpec, batch_size: int, shuffle: bool, seed: int
+    ):
         super().__init__()
         self.paths, self.targets, self.spec, self.batch_size = list(paths), np.asarray(targets), spec, batch_size
         self.shuffle, self.rng = shuffle, np.random.default_rng(seed)

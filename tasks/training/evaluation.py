@@ -38,8 +38,9 @@ def one_vs_rest_auc(labels: np.ndarray, probabilities: np.ndarray) -> list[float
     return aucs
 
 
-def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                         output_dir: Path | None = None) -> Evaluation:
+def evaluate_predictions(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], output_dir: Path | None = None
+) -> Evaluation:
     """Metrics of class probabilities [N, C] against true label indices [N]; writes the confusion matrix PNG
     into ``output_dir`` when given. The macro AUC averages the classes whose AUC is defined."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -48,7 +49,9 @@ def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray, class_na
     if probabilities.ndim != 2 or probabilities.shape[1] != count:
         raise PipelineStepError(f"probabilities must have shape [N, {count}] for {count} classes, got {probabilities.shape}")
     if len(labels) != len(probabilities) or len(labels) == 0:
-        raise PipelineStepError(f"need one label per prediction and at least one of each: {len(labels)} labels, {len(probabilities)} predictions")
+        raise PipelineStepError(
+            f"need one label per prediction and at least one of each: {len(labels)} labels, {len(probabilities)} predictions"
+        )
     if labels.min() < 0 or labels.max() >= count:
         raise PipelineStepError(f"label indices must lie in [0, {count}), got [{labels.min()}, {labels.max()}]")
     predicted = probabilities.argmax(axis=1)
@@ -64,8 +67,14 @@ def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray, class_na
         "auc_ovr": float(np.mean(defined)) if defined else float("nan"),
     }
     per_class = [
-        {"class": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-         "auc": aucs[i], "support": int(support[i])}
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "auc": aucs[i],
+            "support": int(support[i]),
+        }
         for i, name in enumerate(class_names)
     ]
     matrix = confusion_matrix(labels, predicted, labels=every_class)

@@ -87,7 +87,9 @@ def export_model(featurizer: Featurizer, head: keras.Model, class_names: Sequenc
 def load_model(directory: Path) -> ExportedModel:
     """Read a model directory written by :func:`export_model`; a missing file is named in the error."""
     files = ModelFiles(Path(directory))
-    missing = [path.name for path in (files.fpga_stage, files.cpu_stage, files.class_names, files.featurizer) if not path.is_file()]
+    missing = [
+        path.name for path in (files.fpga_stage, files.cpu_stage, files.class_names, files.featurizer) if not path.is_file()
+    ]
     if missing:
         raise PipelineStepError(f"{directory} is not an exported model: missing {missing}")
     return ExportedModel(

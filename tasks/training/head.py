@@ -18,9 +18,9 @@ import pandas as pd
 
 from fpgaflow.tasks.config import TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.catalog import FEATURES, Featurizer, architecture, describe, layer_blocks, seed_everything
 from fpgaflow.tasks.featurizers.features import label_indices
 from fpgaflow.tasks.training.batches import ImageBatches
-from fpgaflow.tasks.featurizers.catalog import FEATURES, Featurizer, architecture, describe, layer_blocks, seed_everything
 
 PROBABILITIES = "probabilities"
 # A feature whose training values barely vary is divided by at least this share of the mean std, so a
@@ -50,8 +50,9 @@ class TrainedStages:
     history: list[dict]
 
 
-def make_optimizer(config: TrainingConfig, learning_rate: float | None = None,
-                   global_clipnorm: float | None = None) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    config: TrainingConfig, learning_rate: float | None = None, global_clipnorm: float | None = None
+) -> keras.optimizers.Optimizer:
     rate = config.learning_rate if learning_rate is None else learning_rate
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=rate, momentum=config.momentum, global_clipnorm=global_clipnorm)
@@ -86,8 +87,7 @@ def _check_features(name: str, features: np.ndarray, labels: np.ndarray, num_cla
 def _callbacks(config: TrainingConfig) -> list[keras.callbacks.Callback]:
     if not config.early_stopping_patience:
         return []
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                          restore_best_weights=True)]
+    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)]
 
 
 def _history(fit_history: keras.callbacks.History, first_epoch: int) -> list[dict]:
@@ -98,8 +98,15 @@ def _history(fit_history: keras.callbacks.History, first_epoch: int) -> list[dic
     ]
 
 
-def train_head(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, val_labels: np.ndarray,
-               num_classes: int, config: TrainingConfig, seed: int = 0) -> TrainedHead:
+def train_head(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    val_features: np.ndarray,
+    val_labels: np.ndarray,
+    num_classes: int,
+    config: TrainingConfig,
+    seed: int = 0,
+) -> TrainedHead:
     """Train the head on features (any extractor's) with early stopping on the validation loss."""
     if num_classes < 2:
         raise PipelineStepError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -108,13 +115,21 @@ def train_head(train_features: np.ndarray, train_labels: np.ndarray, val_feature
     _check_features("training", train_features, train_labels, num_classes)
     _check_features("validation", val_features, val_labels, num_classes)
     if val_features.shape[1] != train_features.shape[1]:
-        raise PipelineStepError(f"validation features have {val_features.shape[1]} dimensions, training features {train_features.shape[1]}")
+        raise PipelineStepError(
+            f"validation features have {val_features.shape[1]} dimensions, training features {train_features.shape[1]}"
+        )
     seed_everything(seed)
     head = build_head(train_features, num_classes, config)
     head.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     fitted = head.fit(
-        train_features, train_labels, validation_data=(val_features, val_labels), epochs=config.epochs,
-        batch_size=config.batch_size, shuffle=True, callbacks=_callbacks(config), verbose=0,
+        train_features,
+        train_labels,
+        validation_data=(val_features, val_labels),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        callbacks=_callbacks(config),
+        verbose=0,
     )
     return TrainedHead(head, _history(fitted, 0))
 
@@ -137,8 +152,14 @@ def unfreeze_last_blocks(featurizer: Featurizer, count: int) -> list[str]:
     return [name for name, _ in blocks[len(blocks) - count :]]
 
 
-def fine_tune_full(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFrame, class_names: Sequence[str],
-                   config: TrainingConfig, seed: int = 0) -> TrainedStages:
+def fine_tune_full(
+    featurizer: Featurizer,
+    head: TrainedHead,
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    config: TrainingConfig,
+    seed: int = 0,
+) -> TrainedStages:
     """'full' mode: after the head, train the last ``config.unfreeze_blocks`` blocks and the head end to end on images.
 
     Trains copies: the given featurizer and head keep their weights (and the featurizer its fingerprint).
@@ -152,16 +173,29 @@ def fine_tune_full(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFra
     if train_rows.empty or val_rows.empty:
         raise PipelineStepError("'full' training needs images in both the train and the val split")
     batches = {
-        name: ImageBatches(list(rows["path"]), label_indices(rows["label"], class_names), spec, config.batch_size,
-                           shuffle=name == "train", seed=seed)
+        name: ImageBatches(
+            list(rows["path"]),
+            label_indices(rows["label"], class_names),
+            spec,
+            config.batch_size,
+            shuffle=name == "train",
+            seed=seed,
+        )
         for name, rows in (("train", train_rows), ("val", val_rows))
     }
     end_to_end = keras.Model(model.inputs, head_model(model.outputs[0]), name="end_to_end")
-    end_to_end.compile(optimizer=make_optimizer(config, config.learning_rate * FULL_MODE_LEARNING_RATE_FACTOR,
-                                                      FULL_MODE_GLOBAL_CLIPNORM),
-                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    fitted = end_to_end.fit(batches["train"], validation_data=batches["val"], epochs=config.epochs, shuffle=False,
-                            callbacks=_callbacks(config), verbose=0)  # ImageBatches shuffles itself, seeded
-    tuned = Featurizer(model, describe(model, architecture(info.name), info.weights, info.seed, info.input_size,
-                                       fine_tuned=True))
+    end_to_end.compile(
+        optimizer=make_optimizer(config, config.learning_rate * FULL_MODE_LEARNING_RATE_FACTOR, FULL_MODE_GLOBAL_CLIPNORM),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    fitted = end_to_end.fit(
+        batches["train"],
+        validation_data=batches["val"],
+        epochs=config.epochs,
+        shuffle=False,
+        callbacks=_callbacks(config),
+        verbose=0,
+    )  # ImageBatches shuffles itself, seeded
+    tuned = Featurizer(model, describe(model, architecture(info.name), info.weights, info.seed, info.input_size, fine_tuned=True))
     return TrainedStages(tuned, head_model, head.history + _history(fitted, len(head.history)))

@@ -24,8 +24,14 @@ if TYPE_CHECKING:
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
-def train_task(kind: ModelKind, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-          output_dir: Path):
+def train_task(
+    kind: ModelKind,
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    config: PipelineConfig,
+    output_dir: Path,
+):
     """Train, evaluate and export a model of ``kind``; publishes the kind's training artifacts."""
     outcome = kind.train(splits, class_names, dataset_fingerprint, config, output_dir)
     kind.publish_training(outcome)
@@ -33,14 +39,27 @@ def train_task(kind: ModelKind, splits: pd.DataFrame, class_names: Sequence[str]
 
 
 @task(name="train-head", cache_policy=NO_CACHE, persist_result=False)
-def train_head_task(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
-                    val_labels: np.ndarray, num_classes: int, config: TrainingConfig, seed: int = 0) -> TrainedHead:
+def train_head_task(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    val_features: np.ndarray,
+    val_labels: np.ndarray,
+    num_classes: int,
+    config: TrainingConfig,
+    seed: int = 0,
+) -> TrainedHead:
     return train_head(train_features, train_labels, val_features, val_labels, num_classes, config, seed)
 
 
 @task(name="fine-tune-full", cache_policy=NO_CACHE, persist_result=False)
-def fine_tune_full_task(featurizer: Featurizer, head: TrainedHead, splits: pd.DataFrame, class_names: Sequence[str],
-                        config: TrainingConfig, seed: int = 0) -> TrainedStages:
+def fine_tune_full_task(
+    featurizer: Featurizer,
+    head: TrainedHead,
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    config: TrainingConfig,
+    seed: int = 0,
+) -> TrainedStages:
     return fine_tune_full(featurizer, head, splits, class_names, config, seed)
 
 
@@ -50,9 +69,13 @@ def export_model_task(featurizer: Featurizer, head: keras.Model, class_names: Se
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_predictions_task(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                              output_dir: Path | None = None) -> Evaluation:
+def evaluate_predictions_task(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], output_dir: Path | None = None
+) -> Evaluation:
     evaluation = evaluate_predictions(probabilities, labels, class_names, output_dir)
-    publish_table("test-metrics-per-class", evaluation.per_class,
-                  ", ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items()))
+    publish_table(
+        "test-metrics-per-class",
+        evaluation.per_class,
+        ", ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items()),
+    )
     return evaluation

@@ -15,10 +15,10 @@ import pandas as pd
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.catalog import FeaturizerInfo, build_featurizer
+from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
 from fpgaflow.tasks.training.evaluation import Evaluation, evaluate_predictions
 from fpgaflow.tasks.training.export import ModelFiles, export_model
-from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
-from fpgaflow.tasks.featurizers.catalog import FeaturizerInfo, build_featurizer
 from fpgaflow.tasks.training.head import fine_tune_full, predict_probabilities, train_head
 
 MODEL_DIR = "model"
@@ -42,8 +42,15 @@ class TrainingOutcome:
         }
 
 
-def train_step(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig,
-               output_dir: Path, settings: Settings | None = None, progress: bool = True) -> TrainingOutcome:
+def train_step(
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    dataset_fingerprint: str,
+    config: PipelineConfig,
+    output_dir: Path,
+    settings: Settings | None = None,
+    progress: bool = True,
+) -> TrainingOutcome:
     """Train on the manifest's train/val splits, evaluate on its test split, export into ``output_dir/model``."""
     settings = settings or get_settings()
     training = config.training
@@ -53,33 +60,57 @@ def train_step(splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerp
     featurizer = build_featurizer(config.featurizer, config.weights, config.input_size, config.seed, settings)
     cache_dir = feature_cache_dir(settings)
     spec = featurizer.info.preprocessing
-    features = featurize_splits(splits, class_names, dataset_fingerprint, featurizer, spec,
-                                training.featurize_batch_size, cache_dir, progress)
-    head = train_head(features["train"].features, features["train"].labels, features["val"].features,
-                      features["val"].labels, len(class_names), training, config.seed)
+    features = featurize_splits(
+        splits, class_names, dataset_fingerprint, featurizer, spec, training.featurize_batch_size, cache_dir, progress
+    )
+    head = train_head(
+        features["train"].features,
+        features["train"].labels,
+        features["val"].features,
+        features["val"].labels,
+        len(class_names),
+        training,
+        config.seed,
+    )
     head_model, history, test = head.model, head.history, features["test"]
     if training.mode == "full":
         stages = fine_tune_full(featurizer, head, splits, class_names, training, config.seed)
         featurizer, head_model, history = stages.featurizer, stages.head, stages.history
-        test = featurize_splits(splits[splits["split"] == "test"], class_names, dataset_fingerprint, featurizer, spec,
-                                training.featurize_batch_size, cache_dir, progress)["test"]
-    evaluation = evaluate_predictions(predict_probabilities(head_model, test.features), test.labels, class_names, output_dir / EVALUATION_DIR)
+        test = featurize_splits(
+            splits[splits["split"] == "test"],
+            class_names,
+            dataset_fingerprint,
+            featurizer,
+            spec,
+            training.featurize_batch_size,
+            cache_dir,
+            progress,
+        )["test"]
+    evaluation = evaluate_predictions(
+        predict_probabilities(head_model, test.features), test.labels, class_names, output_dir / EVALUATION_DIR
+    )
     files = export_model(featurizer, head_model, class_names, output_dir / MODEL_DIR)
     return TrainingOutcome(featurizer.info, history, evaluation, files, features.from_cache)
 
 
 def featurizer_markdown(info: FeaturizerInfo) -> str:
     spec = info.preprocessing
-    return "\n".join([
-        f"# Featurizer {info.name}",
-        "| | |", "|---|---|",
-        f"| weights | `{info.weights}` |",
-        f"| input | {info.input_size}x{info.input_size}x3 |",
-        f"| features | {info.feature_dim} |",
-        f"| parameters | {info.parameter_count:,} |",
-        f"| multiply-accumulates per image | {info.mac_count / 1e9:.3f} G |",
-        f"| preprocessing | {spec.resize} to {spec.resize_to}, crop {spec.crop}, {spec.channel_order}, mean {spec.mean}, std {spec.std} |",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"# Featurizer {info.name}",
+                "| | |",
+                "|---|---|",
+                f"| weights | `{info.weights}` |",
+                f"| input | {info.input_size}x{info.input_size}x3 |",
+                f"| features | {info.feature_dim} |",
+                f"| parameters | {info.parameter_count:,} |",
+                f"| multiply-accumulates per image | {info.mac_count / 1e9:.3f} G |",
+                f"| preprocessing | {spec.resize} to {spec.resize_to}, crop {spec.crop}, {spec.channel_order}, mean {spec.mean}, std {spec.std} |",
+            ]
+        )
+        + "\n"
+    )
 
 
 def evaluation_markdown(outcome: TrainingOutcome) -> str:
@@ -87,10 +118,17 @@ def evaluation_markdown(outcome: TrainingOutcome) -> str:
     names = evaluation.class_names
     lines = ["# Test split", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.4f} |" for key, value in evaluation.metrics.items()]
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)", "",
-              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| **{name}** | " + " | ".join(str(count) for count in row) + " |"
-              for name, row in zip(names, evaluation.confusion_matrix)]
+    lines += [
+        "",
+        "Confusion matrix (rows: true class, columns: predicted class)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    lines += [
+        f"| **{name}** | " + " | ".join(str(count) for count in row) + " |"
+        for name, row in zip(names, evaluation.confusion_matrix)
+    ]
     if evaluation.confusion_matrix_png:
         lines += ["", f"Image: `{evaluation.confusion_matrix_png}` (also in the MLflow run)"]
     return "\n".join(lines) + "\n"

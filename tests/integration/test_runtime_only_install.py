@@ -33,12 +33,15 @@ def test_runtime_installs_and_imports_without_the_pipeline_stack(tmp_path):
     python = environment / "bin" / "python"
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert install.returncode == 0, install.stderr[-3000:]
 
-    probe = subprocess.run([str(python), "-c", IMPORT_EVERYTHING % (HEAVY,)], capture_output=True, text=True,
-                           timeout=300, cwd=tmp_path)
+    probe = subprocess.run(
+        [str(python), "-c", IMPORT_EVERYTHING % (HEAVY,)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
     report = json.loads(probe.stdout.strip().splitlines()[-1])
     assert "fpgaflow.fpga_runtime.preprocessing" in report["modules"] and "fpgaflow.fpga_runtime.service" in report["modules"]

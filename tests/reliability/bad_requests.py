@@ -29,7 +29,9 @@ TOO_LARGE = ResourceExhausted.status
 TIMEOUT = 30
 
 
-def images_request(images: list[bytes], name: str = "tiny", version: int | None = None, signature: str = "") -> tfs.PredictRequest:
+def images_request(
+    images: list[bytes], name: str = "tiny", version: int | None = None, signature: str = ""
+) -> tfs.PredictRequest:
     request = tfs.PredictRequest()
     request.model_spec.name = name
     request.model_spec.signature_name = signature

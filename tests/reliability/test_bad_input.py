@@ -81,7 +81,11 @@ def test_truncated_images_are_invalid_argument(channels, target, image_format, f
 
 @pytest.mark.parametrize("target", TARGETS)
 @bounded
-@given(image_format=st.sampled_from(["JPEG", "PNG"]), positions=st.lists(st.integers(0, 10_000), min_size=1, max_size=8), value=st.integers(0, 255))
+@given(
+    image_format=st.sampled_from(["JPEG", "PNG"]),
+    positions=st.lists(st.integers(0, 10_000), min_size=1, max_size=8),
+    value=st.integers(0, 255),
+)
 def test_corrupted_images_answer_or_are_invalid_argument_and_never_crash(channels, target, image_format, positions, value):
     """Flipped bytes in the pixel data may still decode (to other pixels); anywhere else they must be refused."""
     data = bytearray(encode(40, 30, image_format))
@@ -128,7 +132,9 @@ def test_preprocessed_input_of_a_wrong_dtype_is_invalid_argument(channels, targe
     shape=st.one_of(
         st.lists(st.integers(1, 20), min_size=1, max_size=5),  # any rank, some over the message limit
         st.tuples(st.integers(0, 3), st.integers(1, 40)).map(  # one dimension off the model's [N, 32, 32, 3]
-            lambda change: [value if index != change[0] else change[1] for index, value in enumerate([2, INPUT_SIZE, INPUT_SIZE, 3])]
+            lambda change: [
+                value if index != change[0] else change[1] for index, value in enumerate([2, INPUT_SIZE, INPUT_SIZE, 3])
+            ]
         ),
     ).filter(lambda shape: shape[1:] != [INPUT_SIZE, INPUT_SIZE, 3])
 )

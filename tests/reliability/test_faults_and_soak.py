@@ -65,7 +65,7 @@ class RetryingLoad:
             except Exception as error:  # every failure is what the test counts
                 self.failures.append(str(error))
 
-    def __enter__(self) -> "RetryingLoad":
+    def __enter__(self) -> RetryingLoad:
         self._thread.start()
         return self
 
@@ -83,13 +83,21 @@ def test_a_node_killed_under_load_loses_no_request_and_is_restarted(cluster):
         os.kill(victim["pid"], signal.SIGKILL)
         assert wait_for_exit(victim["pid"], 30)
         restarted = eventually(
-            lambda: next((node for node in status(cluster)["nodes"] if node["id"] == victim["id"] and node["pid"] != victim["pid"]
-                          and node["healthy"]), None),
+            lambda: next(
+                (
+                    node
+                    for node in status(cluster)["nodes"]
+                    if node["id"] == victim["id"] and node["pid"] != victim["pid"] and node["healthy"]
+                ),
+                None,
+            ),
             what=f"{victim['id']} restarted",
         )
         wait_for_replicas(cluster)
         load.wait_for(50)
-    print(f"node kill: {load.succeeded} requests, {len(load.failures)} failed; {victim['id']} pid {victim['pid']} -> {restarted['pid']}")
+    print(
+        f"node kill: {load.succeeded} requests, {len(load.failures)} failed; {victim['id']} pid {victim['pid']} -> {restarted['pid']}"
+    )
     assert load.failures == []
 
 
@@ -100,18 +108,29 @@ def test_a_killed_gateway_is_restarted_by_its_watchdog_with_its_placements(clust
         os.kill(before["gateway"]["pid"], signal.SIGKILL)
         assert wait_for_exit(before["gateway"]["pid"], 30)
         after = eventually(
-            lambda: (lambda s: s if s and s["gateway"]["pid"] != before["gateway"]["pid"]
-                     and s["models"] and s["models"][0]["healthy_replicas"] == 2 else None)(status_or_none(cluster)),
+            lambda: (
+                lambda s: (
+                    s
+                    if s
+                    and s["gateway"]["pid"] != before["gateway"]["pid"]
+                    and s["models"]
+                    and s["models"][0]["healthy_replicas"] == 2
+                    else None
+                )
+            )(status_or_none(cluster)),
             what="the gateway restarted with both replicas healthy",
         )
         served_before_kill_and_after = load.succeeded
         eventually(lambda: load.succeeded >= served_before_kill_and_after + 20, what="20 requests after the restart")
-    print(f"gateway kill: {load.succeeded} requests, {len(load.failures)} failed; pid {before['gateway']['pid']} -> {after['gateway']['pid']}")
+    print(
+        f"gateway kill: {load.succeeded} requests, {len(load.failures)} failed; pid {before['gateway']['pid']} -> {after['gateway']['pid']}"
+    )
     assert after["gateway"]["address"] == before["gateway"]["address"]
     assert after["gateway"]["watchdog_pid"] == before["gateway"]["watchdog_pid"] is not None
     assert [(node["id"], node["pid"], node["model"]) for node in after["nodes"]] == [
         (node["id"], node["pid"], node["model"]) for node in before["nodes"]
     ]
+
     def placements(current: dict) -> list:
         return [(m["name"], m["version"], [(p["version"], p["nodes"]) for p in m["placement"]]) for m in current["models"]]
 

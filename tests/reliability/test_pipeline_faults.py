@@ -19,21 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks import files
-from fpgaflow.tasks.packaging import service_dir
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport, StageParity
+from fpgaflow.tasks.data.sample_data import write_sample_data
+from fpgaflow.tasks.packaging import service_dir
 from fpgaflow.tasks.packaging.image_build import build_image
 from fpgaflow.tasks.packaging.service_dir import package_service
+from fpgaflow.tasks.registry.client import TrackingUnavailable, mlflow_client
 from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
 from fpgaflow.tasks.registry.publication import publish_version
 from fpgaflow.tasks.registry.registration import register_trained_model
+from fpgaflow.tasks.registry.runs import start_pipeline_run
 from fpgaflow.tasks.registry.version_state import (
     CANDIDATE_ALIAS,
     TAG_GATES,
@@ -42,12 +44,9 @@ from fpgaflow.tasks.registry.version_state import (
     VersionStatus,
     gates_passed,
 )
-from fpgaflow.tasks.data.sample_data import write_sample_data
-from fpgaflow.tasks.registry.client import TrackingUnavailable, mlflow_client
-from fpgaflow.tasks.registry.runs import start_pipeline_run
+from mlflow import MlflowClient
 from tests.fixtures.keras_stages import save_stages
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, write_tiny_service
-
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,12 +148,22 @@ def test_fpgaflow_run_with_mlflow_down_ends_with_one_line_naming_the_server(tmp_
     data_dir = tmp_path / "digits"
     write_sample_data(data_dir, size=32, per_class=10)
     uri = f"http://127.0.0.1:{closed_port()}"
-    environment = {**os.environ, "FPGAFLOW_HOME": str(tmp_path / "home"), "FPGAFLOW_MLFLOW_TRACKING_URI": uri,
-                   "FPGAFLOW_MLFLOW_HTTP_RETRIES": "0"}
+    environment = {
+        **os.environ,
+        "FPGAFLOW_HOME": str(tmp_path / "home"),
+        "FPGAFLOW_MLFLOW_TRACKING_URI": uri,
+        "FPGAFLOW_MLFLOW_HTTP_RETRIES": "0",
+    }
     environment.pop("PREFECT_HOME", None)
     environment.pop("PREFECT_API_URL", None)
-    done = subprocess.run([sys.executable, "-m", "fpgaflow.flows", "run", str(data_dir), "--until", "train", "--input-size", "32"],
-                          cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "fpgaflow.flows", "run", str(data_dir), "--until", "train", "--input-size", "32"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
         f"fpgaflow run: the MLflow tracking server at {uri} did not answer: [Errno 111] Connection refused "
@@ -231,8 +240,9 @@ def server_gone(method: str, **options) -> Fault:
     def fail(*args, **kwargs):
         getattr(MlflowClient(tracking_uri=GONE_SERVER, registry_uri=GONE_SERVER), method)(*args, **kwargs)
 
-    return Fault(method, fail, f"the MLflow tracking server at {GONE_SERVER} did not answer: [Errno 111] Connection refused",
-                 **options)
+    return Fault(
+        method, fail, f"the MLflow tracking server at {GONE_SERVER} did not answer: [Errno 111] Connection refused", **options
+    )
 
 
 def tagging(key: str, value: str | None = None) -> Callable[..., bool]:
@@ -289,8 +299,16 @@ def trained_run(settings: Settings, data_dir: Path, model_name: str) -> str:
 
 def conversion_report(service_dir: Path) -> ConversionReport:
     parity = StageParity(max_abs_diff=1e-6, output_scale=1.0, scaled_diff=1e-6, top1_agreement=1.0)
-    return ConversionReport(opset=17, images=4, tolerance=1e-4, min_top1_agreement=0.99, fpga_onnx=service_dir / "featurizer.onnx",
-                            cpu_onnx=service_dir / "head.onnx", stages={"fpga": parity, "end_to_end": parity}, problems=())
+    return ConversionReport(
+        opset=17,
+        images=4,
+        tolerance=1e-4,
+        min_top1_agreement=0.99,
+        fpga_onnx=service_dir / "featurizer.onnx",
+        cpu_onnx=service_dir / "head.onnx",
+        stages={"fpga": parity, "end_to_end": parity},
+        problems=(),
+    )
 
 
 def publish(settings: Settings, name: str, version: str, service_dir: Path):
@@ -324,7 +342,10 @@ def assert_published(client: MlflowClient, name: str, version: str, run_id: str)
     assert model_version.aliases == [CANDIDATE_ALIAS]
     assert "model_card.md" in [item.path for item in client.list_artifacts(run_id)]
     assert sorted(item.path for item in client.list_artifacts(run_id, "service")) == [
-        "service/featurizer.onnx", "service/head.onnx", "service/service.json"]
+        "service/featurizer.onnx",
+        "service/head.onnx",
+        "service/service.json",
+    ]
 
 
 @pytest.mark.parametrize("fault", REGISTRATION_FAULTS.values(), ids=REGISTRATION_FAULTS.keys())
@@ -333,8 +354,11 @@ def test_a_fault_mid_registration_fails_the_step_and_a_rerun_completes_the_same_
 ):
     run_id = trained_run(registry_settings, tmp_path, model_name)
     fault.inject(monkeypatch)
-    with pytest.raises(VersionIncomplete, match=rf"^registering {model_name} .*failed \(.*{re.escape(fault.cause)}\); "
-                                                r"a re-run of the pipeline completes it$"):
+    with pytest.raises(
+        VersionIncomplete,
+        match=rf"^registering {model_name} .*failed \(.*{re.escape(fault.cause)}\); "
+        r"a re-run of the pipeline completes it$",
+    ):
         register_trained_model(run_id, model_name, *keras_stages, CLASS_NAMES, registry_settings)
     left = versions_of(client, model_name)
     assert [version.tags[TAG_STATUS] for version in left] in ([], [VersionStatus.REGISTERING])
@@ -361,8 +385,11 @@ def test_a_fault_mid_publication_leaves_no_candidate_without_its_gates_and_a_rer
         assert publish(registry_settings, model_name, version, service_dir).aliases == (CANDIDATE_ALIAS,)
     status_before = client.get_model_version(model_name, version).tags[TAG_STATUS]
     fault.inject(monkeypatch)
-    with pytest.raises(VersionIncomplete, match=rf"^publishing {model_name} version {version} failed \("
-                                                rf".*{re.escape(fault.cause)}\); a re-run of the pipeline completes it$"):
+    with pytest.raises(
+        VersionIncomplete,
+        match=rf"^publishing {model_name} version {version} failed \("
+        rf".*{re.escape(fault.cause)}\); a re-run of the pipeline completes it$",
+    ):
         publish(registry_settings, model_name, version, service_dir)
     assert client.get_model_version(model_name, version).tags[TAG_STATUS] == (status_left or status_before)
     assert_only_complete_versions_hold_aliases(client, model_name, registry_settings)

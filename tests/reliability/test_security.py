@@ -33,7 +33,9 @@ from tests.fixtures.tiny_service import encoded_images, write_tiny_service
 from tests.integration.cluster.conftest import eventually, running_cluster, status
 from tests.reliability.conftest import MODEL
 
-PRIMARY, SECONDARY, NEXT_PRIMARY, NEXT_SECONDARY = (f"key-{word}-0123456789abcdef" for word in ("alpha", "bravo", "charlie", "delta"))
+PRIMARY, SECONDARY, NEXT_PRIMARY, NEXT_SECONDARY = (
+    f"key-{word}-0123456789abcdef" for word in ("alpha", "bravo", "charlie", "delta")
+)
 BAD_NAMES = ["../x", "a/b", "/etc/passwd", "", "x" * 64, "..", "a\\b", "name with space", "-leading-dash", "a/../../b"]
 
 
@@ -41,7 +43,7 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate for localhost and 127.0.0.1, and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -51,7 +53,8 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
         )
         .sign(key, hashes.SHA256())
     )
@@ -93,8 +96,16 @@ def secured(tmp_path_factory):
 
 def tls_client(settings, token: str | None, root_certificates: bytes | None, use_ssl: bool = True) -> PredictionClient:
     host, port = status(settings)["gateway"]["address"].rsplit(":", 1)
-    return PredictionClient(host, int(port), use_ssl=use_ssl, access_token=token, service_name=MODEL, retries=0, timeout=10,
-                            root_certificates=root_certificates)
+    return PredictionClient(
+        host,
+        int(port),
+        use_ssl=use_ssl,
+        access_token=token,
+        service_name=MODEL,
+        retries=0,
+        timeout=10,
+        root_certificates=root_certificates,
+    )
 
 
 def score_status(settings, token: str | None, root: bytes, use_ssl: bool = True) -> str:
@@ -107,8 +118,14 @@ def score_status(settings, token: str | None, root: bytes, use_ssl: bool = True)
 
 
 def reload_keys_with_the_cli(settings: Settings) -> str:
-    done = subprocess.run([sys.executable, "-m", "fpgaflow.flows", "cluster", "reload-keys"], capture_output=True, text=True,
-                          env={**_environment(), "FPGAFLOW_HOME": str(settings.home)}, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "fpgaflow.flows", "cluster", "reload-keys"],
+        capture_output=True,
+        text=True,
+        env={**_environment(), "FPGAFLOW_HOME": str(settings.home)},
+        timeout=120,
+        check=True,
+    )
     return done.stdout
 
 

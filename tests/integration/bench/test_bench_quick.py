@@ -19,8 +19,15 @@ def test_quick_bench_writes_results_markdown_and_charts(tmp_path, capsys):
 
     results = json.loads((out / "results.json").read_text())
     configurations = results["configurations"]
-    assert set(configurations) == {"tensorflow in-process", "onnxruntime fp32 in-process", "onnxruntime int8 in-process",
-                                   "gateway fp32", "gateway int8", "gateway msfp9", "gateway msfp8"}
+    assert set(configurations) == {
+        "tensorflow in-process",
+        "onnxruntime fp32 in-process",
+        "onnxruntime int8 in-process",
+        "gateway fp32",
+        "gateway int8",
+        "gateway msfp9",
+        "gateway msfp8",
+    }
     assert [level["concurrency"] for level in configurations["gateway int8"]] == results["plan"]["levels"]
     for levels in configurations.values():
         for level in levels:
@@ -33,7 +40,12 @@ def test_quick_bench_writes_results_markdown_and_charts(tmp_path, capsys):
     assert all(row["modelled_device_ms"] > 0 and row["measured_emulation_ms"] > 0 for row in results["fpga_emulation"].values())
     assert results["pipeline"] is None
     targets = results["targets"]
-    assert {target["name"] for target in targets} >= {"serving overhead", "ahead of TensorFlow", "near the limit", "gateway memory"}
+    assert {target["name"] for target in targets} >= {
+        "serving overhead",
+        "ahead of TensorFlow",
+        "near the limit",
+        "gateway memory",
+    }
     assert all(set(target) >= {"name", "value", "limit", "pass"} and isinstance(target["pass"], bool) for target in targets)
 
     markdown = (out / "results.md").read_text()

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from mlflow import MlflowClient
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.cluster.processes import pid_alive, wait_for_exit
 from fpgaflow.fpga_runtime.settings import Settings
+from mlflow import MlflowClient
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import kill_leftovers
 
@@ -22,10 +22,14 @@ pytestmark = pytest.mark.slow
 def fpgaflow(home, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess:
     completed = subprocess.run(
         [sys.executable, "-m", "fpgaflow.flows", *arguments],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "FPGAFLOW_HOME": str(home), "FPGAFLOW_CLUSTER_GATEWAY_PORT": "0"},
     )
-    assert completed.returncode == expect, f"fpgaflow {' '.join(arguments)}: exit {completed.returncode}\n{completed.stdout}\n{completed.stderr}"
+    assert completed.returncode == expect, (
+        f"fpgaflow {' '.join(arguments)}: exit {completed.returncode}\n{completed.stdout}\n{completed.stderr}"
+    )
     return completed
 
 
@@ -66,7 +70,9 @@ def test_cluster_commands_end_to_end(tmp_path):
         for node in status["nodes"]:
             assert {"id", "address", "pid", "model", "healthy"} <= node.keys()
         assert [(node["model"], node["healthy"], pid_alive(node["pid"])) for node in status["nodes"]] == [
-            ("tiny", True, True), ("tiny", True, True), (None, True, False)
+            ("tiny", True, True),
+            ("tiny", True, True),
+            (None, True, False),
         ]
         text = fpgaflow(home, "cluster", "status").stdout
         assert "node-1" in text and "P99 MS" in text

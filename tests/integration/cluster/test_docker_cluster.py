@@ -52,14 +52,21 @@ def test_docker_nodes_serve_survive_a_killed_container_and_are_all_removed(docke
             assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
 
         with gateway_client(settings) as scorer:
-            np.testing.assert_allclose(scorer.score_images(images), reference_probabilities(service_dir, images), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                scorer.score_images(images), reference_probabilities(service_dir, images), rtol=1e-5, atol=1e-6
+            )
 
         with Load(settings, "tiny") as load:
             load.wait_for(10)
             containers[0].kill()
             load.wait_for(20)
-            eventually(lambda: all(n["healthy"] and n["container"] for n in status(settings)["nodes"])
-                       and status(settings)["nodes"][0]["container"] != nodes[0]["container"], what="the node container replaced")
+            eventually(
+                lambda: (
+                    all(n["healthy"] and n["container"] for n in status(settings)["nodes"])
+                    and status(settings)["nodes"][0]["container"] != nodes[0]["container"]
+                ),
+                what="the node container replaced",
+            )
             load.wait_for(5)
         assert load.failures == []
         with gateway_client(settings) as scorer:

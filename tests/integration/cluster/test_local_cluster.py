@@ -69,9 +69,13 @@ def test_two_replicas_answer_both_apis_like_the_model_and_status_names_every_nod
     request.inputs.add(name="images", datatype="BYTES", shape=[1], contents=oip.InferTensorContents(bytes_contents=images[:1]))
     request.outputs.add(name="probabilities")
     with grpc.insecure_channel(status(cluster)["gateway"]["address"]) as channel:
-        infer = channel.unary_unary(oip_method("ModelInfer"), oip.ModelInferRequest.SerializeToString, oip.ModelInferResponse.FromString)
+        infer = channel.unary_unary(
+            oip_method("ModelInfer"), oip.ModelInferRequest.SerializeToString, oip.ModelInferResponse.FromString
+        )
         response = infer(request, timeout=30)
-        ready = channel.unary_unary(oip_method("ModelReady"), oip.ModelReadyRequest.SerializeToString, oip.ModelReadyResponse.FromString)
+        ready = channel.unary_unary(
+            oip_method("ModelReady"), oip.ModelReadyRequest.SerializeToString, oip.ModelReadyResponse.FromString
+        )
         metadata = channel.unary_unary(
             oip_method("ModelMetadata"), oip.ModelMetadataRequest.SerializeToString, oip.ModelMetadataResponse.FromString
         )
@@ -101,9 +105,8 @@ def test_errors_of_a_node_reach_the_client_with_their_status(cluster, tiny):
         with pytest.raises(Exception, match="INVALID_ARGUMENT") as bad_image:
             scorer.score_images([b"not an image"])
         assert "image 0" in str(bad_image.value)
-    with gateway_client(cluster, model="nope") as scorer:
-        with pytest.raises(Exception, match="NOT_FOUND.*'nope' is not deployed"):
-            scorer.score_images(encoded_images(1))
+    with gateway_client(cluster, model="nope") as scorer, pytest.raises(Exception, match="NOT_FOUND.*'nope' is not deployed"):
+        scorer.score_images(encoded_images(1))
 
 
 def test_a_node_killed_mid_load_fails_no_request_and_is_restarted(cluster, tiny):
@@ -113,7 +116,9 @@ def test_a_node_killed_mid_load_fails_no_request_and_is_restarted(cluster, tiny)
         os.kill(victim["pid"], signal.SIGKILL)
         load.wait_for(40)
         restarted = eventually(
-            lambda: next((n for n in model_nodes(cluster, "tiny") if n["id"] == victim["id"] and n["healthy"] and n["pid"]), None),
+            lambda: next(
+                (n for n in model_nodes(cluster, "tiny") if n["id"] == victim["id"] and n["healthy"] and n["pid"]), None
+            ),
             what=f"the restart of {victim['id']}",
         )
         load.wait_for(20)
@@ -133,7 +138,9 @@ def test_a_rolling_update_fails_no_request_and_ends_on_the_new_version(cluster, 
     assert (updated["version"], updated["versions"], updated["replicas"]) == ("2", ["2"], 2)
     assert {node["version"] for node in model_nodes(cluster, "tiny")} == {"2"}
     with gateway_client(cluster) as scorer:
-        np.testing.assert_allclose(scorer.score_images(images), reference_probabilities(services["v2"], images), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            scorer.score_images(images), reference_probabilities(services["v2"], images), rtol=1e-5, atol=1e-6
+        )
     assert predict_version(cluster, "2", images).model_spec.version.value == 2
     with pytest.raises(grpc.RpcError) as gone:
         predict_version(cluster, "1", images)
@@ -174,7 +181,9 @@ def test_placement_refuses_with_the_counts_scale_changes_replicas_and_undeploy_f
 
 
 def test_the_gateway_restarts_with_its_placements_and_adopts_the_nodes_still_running(tmp_path, services, monkeypatch):
-    monkeypatch.setenv("FPGAFLOW_CLUSTER_GATEWAY_WATCHDOG", "false")  # restarted by hand here; tests/reliability covers the watchdog
+    monkeypatch.setenv(
+        "FPGAFLOW_CLUSTER_GATEWAY_WATCHDOG", "false"
+    )  # restarted by hand here; tests/reliability covers the watchdog
     with running_cluster(tmp_path / "home", nodes=2) as settings:
         with cluster_client(settings) as client:
             client.deploy(str(services["v1"]), 2)
@@ -184,16 +193,22 @@ def test_the_gateway_restarts_with_its_placements_and_adopts_the_nodes_still_run
         assert not gateway_running(settings)
 
         start_gateway(settings, port=0)
-        after = eventually(lambda: (lambda s: s if s["models"] and s["models"][0]["healthy_replicas"] == 2 else None)(status(settings)),
-                           what="both replicas healthy again")
+        after = eventually(
+            lambda: (lambda s: s if s["models"] and s["models"][0]["healthy_replicas"] == 2 else None)(status(settings)),
+            what="both replicas healthy again",
+        )
         assert after["gateway"]["pid"] != before["gateway"]["pid"]
-        assert [(n["id"], n["pid"], n["model"]) for n in after["nodes"]] == [(n["id"], n["pid"], n["model"]) for n in before["nodes"]]
+        assert [(n["id"], n["pid"], n["model"]) for n in after["nodes"]] == [
+            (n["id"], n["pid"], n["model"]) for n in before["nodes"]
+        ]
         assert [(m["name"], m["version"], m["placement"]) for m in after["models"]] == [
             (m["name"], m["version"], m["placement"]) for m in before["models"]
         ]
         images = encoded_images(2)
         with gateway_client(settings) as scorer:
-            np.testing.assert_allclose(scorer.score_images(images), reference_probabilities(services["v1"], images), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                scorer.score_images(images), reference_probabilities(services["v1"], images), rtol=1e-5, atol=1e-6
+            )
     kill_leftovers(settings)
 
 

@@ -45,7 +45,11 @@ def intake(tmp_path_factory, settings):
 @pytest.fixture(scope="module")
 def config(intake) -> PipelineConfig:
     return PipelineConfig(
-        data_dir=intake.data_dir, featurizer="ssd_vgg", input_size=96, seed=0, numerics=("fp32", "int8"),
+        data_dir=intake.data_dir,
+        featurizer="ssd_vgg",
+        input_size=96,
+        seed=0,
+        numerics=("fp32", "int8"),
         training={"epochs": 10, "batch_size": 8, "optimizer": "adam", "learning_rate": 3e-3, "early_stopping_patience": 0},
         detection={"width": 0.125},
     )
@@ -62,8 +66,9 @@ def splits(intake):
 def trained(intake, splits, config, settings, tmp_path_factory):
     from fpgaflow.tasks.detection.train_step import detection_train_step
 
-    return detection_train_step(splits, intake.class_names, intake.dataset_fingerprint, config,
-                                tmp_path_factory.mktemp("run") / "train", settings)
+    return detection_train_step(
+        splits, intake.class_names, intake.dataset_fingerprint, config, tmp_path_factory.mktemp("run") / "train", settings
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +90,25 @@ def conversion(trained, test_images, settings, tmp_path_factory):
 def numerics(conversion, splits, intake, trained, config, settings, tmp_path_factory):
     from fpgaflow.tasks.detection.numerics import evaluate_detector_numerics
 
-    return evaluate_detector_numerics(conversion.fpga_onnx, conversion.cpu_onnx, splits, intake.class_names,
-                                      intake.dataset_fingerprint, trained.featurizer.preprocessing, config,
-                                      tmp_path_factory.mktemp("numerics"), settings)
+    return evaluate_detector_numerics(
+        conversion.fpga_onnx,
+        conversion.cpu_onnx,
+        splits,
+        intake.class_names,
+        intake.dataset_fingerprint,
+        trained.featurizer.preprocessing,
+        config,
+        tmp_path_factory.mktemp("numerics"),
+        settings,
+    )
 
 
 def test_training_lifts_map50_well_above_the_untrained_head(trained, intake):
     metrics = trained.evaluation.metrics
-    print(f"\ntest mAP@0.5: trained {metrics['map50']:.4f}, untrained {metrics['map50_untrained']:.4f}; per class "
-          + ", ".join(f"{row['class']} {row['ap']:.3f}" for row in trained.evaluation.per_class))
+    print(
+        f"\ntest mAP@0.5: trained {metrics['map50']:.4f}, untrained {metrics['map50_untrained']:.4f}; per class "
+        + ", ".join(f"{row['class']} {row['ap']:.3f}" for row in trained.evaluation.per_class)
+    )
     assert metrics["map50"] >= metrics["map50_untrained"] + MIN_MAP_GAIN
     assert [row["class"] for row in trained.evaluation.per_class] == intake.class_names
     summary = trained.summary()
@@ -118,23 +133,32 @@ def test_numeric_formats_are_gated_on_map(numerics, trained):
 
 @pytest.fixture(scope="module")
 def published(trained, conversion, numerics, intake, config, settings, tmp_path_factory):
-    from fpgaflow.tasks.registry.publication import publish_version
+    from fpgaflow.tasks.detection.registration import register_trained_detector
     from fpgaflow.tasks.kinds import DETECTOR
     from fpgaflow.tasks.packaging.service_dir import package_service
-    from fpgaflow.tasks.detection.registration import register_trained_detector
+    from fpgaflow.tasks.registry.publication import publish_version
     from fpgaflow.tasks.registry.runs import start_pipeline_run
 
     run_id = start_pipeline_run(config, intake.dataset_fingerprint, settings)
     files = trained.model_files
     registered = register_trained_detector(run_id, "digit-boxes", files.fpga_stage, files.cpu_stage, intake.class_names, settings)
-    assert register_trained_detector(run_id, "digit-boxes", files.fpga_stage, files.cpu_stage, intake.class_names,
-                                     settings).version == registered.version
+    assert (
+        register_trained_detector(run_id, "digit-boxes", files.fpga_stage, files.cpu_stage, intake.class_names, settings).version
+        == registered.version
+    )
     service_dir = package_service(
-        name="digit-boxes", version=registered.version, class_names=intake.class_names,
-        preprocessing=trained.featurizer.preprocessing, numeric_format="fp32", fpga_onnx=numerics.files["fp32"].fpga_onnx,
-        cpu_onnx=numerics.files["fp32"].cpu_onnx, source=registered.service_source(intake.dataset_fingerprint),
-        destination=tmp_path_factory.mktemp("services") / "digit-boxes", task_kind=DETECTOR.service_task,
-        default_output=DETECTOR.default_output, settings=settings,
+        name="digit-boxes",
+        version=registered.version,
+        class_names=intake.class_names,
+        preprocessing=trained.featurizer.preprocessing,
+        numeric_format="fp32",
+        fpga_onnx=numerics.files["fp32"].fpga_onnx,
+        cpu_onnx=numerics.files["fp32"].cpu_onnx,
+        source=registered.service_source(intake.dataset_fingerprint),
+        destination=tmp_path_factory.mktemp("services") / "digit-boxes",
+        task_kind=DETECTOR.service_task,
+        default_output=DETECTOR.default_output,
+        settings=settings,
     )
     return publish_version("digit-boxes", registered.version, service_dir, conversion, numerics.results, settings)
 
@@ -150,8 +174,8 @@ def test_registered_and_published_like_a_classifier(published):
 
 def test_served_boxes_equal_keras_and_onnxruntime(published, trained, conversion, splits, test_images):
     from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
-    from fpgaflow.tasks.detection.parity import detection_parity
     from fpgaflow.tasks.detection.export import load_detector
+    from fpgaflow.tasks.detection.parity import detection_parity
     from fpgaflow.tasks.detection.training import predict_detections
 
     exported = load_detector(trained.model_files.directory)
@@ -163,8 +187,10 @@ def test_served_boxes_equal_keras_and_onnxruntime(published, trained, conversion
     try:
         node.wait_until_ready(READY_TIMEOUT)
         with PredictionClient("127.0.0.1", port) as client:
-            served = client.predict({"images": np.asarray([open(path, "rb").read() for path in paths], dtype=object)},
-                                    ["boxes", "scores", "classes", "num_detections"])
+            served = client.predict(
+                {"images": np.asarray([open(path, "rb").read() for path in paths], dtype=object)},
+                ["boxes", "scores", "classes", "num_detections"],
+            )
             one = client.detect_file(paths[0])
     finally:
         node.stop(0).wait()

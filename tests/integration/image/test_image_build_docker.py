@@ -38,8 +38,13 @@ def built_image(docker_client, local_base_image, tmp_path_factory):
     home = tmp_path_factory.mktemp("image-home")
     service_dir = write_service_with_lineage(home / "service", name="tiny-docker", version="3")
     lines = []
-    result = build_image(service_dir, base_image=local_base_image, tag="fpgaflow-test/tiny-docker:3",
-                         settings=Settings(home=home), on_line=lines.append)
+    result = build_image(
+        service_dir,
+        base_image=local_base_image,
+        tag="fpgaflow-test/tiny-docker:3",
+        settings=Settings(home=home),
+        on_line=lines.append,
+    )
     yield result, service_dir, lines
     docker_client.images.remove(result.tag, force=True)
     docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})
@@ -77,14 +82,17 @@ def test_the_image_is_built_labelled_non_root_and_serves_the_model(docker_client
 def test_a_failed_build_fails_the_step_with_the_engines_error(docker_client, tmp_path):
     service_dir = write_service_with_lineage(tmp_path / "service")
     with pytest.raises(ImageBuildFailed, match="fpgaflow-test/no-such-base:0") as failure:
-        build_image(service_dir, base_image="fpgaflow-test/no-such-base:0", tag="fpgaflow-test/never:1",
-                    settings=Settings(home=tmp_path / "home"))
+        build_image(
+            service_dir,
+            base_image="fpgaflow-test/no-such-base:0",
+            tag="fpgaflow-test/never:1",
+            settings=Settings(home=tmp_path / "home"),
+        )
     assert "scripts/base-image" in str(failure.value)
     assert "ERROR" in (tmp_path / "home" / "images" / "tiny-1" / "build.log").read_text()
 
 
-def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_image(docker_client, local_base_image,
-                                                                                      tmp_path):
+def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_image(docker_client, local_base_image, tmp_path):
     service_dir = write_service_with_lineage(tmp_path / "service")
     settings = Settings(home=tmp_path / "home", image_base="fpgaflow-test/no-such-base:0", local_base_image=local_base_image)
     lines = []

@@ -70,7 +70,10 @@ def server(tmp_path_factory):
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     api = httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30)
 

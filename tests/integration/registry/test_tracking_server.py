@@ -70,17 +70,16 @@ def tracking_server(tmp_path_factory):
 
 
 def test_pipeline_registry_steps_against_a_tracking_server(tracking_server, tmp_path):
-    from mlflow import MlflowClient
-
     from fpgaflow.tasks.config import PipelineConfig
     from fpgaflow.tasks.conversion.onnx_stages import convert_stages
     from fpgaflow.tasks.packaging.service_dir import package_service
     from fpgaflow.tasks.registry.promotion import promote
     from fpgaflow.tasks.registry.publication import pipeline_summary, publish_version
     from fpgaflow.tasks.registry.registration import register_trained_model
-    from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
     from fpgaflow.tasks.registry.run_metrics import log_conversion, log_numerics
     from fpgaflow.tasks.registry.runs import finish_run, start_pipeline_run
+    from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
+    from mlflow import MlflowClient
 
     settings = Settings(home=tmp_path / "home", mlflow_tracking_uri=tracking_server.url, mlflow_experiment="team")
     client = MlflowClient(tracking_uri=tracking_server.url, registry_uri=tracking_server.url)

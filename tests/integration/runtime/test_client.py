@@ -160,9 +160,8 @@ def test_the_access_token_is_sent_as_bearer_metadata(service_dir, images):
     try:
         with PredictionClient("127.0.0.1", node.port, access_token="key-1") as client:
             assert client.score_image(images[0]).shape == (len(CLASS_NAMES),)
-        with PredictionClient("127.0.0.1", node.port) as client:
-            with pytest.raises(PredictionError) as raised:
-                client.score_image(images[0])
+        with PredictionClient("127.0.0.1", node.port) as client, pytest.raises(PredictionError) as raised:
+            client.score_image(images[0])
         assert raised.value.status is grpc.StatusCode.UNAUTHENTICATED
     finally:
         node.stop(0).wait()

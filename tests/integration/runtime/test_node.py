@@ -126,7 +126,8 @@ def test_unexpected_exceptions_become_internal_without_a_stack_trace():
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(
-                "test.Exploding", {"Call": unary_handler("test", "Call", explode, oip.ServerLiveRequest, oip.ServerLiveResponse, metrics)}
+                "test.Exploding",
+                {"Call": unary_handler("test", "Call", explode, oip.ServerLiveRequest, oip.ServerLiveResponse, metrics)},
             )
         ]
     )
@@ -154,7 +155,10 @@ def test_api_keys_are_required_except_for_health(service_dir, images):
         with grpc.insecure_channel(node.address) as channel:
             predict = tf_predict(channel)
             assert _health(channel) == SERVING
-            for metadata, detail in [((), "missing 'authorization: Bearer <key>'"), ((("authorization", "Bearer wrong"),), "not valid")]:
+            for metadata, detail in [
+                ((), "missing 'authorization: Bearer <key>'"),
+                ((("authorization", "Bearer wrong"),), "not valid"),
+            ]:
                 with pytest.raises(grpc.RpcError) as raised:
                     predict(_predict_request(images[:1]), timeout=TIMEOUT, metadata=metadata)
                 assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED and detail in raised.value.details()

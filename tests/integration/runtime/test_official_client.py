@@ -25,7 +25,9 @@ def test_official_tf_serving_client_predicts_and_reads_metadata(server, service_
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     result = json.loads(finished.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(np.array(result["probabilities"]), reference_probabilities(service_dir, images), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.array(result["probabilities"]), reference_probabilities(service_dir, images), rtol=1e-6, atol=1e-7
+    )
     assert result["model_version"] == 7
     assert result["classes_dtype"] == "int64" and result["classes_shape"] == [1]
     assert result["unpacked"] is True

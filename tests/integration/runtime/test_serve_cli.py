@@ -65,13 +65,29 @@ def image_files(images, tmp_path):
 
 
 def test_fpgaflow_serve_then_score_then_sigterm(service_dir, images, image_files):
-    node = Node([sys.executable, "-m", "fpgaflow.flows", "serve", str(service_dir), "--port", "0", "--metrics-port", "0", "--device", "arria10"])
+    node = Node(
+        [
+            sys.executable,
+            "-m",
+            "fpgaflow.flows",
+            "serve",
+            str(service_dir),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--device",
+            "arria10",
+        ]
+    )
     try:
         assert node.host == "127.0.0.1" and node.port > 0
         assert node._wait_for("metrics on http://127.0.0.1:").endswith("/metrics")
         scored = subprocess.run(
             [sys.executable, "-m", "fpgaflow.flows", "score", *map(str, image_files), "--address", node.address],
-            capture_output=True, text=True, timeout=EXIT_TIMEOUT,
+            capture_output=True,
+            text=True,
+            timeout=EXIT_TIMEOUT,
         )
         assert scored.returncode == 0, scored.stderr
         expected = reference_probabilities(service_dir, images[:2])
@@ -103,7 +119,10 @@ def test_python_m_fpga_runtime_serves_the_same_node(service_dir, images):
 
 def test_serve_reports_a_bad_service_directory_cleanly(tmp_path):
     finished = subprocess.run(
-        [sys.executable, "-m", "fpgaflow.fpga_runtime", str(tmp_path), "--port", "0"], capture_output=True, text=True, timeout=EXIT_TIMEOUT
+        [sys.executable, "-m", "fpgaflow.fpga_runtime", str(tmp_path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
     )
     assert finished.returncode == 2
     assert "service.json is missing" in finished.stderr and "Traceback" not in finished.stderr
@@ -114,8 +133,20 @@ def test_score_reports_an_unreachable_server_with_its_status(image_files):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     finished = subprocess.run(
-        [sys.executable, "-m", "fpgaflow.flows", "score", str(image_files[0]), "--address", f"127.0.0.1:{port}", "--retries", "0"],
-        capture_output=True, text=True, timeout=EXIT_TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "fpgaflow.flows",
+            "score",
+            str(image_files[0]),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--retries",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
     )
     assert finished.returncode == 2
     assert "UNAVAILABLE" in finished.stderr and "Traceback" not in finished.stderr

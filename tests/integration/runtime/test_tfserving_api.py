@@ -57,7 +57,9 @@ def test_predict_preprocessed_float_input_and_output_filter(channel, service_dir
     spec = load_service(service_dir).preprocessing
     batch = np.stack([preprocess(data, spec) for data in images])
     request = _request({"input": batch}, output_filter=["classes", "class_names", "probabilities"], version=7)
-    outputs = {key: codec.tensor_proto_to_numpy(value) for key, value in tf_predict(channel)(request, timeout=TIMEOUT).outputs.items()}
+    outputs = {
+        key: codec.tensor_proto_to_numpy(value) for key, value in tf_predict(channel)(request, timeout=TIMEOUT).outputs.items()
+    }
     expected = reference_probabilities(service_dir, images)
     np.testing.assert_allclose(outputs["probabilities"], expected, rtol=1e-6, atol=1e-7)
     assert outputs["classes"].tolist() == expected.argmax(axis=1).tolist()
@@ -70,7 +72,9 @@ def test_float_val_input_is_accepted_like_tensor_content(channel, service_dir, i
     proto = tf.TensorProto(dtype=tf.DT_FLOAT, tensor_shape=codec.tf_shape(batch.shape), float_val=batch.reshape(-1).tolist())
     response = tf_predict(channel)(_request({"input": proto}), timeout=TIMEOUT)
     np.testing.assert_allclose(
-        codec.tensor_proto_to_numpy(response.outputs["probabilities"]), reference_probabilities(service_dir, images[:1]), rtol=1e-6
+        codec.tensor_proto_to_numpy(response.outputs["probabilities"]),
+        reference_probabilities(service_dir, images[:1]),
+        rtol=1e-6,
     )
 
 
@@ -101,14 +105,24 @@ def _string_tensor_of_shape(shape):
         (lambda images: _request({"images": images}, name="resnet"), "NOT_FOUND", "model 'resnet' is not served here"),
         (lambda images: _request({"images": images}, version=8), "NOT_FOUND", "has no version '8'; versions: ['7']"),
         (lambda images: _request({"images": images}, signature="classify"), "NOT_FOUND", "signature 'classify' not found"),
-        (lambda images: _request({"input": np.zeros((1, 32, 32, 3), np.float64)}), "INVALID_ARGUMENT", "must be float32, got float64"),
-        (lambda images: _request({"input": np.zeros((1, 24, 24, 3), np.float32)}), "INVALID_ARGUMENT", "must have shape [-1, 32, 32, 3]"),
+        (
+            lambda images: _request({"input": np.zeros((1, 32, 32, 3), np.float64)}),
+            "INVALID_ARGUMENT",
+            "must be float32, got float64",
+        ),
+        (
+            lambda images: _request({"input": np.zeros((1, 24, 24, 3), np.float32)}),
+            "INVALID_ARGUMENT",
+            "must have shape [-1, 32, 32, 3]",
+        ),
         (lambda images: _request({"images": _string_tensor_of_shape([1, 1])}), "INVALID_ARGUMENT", "1-D batch of encoded images"),
         (lambda images: _request({"images": [images[0], b"\xff\xd8 truncated"]}), "INVALID_ARGUMENT", "image 1:"),
         (lambda images: _request({"images": images}, output_filter=["logits"]), "INVALID_ARGUMENT", "unknown outputs ['logits']"),
         (lambda images: _request({"pixels": images}), "INVALID_ARGUMENT", "give exactly one input"),
         (
-            lambda images: _request({"images": tf.TensorProto(dtype=tf.DT_STRING, tensor_shape=codec.tf_shape([2]), string_val=[b"a"])}),
+            lambda images: _request(
+                {"images": tf.TensorProto(dtype=tf.DT_STRING, tensor_shape=codec.tf_shape([2]), string_val=[b"a"])}
+            ),
             "INVALID_ARGUMENT",
             "1 values do not match shape [2]",
         ),

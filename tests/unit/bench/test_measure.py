@@ -42,7 +42,9 @@ def test_measure_level_reports_a_request_that_always_fails():
 
 
 def test_floor_is_two_operations_per_mac_at_the_peak_rate():
-    peak = PeakCompute(fp32_gflops=100.0, int8_gops=400.0, fp32_source="numpy matmul", int8_source="MatMulInteger", matrix_size=512)
+    peak = PeakCompute(
+        fp32_gflops=100.0, int8_gops=400.0, fp32_source="numpy matmul", int8_source="MatMulInteger", matrix_size=512
+    )
     assert peak.floor_ms(4_000_000_000, integer=False) == pytest.approx(80.0)
     assert peak.floor_ms(4_000_000_000, integer=True) == pytest.approx(20.0)
 

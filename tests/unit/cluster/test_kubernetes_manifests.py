@@ -10,9 +10,15 @@ import yaml
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.packaging.image_build import SERVICE_PATH
-from fpgaflow.tasks.deployment.kubernetes import ManifestInvalid, deploy_to_kubernetes, object_name, render_manifests, validate_manifest
+from fpgaflow.tasks.deployment.kubernetes import (
+    ManifestInvalid,
+    deploy_to_kubernetes,
+    object_name,
+    render_manifests,
+    validate_manifest,
+)
 from fpgaflow.tasks.deployment.split import split_service
+from fpgaflow.tasks.packaging.image_build import SERVICE_PATH
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import write_tiny_service
 

@@ -22,7 +22,7 @@ EARLIER_NAMES = {
 
 
 def test_the_table_names_each_target_launcher():
-    assert LAUNCHERS == {"local": LocalLauncher, "docker": DockerLauncher}
+    assert {"local": LocalLauncher, "docker": DockerLauncher} == LAUNCHERS
     assert (LocalLauncher.requires_image, DockerLauncher.requires_image) == (False, True)
 
 
@@ -53,5 +53,8 @@ def test_a_target_without_a_launcher_is_refused(tmp_path):
     with pytest.raises(FpgaflowError, match="no cluster launcher for the 'kubernetes' target"):
         build_launcher("kubernetes", "c1", Settings(home=tmp_path), tmp_path)
     with pytest.raises(FpgaflowError, match=r"a cluster runs on the targets \['docker', 'local'\], not 'kubernetes'"):
-        _load_or_create_state(StateStore(tmp_path / "cluster"), argparse.Namespace(target="kubernetes", device=None, nodes=None),
-                              Settings(home=tmp_path))
+        _load_or_create_state(
+            StateStore(tmp_path / "cluster"),
+            argparse.Namespace(target="kubernetes", device=None, nodes=None),
+            Settings(home=tmp_path),
+        )

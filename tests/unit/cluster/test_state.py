@@ -45,7 +45,10 @@ def test_state_survives_a_save_and_load_with_placements_and_processes(tmp_path):
     node = state.node("node-2")
     node.model, node.version, node.address, node.container, node.segment = "tiny", "4", "127.0.0.1:5", "ctr", 1
     state.placements["tiny"] = PlacementRecord(
-        name="tiny", version="4", service_dir="/srv/tiny", image="fpgaflow/tiny:4",
+        name="tiny",
+        version="4",
+        service_dir="/srv/tiny",
+        image="fpgaflow/tiny:4",
         replicas=[ReplicaRecord(version="4", service_dir="/srv/tiny", image="fpgaflow/tiny:4", nodes=["node-2"])],
     )
     store = StateStore(tmp_path / "cluster")

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from fpgaflow.tasks.detection.average_precision import GroundTruth, ImageDetections, average_precision, detections_of, mean_average_precision
+from fpgaflow.tasks.detection.average_precision import (
+    GroundTruth,
+    ImageDetections,
+    average_precision,
+    detections_of,
+    mean_average_precision,
+)
 
 A = [0.0, 0.0, 0.4, 0.4]
 B = [0.5, 0.5, 0.9, 0.9]
@@ -16,8 +22,11 @@ ELSEWHERE = [0.0, 0.6, 0.2, 0.9]
 
 def found(*rows):
     """Detections as (box, score, class) rows."""
-    return ImageDetections(np.array([row[0] for row in rows], np.float32).reshape(-1, 4),
-                           np.array([row[1] for row in rows], np.float32), np.array([row[2] for row in rows], np.int64))
+    return ImageDetections(
+        np.array([row[0] for row in rows], np.float32).reshape(-1, 4),
+        np.array([row[1] for row in rows], np.float32),
+        np.array([row[2] for row in rows], np.int64),
+    )
 
 
 def test_hand_computed_ap_of_one_class():
@@ -28,7 +37,9 @@ def test_hand_computed_ap_of_one_class():
     detections = [found((A, 0.9, 0), (ELSEWHERE, 0.8, 0)), found((B, 0.7, 0))]
     result = mean_average_precision(detections, truths, ["digit"])
     assert result.map50 == pytest.approx(5 / 6)
-    assert result.per_class == [{"class": "digit", "ground_truth": 2, "detections": 3, "true_positives": 2, "ap": pytest.approx(5 / 6)}]
+    assert result.per_class == [
+        {"class": "digit", "ground_truth": 2, "detections": 3, "true_positives": 2, "ap": pytest.approx(5 / 6)}
+    ]
 
 
 def test_a_second_detection_of_a_claimed_object_is_a_false_positive():

@@ -34,12 +34,15 @@ def test_decoded_boxes_are_clipped_to_the_image():
 
 
 def test_matching_by_threshold_and_best_prior_per_object():
-    priors = np.array([
-        [0.25, 0.25, 0.5, 0.5],   # the first object exactly
-        [0.3, 0.3, 0.5, 0.5],     # overlaps the first object by IoU ~0.64
-        [0.75, 0.75, 0.5, 0.5],   # far from both
-        [0.9, 0.1, 0.1, 0.1],     # the best (but weak) prior of the small second object
-    ], np.float32)
+    priors = np.array(
+        [
+            [0.25, 0.25, 0.5, 0.5],  # the first object exactly
+            [0.3, 0.3, 0.5, 0.5],  # overlaps the first object by IoU ~0.64
+            [0.75, 0.75, 0.5, 0.5],  # far from both
+            [0.9, 0.1, 0.1, 0.1],  # the best (but weak) prior of the small second object
+        ],
+        np.float32,
+    )
     boxes = np.array([[0.0, 0.0, 0.5, 0.5], [0.8, 0.0, 1.0, 0.3]], np.float32)
     offsets, classes = match(boxes, np.array([2, 5]), priors, threshold=0.5)
     assert classes.tolist() == [2, 2, 0, 5]

@@ -16,8 +16,9 @@ def test_ssd_vgg_defaults_to_300_px_and_keeps_an_explicit_size(tmp_path):
 
 def test_only_ssd_vgg_is_a_detector(tmp_path):
     assert PipelineConfig(data_dir=tmp_path, featurizer="ssd_vgg").detects
-    assert not any(PipelineConfig(data_dir=tmp_path, featurizer=name).detects
-                   for name in ("resnet50", "resnet152", "densenet121", "vgg16"))
+    assert not any(
+        PipelineConfig(data_dir=tmp_path, featurizer=name).detects for name in ("resnet50", "resnet152", "densenet121", "vgg16")
+    )
 
 
 def test_ssd_vgg_trains_with_adam_unless_told_otherwise(tmp_path):
@@ -46,7 +47,8 @@ def test_invalid_detection_settings_are_refused(tmp_path, detection):
 def test_dotted_overrides_nest_into_their_section_over_the_file(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("featurizer: ssd_vgg\ndetection:\n  width: 0.5\n  feature_maps: 4\n")
-    config = load_config(path, data_dir=tmp_path, **{"detection.width": 0.25, "training.epochs": 3,
-                                                      "detection.iou_threshold": None})
+    config = load_config(
+        path, data_dir=tmp_path, **{"detection.width": 0.25, "training.epochs": 3, "detection.iou_threshold": None}
+    )
     assert (config.detection.width, config.detection.feature_maps, config.training.epochs) == (0.25, 4, 3)
     assert config.detection.iou_threshold == 0.45

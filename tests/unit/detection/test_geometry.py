@@ -36,12 +36,14 @@ def test_priors_are_in_head_order_cell_by_cell():
     priors = layout.priors()
     scale, larger = 30 / 300, 60 / 300
     root2 = math.sqrt(2)
-    first_cell = np.asarray([
-        [0.5 / 38, 0.5 / 38, scale, scale],
-        [0.5 / 38, 0.5 / 38, math.sqrt(scale * larger), math.sqrt(scale * larger)],
-        [0.5 / 38, 0.5 / 38, scale / root2, scale * root2],
-        [0.5 / 38, 0.5 / 38, scale * root2, scale / root2],
-    ])
+    first_cell = np.asarray(
+        [
+            [0.5 / 38, 0.5 / 38, scale, scale],
+            [0.5 / 38, 0.5 / 38, math.sqrt(scale * larger), math.sqrt(scale * larger)],
+            [0.5 / 38, 0.5 / 38, scale / root2, scale * root2],
+            [0.5 / 38, 0.5 / 38, scale * root2, scale / root2],
+        ]
+    )
     np.testing.assert_allclose(priors[:4], first_cell, rtol=1e-6)
     np.testing.assert_allclose(priors[4, :2], [0.5 / 38, 1.5 / 38], rtol=1e-6)  # next cell: one step right
     np.testing.assert_allclose(priors[38 * 4, :2], [1.5 / 38, 0.5 / 38], rtol=1e-6)  # next row

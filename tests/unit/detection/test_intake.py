@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.detection.intake import intake_detection_dataset, load_detection_splits
+from fpgaflow.tasks.errors import DataValidationError
 
 VOC = """<annotation><size><width>{width}</width><height>{height}</height></size>
 <object><name>7</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object></annotation>"""
@@ -107,12 +107,15 @@ def test_labels_without_objects_and_too_few_images(dataset):
     assert broken(dataset, Settings(detection_min_images=20)) == {"(dataset): min_images", "4: min_objects_per_label"}
 
 
-@pytest.mark.parametrize("labels, problem", [
-    (None, "labels.txt is missing"),
-    ("\n\n", "lists no labels"),
-    ("1\n7\n1\n", "lists ['1'] more than once"),
-    ("1\nbackground\n", "reserved label 'background'"),
-])
+@pytest.mark.parametrize(
+    "labels, problem",
+    [
+        (None, "labels.txt is missing"),
+        ("\n\n", "lists no labels"),
+        ("1\n7\n1\n", "lists ['1'] more than once"),
+        ("1\nbackground\n", "reserved label 'background'"),
+    ],
+)
 def test_unusable_labels_file(dataset, labels, problem):
     path = dataset / "labels.txt"
     path.unlink() if labels is None else path.write_text(labels)

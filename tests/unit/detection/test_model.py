@@ -82,7 +82,9 @@ def test_ssd_loss_mines_three_negatives_per_positive():
     expected = cross_entropy[0, 1] + sum(hardest) + 1.625
     loss = SsdLoss(negative_ratio=3.0)(tf.constant(y_true), tf.constant(y_pred))
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert float(SsdLoss(negative_ratio=0.0, loc_weight=0.0)(tf.constant(y_true), tf.constant(y_pred))) == pytest.approx(cross_entropy[0, 1], rel=1e-5)
+    assert float(SsdLoss(negative_ratio=0.0, loc_weight=0.0)(tf.constant(y_true), tf.constant(y_pred))) == pytest.approx(
+        cross_entropy[0, 1], rel=1e-5
+    )
 
 
 def test_head_mode_freezes_the_vgg_convolutions_full_mode_thaws_the_last_blocks(small):
@@ -111,7 +113,10 @@ def test_export_writes_both_stages_and_loads_back(small, tmp_path):
     from fpgaflow.tasks.detection.export import export_detector, load_detector
 
     files = export_detector(small, ["1", "7"], DetectionConfig(max_detections=20), tmp_path / "model")
-    assert all(path.is_file() for path in (files.fpga_stage, files.cpu_stage, files.class_names, files.featurizer, files.detection_config))
+    assert all(
+        path.is_file()
+        for path in (files.fpga_stage, files.cpu_stage, files.class_names, files.featurizer, files.detection_config)
+    )
     loaded = load_detector(files.directory)
     assert loaded.class_names == ["1", "7"] and loaded.detection.max_detections == 20
     assert loaded.detector.info == small.info

@@ -10,8 +10,12 @@ from fpgaflow.tasks.detection.parity import detection_parity
 
 def outputs(boxes, scores, classes, keep=3):
     count = len(scores)
-    padded = {"boxes": np.zeros((1, keep, 4), np.float32), "scores": np.zeros((1, keep), np.float32),
-              "classes": np.full((1, keep), -1), "num_detections": np.array([count])}
+    padded = {
+        "boxes": np.zeros((1, keep, 4), np.float32),
+        "scores": np.zeros((1, keep), np.float32),
+        "classes": np.full((1, keep), -1),
+        "num_detections": np.array([count]),
+    }
     if count:
         padded["boxes"][0, :count], padded["scores"][0, :count], padded["classes"][0, :count] = boxes, scores, classes
     return padded

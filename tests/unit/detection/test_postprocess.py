@@ -45,7 +45,9 @@ def postprocess_session():
     from fpgaflow.tasks.detection.postprocess import postprocess_model
 
     return onnxruntime.InferenceSession(
-        postprocess_model(tiny_info(), DetectionConfig(score_threshold=0.2, max_detections=12, max_per_class=5)).SerializeToString(),
+        postprocess_model(
+            tiny_info(), DetectionConfig(score_threshold=0.2, max_detections=12, max_per_class=5)
+        ).SerializeToString(),
         providers=["CPUExecutionProvider"],
     )
 

@@ -53,7 +53,10 @@ def test_metadata_lists_the_detection_outputs(plane):
     metadata = plane.metadata("tiny-detector")
     assert metadata.task == "detection" and metadata.class_names == CLASS_NAMES
     assert [(spec.name, spec.dtype) for spec in metadata.outputs] == [
-        ("boxes", "float32"), ("scores", "float32"), ("classes", "int64"), ("num_detections", "int64"),
+        ("boxes", "float32"),
+        ("scores", "float32"),
+        ("classes", "int64"),
+        ("num_detections", "int64"),
     ]
 
 
@@ -62,14 +65,18 @@ def test_a_detection_service_must_output_the_four_tensors(service_dir, tmp_path)
     raw = json.loads((broken / "service.json").read_text())
     raw["stages"][1]["outputs"] = [spec for spec in raw["stages"][1]["outputs"] if spec["name"] != "num_detections"]
     (broken / "service.json").write_text(json.dumps(raw))
-    with pytest.raises(InvalidServiceDefinition, match=r"must output \['boxes', 'scores', 'classes', 'num_detections'\]; it lacks"):
+    with pytest.raises(
+        InvalidServiceDefinition, match=r"must output \['boxes', 'scores', 'classes', 'num_detections'\]; it lacks"
+    ):
         load_service(broken)
 
 
 def outputs_of_two_images() -> dict[str, np.ndarray]:
     return {
-        "boxes": np.array([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 0.3, 0.3], [0, 0, 0, 0]],
-                           [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32),
+        "boxes": np.array(
+            [[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 0.3, 0.3], [0, 0, 0, 0]], [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0], [0, 0, 0, 0]]],
+            np.float32,
+        ),
         "scores": np.array([[0.9, 0.4, 0.0], [0.7, 0.0, 0.0]], np.float32),
         "classes": np.array([[1, 0, -1], [0, -1, -1]]),
         "num_detections": np.array([2, 1]),
@@ -81,7 +88,12 @@ def test_detections_drop_the_padding_and_name_the_classes():
     assert len(first) == 2 and first.labels == ["square", "circle"] and second.labels == ["circle"]
     assert len(first.above(0.5)) == 1
     np.testing.assert_allclose(first.pixel_boxes(200, 100)[0], [40, 10, 120, 50])
-    assert first.to_dict(200, 100)[0] == {"label": "square", "class": 1, "score": pytest.approx(0.9), "box": [40.0, 10.0, 120.0, 50.0]}
+    assert first.to_dict(200, 100)[0] == {
+        "label": "square",
+        "class": 1,
+        "score": pytest.approx(0.9),
+        "box": [40.0, 10.0, 120.0, 50.0],
+    }
 
 
 def test_malformed_detection_outputs_are_refused():

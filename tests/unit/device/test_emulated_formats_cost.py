@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpgaflow.fpga_runtime.placement.cost import graph_cost
 from fpgaflow.fpga_runtime.numerics import FORMATS
+from fpgaflow.fpga_runtime.placement.cost import graph_cost
 
 
 @pytest.fixture
@@ -27,7 +27,10 @@ def test_block_float_emulation_nodes_are_free(float_model, name):
     reference, cost = graph_cost(float_model, name), graph_cost(emulated, name)
     assert [layer.op_type for layer in cost.layers] == [layer.op_type for layer in reference.layers]
     assert (cost.macs, cost.vector_ops, cost.weight_params, cost.weight_bytes) == (
-        reference.macs, reference.vector_ops, reference.weight_params, reference.weight_bytes
+        reference.macs,
+        reference.vector_ops,
+        reference.weight_params,
+        reference.weight_bytes,
     )
 
 

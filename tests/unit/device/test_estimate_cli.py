@@ -69,7 +69,10 @@ def test_default_device_comes_from_settings(service_dir, monkeypatch, capsys):
 
 def test_unknown_profile_is_a_clean_error(service_dir, capsys):
     assert main(["estimate", str(service_dir), "--device", "virtex7"]) == 2
-    assert "fpgaflow estimate: error: unknown device profile 'virtex7': known profiles are arria10, stratix10" in capsys.readouterr().err
+    assert (
+        "fpgaflow estimate: error: unknown device profile 'virtex7': known profiles are arria10, stratix10"
+        in capsys.readouterr().err
+    )
 
 
 def test_not_a_service_directory_is_a_clean_error(tmp_path, capsys):

@@ -43,7 +43,9 @@ def test_unknown_profile_lists_the_known_ones():
 
 def test_profile_whose_formats_lack_mac_units_is_refused(tmp_path, tiny_profile_path):
     path = tmp_path / "broken.yaml"
-    path.write_text(tiny_profile_path.read_text().replace("supported_formats: [fp32, int8, msfp8]", "supported_formats: [fp32, msfp9]"))
+    path.write_text(
+        tiny_profile_path.read_text().replace("supported_formats: [fp32, int8, msfp8]", "supported_formats: [fp32, msfp9]")
+    )
     with pytest.raises(InvalidInput, match=r"broken.yaml is invalid: .*supported formats \['msfp9'\] have no entry in mac_units"):
         load_profile(path)
 

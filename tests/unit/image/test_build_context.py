@@ -7,15 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from fpgaflow.flows.cli import main as cli_main
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.settings import get_settings
-from fpgaflow.flows.cli import main as cli_main
 from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image, write_build_context
 from fpgaflow.tasks.packaging.steps import build_image_task
 from tests.unit.image.conftest import MISSING_ENGINE
 
-RUNTIME_PACKAGES = ("numpy", "onnx", "onnxruntime", "grpcio", "grpcio_health_checking", "protobuf", "pillow",
-                    "pydantic", "pydantic_settings", "prometheus_client", "pyyaml")
+RUNTIME_PACKAGES = (
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "grpcio",
+    "grpcio_health_checking",
+    "protobuf",
+    "pillow",
+    "pydantic",
+    "pydantic_settings",
+    "prometheus_client",
+    "pyyaml",
+)
 PIPELINE_PACKAGES = ("tensorflow", "prefect", "mlflow", "great_expectations", "pandas", "docker", "keras")
 
 
@@ -27,7 +38,9 @@ def distribution(wheel_name: str) -> str:
     return wheel_name.split("-")[0].lower()
 
 
-def test_context_holds_only_the_service_the_fpgaflow_wheel_the_wheelhouse_and_the_dockerfile(service_dir, tmp_path, no_engine_settings):
+def test_context_holds_only_the_service_the_fpgaflow_wheel_the_wheelhouse_and_the_dockerfile(
+    service_dir, tmp_path, no_engine_settings
+):
     (tmp_path / "credentials.json").write_text('{"token": "secret"}')  # beside the service: must stay out
     context = tmp_path / "out" / "context"
     write_build_context(service_dir, context, "python:3.11-slim", no_engine_settings)
@@ -70,8 +83,9 @@ def test_a_directory_without_service_json_is_refused_before_anything_is_written(
 
 def test_without_an_engine_the_context_is_written_and_the_result_says_why_no_image(service_dir, tmp_path, no_engine_settings):
     lines = []
-    result = build_image(service_dir, base_image="python:3.11-slim", output_dir=tmp_path / "out",
-                         settings=no_engine_settings, on_line=lines.append)
+    result = build_image(
+        service_dir, base_image="python:3.11-slim", output_dir=tmp_path / "out", settings=no_engine_settings, on_line=lines.append
+    )
     assert result.built is False and result.image is None and result.image_id is None
     assert "image not built" in result.reason and MISSING_ENGINE in result.reason
     assert result.tag == "fpgaflow/tiny:1"
@@ -97,8 +111,9 @@ def test_cli_reports_the_reason_and_exits_non_zero_without_an_engine(service_dir
     monkeypatch.setenv("FPGAFLOW_HOME", str(image_home))
     monkeypatch.setenv("FPGAFLOW_DOCKER_HOST", MISSING_ENGINE)
     get_settings.cache_clear()
-    code = cli_main(["image", "build", str(service_dir), "--tag", "example/tiny:test", "--json",
-                     "--output-dir", str(tmp_path / "out")])
+    code = cli_main(
+        ["image", "build", str(service_dir), "--tag", "example/tiny:test", "--json", "--output-dir", str(tmp_path / "out")]
+    )
     captured = capsys.readouterr()
     assert code == 1
     summary = json.loads(captured.out)

@@ -43,8 +43,13 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def dockerfile(service_dir) -> str:
     service = load_service(service_dir)
-    return render_dockerfile("fpgaflow/python-base:bookworm", "fpgaflow-0.1.0-py3-none-any.whl", REQUIREMENTS,
-                             image_labels(service, "fpgaflow/python-base:bookworm"), 8500)
+    return render_dockerfile(
+        "fpgaflow/python-base:bookworm",
+        "fpgaflow-0.1.0-py3-none-any.whl",
+        REQUIREMENTS,
+        image_labels(service, "fpgaflow/python-base:bookworm"),
+        8500,
+    )
 
 
 @pytest.mark.parametrize("name, version", [("tiny", "1"), ("Cats.And_Dogs-", "7"), ("m", "-rc.1"), ("A1", "2024+local")])
@@ -78,12 +83,16 @@ def test_both_stages_start_from_the_given_base_and_install_into_a_venv_from_the_
     assert froms == ["fpgaflow/python-base:bookworm AS install", "fpgaflow/python-base:bookworm"]
     requirements, runtime = [arguments for keyword, arguments in steps if keyword == "RUN" and "pip install" in arguments]
     assert requirements.startswith(f"python3 -m venv {VENV} ")
-    assert shlex.split(requirements)[-len(REQUIREMENTS):] == REQUIREMENTS
+    assert shlex.split(requirements)[-len(REQUIREMENTS) :] == REQUIREMENTS
     assert runtime.endswith("/build/runtime/fpgaflow-0.1.0-py3-none-any.whl")
     for install in (requirements, runtime):
         assert f"{VENV}/bin/pip install --no-index" in install and "--find-links /build/wheels" in install
     # The requirements layer comes before the fpgaflow wheel is copied in: source changes keep it cached.
-    assert steps.index(("COPY", "wheels /build/wheels")) < steps.index(("RUN", requirements)) < steps.index(("COPY", "runtime /build/runtime"))
+    assert (
+        steps.index(("COPY", "wheels /build/wheels"))
+        < steps.index(("RUN", requirements))
+        < steps.index(("COPY", "runtime /build/runtime"))
+    )
     assert ("COPY", f"--from=install {VENV} {VENV}") in steps
     assert ("COPY", f"service {SERVICE_PATH}") in steps
 

@@ -7,8 +7,8 @@ import hashlib
 from packaging.requirements import Requirement
 
 from fpgaflow.tasks.packaging.wheelhouse import (
-    copy_project_sources,
     build_project_wheel,
+    copy_project_sources,
     ensure_wheelhouse,
     platform_tags,
     project_root,

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from fpgaflow.fpga_runtime.settings import Settings
-from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.data.intake import intake_dataset
+from fpgaflow.tasks.errors import DataValidationError
 
 
 @pytest.fixture

@@ -35,8 +35,12 @@ def test_formats_lists_bits_per_weight(capsys):
 
 def test_prepare_writes_the_graph_in_the_format(featurizer_path, image_dir, tmp_path, capsys):
     output = tmp_path / "int8.onnx"
-    assert main(["numerics", "prepare", str(featurizer_path), "--format", "int8", "-o", str(output),
-                 "--calibration", str(image_dir)]) == 0
+    assert (
+        main(
+            ["numerics", "prepare", str(featurizer_path), "--format", "int8", "-o", str(output), "--calibration", str(image_dir)]
+        )
+        == 0
+    )
     assert {prop.key: prop.value for prop in onnx.load(output).metadata_props}[FORMAT_METADATA_KEY] == "int8"
     assert main(["numerics", "prepare", str(featurizer_path), "--format", "int8", "-o", str(output)]) == 2
     assert "pass --calibration IMAGE_DIR" in capsys.readouterr().err
@@ -45,8 +49,23 @@ def test_prepare_writes_the_graph_in_the_format(featurizer_path, image_dir, tmp_
 
 
 def test_compare_reports_each_format_against_fp32(featurizer_path, image_dir, capsys):
-    assert main(["numerics", "compare", str(featurizer_path), "--images", str(image_dir), "--formats", "msfp9",
-                 "--repeats", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "numerics",
+                "compare",
+                str(featurizer_path),
+                "--images",
+                str(image_dir),
+                "--formats",
+                "msfp9",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 6
     assert set(report["formats"]) == {"fp32", "msfp9"}

@@ -24,7 +24,6 @@ from fpgaflow.tasks.numerics.formats import (
     numerics_for,
     prepare_model,
 )
-
 from fpgaflow.tasks.numerics.steps import gate_formats_task, prepare_format_task
 
 from .conftest import FEATURE_DIM
@@ -90,7 +89,8 @@ def test_int8_is_static_qdq_with_per_channel_weight_scales(prepared, features):
     conv_weight_scales = [
         initializers[node.input[1]]
         for node in model.graph.node
-        if node.op_type == "DequantizeLinear" and initializers.get(node.input[0], np.zeros(0)).dtype == np.int8
+        if node.op_type == "DequantizeLinear"
+        and initializers.get(node.input[0], np.zeros(0)).dtype == np.int8
         and initializers[node.input[0]].ndim == 4
     ]
     assert conv_weight_scales and all(scale.ndim == 1 and scale.size > 1 for scale in conv_weight_scales)

@@ -115,7 +115,12 @@ def test_dtypes():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"mantissa_bits": 0}, "mantissa_bits"), ({"block_size": 0}, "block_size"), ({"axis": 2}, "axis 2"), ({"exponent_bits": 1}, "exponent_bits")],
+    [
+        ({"mantissa_bits": 0}, "mantissa_bits"),
+        ({"block_size": 0}, "block_size"),
+        ({"axis": 2}, "axis 2"),
+        ({"exponent_bits": 1}, "exponent_bits"),
+    ],
 )
 def test_bad_parameters_are_named(kwargs, message):
     arguments = {"mantissa_bits": MSFP8, **kwargs}
@@ -127,8 +132,11 @@ finite_floats = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=
 
 
 @settings(max_examples=60, deadline=None)
-@given(values=arrays(np.float32, st.integers(1, 40), elements=finite_floats), mantissa_bits=st.sampled_from([2, 3]),
-       block_size=st.sampled_from([1, 4, 16]))
+@given(
+    values=arrays(np.float32, st.integers(1, 40), elements=finite_floats),
+    mantissa_bits=st.sampled_from([2, 3]),
+    block_size=st.sampled_from([1, 4, 16]),
+)
 def test_quantizing_twice_changes_nothing_and_stays_in_range(values, mantissa_bits, block_size):
     once = bfp_quantize(values, mantissa_bits, block_size=block_size)
     assert np.array_equal(bfp_quantize(once, mantissa_bits, block_size=block_size), once)

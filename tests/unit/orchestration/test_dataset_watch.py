@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
 from fpgaflow.tasks.data.watch import (
     check_dataset,
     check_markdown,
@@ -17,7 +18,6 @@ from fpgaflow.tasks.data.watch import (
 )
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import DATASET_RESOURCE_PREFIX, DATASET_UPDATED, RESOURCE_ID, dataset_resource, folder_key
-from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
 from tests.fixtures.tiny_service import encoded_images
 
 

@@ -10,8 +10,8 @@ from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotFound
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig
-from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
+from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from tests.fixtures.registered_service import register_tiny_service
 

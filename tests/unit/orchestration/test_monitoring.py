@@ -8,7 +8,13 @@ from fpgaflow.fpga_runtime.server import create_server
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED, MODEL_RESOURCE_PREFIX, RESOURCE_ID, model_resource
-from fpgaflow.tasks.operations.monitoring import degraded_payload, emit_model_degraded, monitor_endpoint, parse_endpoint, result_description
+from fpgaflow.tasks.operations.monitoring import (
+    degraded_payload,
+    emit_model_degraded,
+    monitor_endpoint,
+    parse_endpoint,
+    result_description,
+)
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 
 READY_TIMEOUT = 60

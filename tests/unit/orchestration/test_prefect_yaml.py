@@ -89,8 +89,9 @@ def test_dataset_trigger_takes_its_parameters_from_the_event_check_data_emits(tm
 
 def test_degraded_trigger_takes_the_model_from_the_event_monitor_emits(tmp_path):
     (trigger,) = triggers_expecting(MODEL_DEGRADED)
-    result = MonitorResult(endpoint="h:1", model_name="m", data_dir=str(tmp_path), threshold=0.9,
-                           report=accuracy_report(["a"], ["b"]), skipped=())
+    result = MonitorResult(
+        endpoint="h:1", model_name="m", data_dir=str(tmp_path), threshold=0.9, report=accuracy_report(["a"], ["b"]), skipped=()
+    )
 
     assert trigger["match"] == {"prefect.resource.id": f"{MODEL_RESOURCE_PREFIX}*"}
     assert templated_keys(trigger) == {"model_name"} <= set(degraded_payload(result))

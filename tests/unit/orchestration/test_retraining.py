@@ -8,8 +8,6 @@ import yaml
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
-from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
 from fpgaflow.tasks.operations.retraining import (
     RETRAIN_UNTIL,
     VersionScore,
@@ -20,14 +18,18 @@ from fpgaflow.tasks.operations.retraining import (
     score_version,
 )
 from fpgaflow.tasks.operations.scoring import accuracy_report, folder_images
+from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.runs import flatten
+from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
 from tests.fixtures.labelled_images import write_labelled_folder
 from tests.fixtures.registered_service import register_tiny_service
 
 
 def scored(version: str, correct: int, images: int = 10) -> VersionScore:
     labels = ["cat"] * images
-    return VersionScore(name="pets", version=version, report=accuracy_report(labels, ["cat"] * correct + ["dog"] * (images - correct)))
+    return VersionScore(
+        name="pets", version=version, report=accuracy_report(labels, ["cat"] * correct + ["dog"] * (images - correct))
+    )
 
 
 def test_no_champion_first_candidate_that_passed_its_gates_becomes_champion():
@@ -88,8 +90,14 @@ def test_decision_markdown_shows_both_versions_per_class():
 
 def test_config_params_round_trip(tmp_path):
     config = PipelineConfig(
-        data_dir=tmp_path, model_name="pets", featurizer="vgg16", input_size=48, numerics=("fp32", "msfp8"),
-        training=TrainingConfig(epochs=3, learning_rate=0.05, mode="full"), target="docker", replicas=2,
+        data_dir=tmp_path,
+        model_name="pets",
+        featurizer="vgg16",
+        input_size=48,
+        numerics=("fp32", "msfp8"),
+        training=TrainingConfig(epochs=3, learning_rate=0.05, mode="full"),
+        target="docker",
+        replicas=2,
     )
     params = flatten(config.model_dump(mode="json")) | {"featurizer.feature_dim": "4096", "data.test_images": "12"}
 

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from fpgaflow.tasks.errors import PipelineStepError
-
 from fpgaflow.tasks.operations.scoring import (
     LabelledImage,
     accuracy_report,

@@ -24,7 +24,6 @@ from fpgaflow.tasks.conversion.onnx_stages import (
     parity_problems,
     run_onnx,
 )
-
 from fpgaflow.tasks.errors import PipelineStepError
 from tests.fixtures.keras_stages import INPUT_SIZE, build_stages, save_stages
 
@@ -144,7 +143,9 @@ def test_a_two_output_model_is_refused_with_its_counts(tmp_path):
 
 def test_held_out_images_of_the_wrong_size_are_refused(stage_files, tmp_path, conversion_settings):
     wrong = np.zeros((2, 16, 16, 3), np.float32)
-    with pytest.raises(PipelineStepError, match=r"held-out images have shape \(16, 16, 3\) per image; the FPGA stage expects \(32, 32, 3\)"):
+    with pytest.raises(
+        PipelineStepError, match=r"held-out images have shape \(16, 16, 3\) per image; the FPGA stage expects \(32, 32, 3\)"
+    ):
         convert_stages(*stage_files, wrong, tmp_path, conversion_settings)
 
 

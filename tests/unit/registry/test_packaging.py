@@ -12,7 +12,6 @@ from fpgaflow.fpga_runtime.service import SERVICE_FILE, load_service
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE
 from fpgaflow.tasks.packaging.service_dir import default_service_dir, package_service
-
 from tests.fixtures.keras_stages import CLASS_NAMES, FEATURE_DIM, INPUT_SIZE
 
 SOURCE = {"mlflow_run_id": "0123abcd", "dataset_fingerprint": "f" * 64}
@@ -68,7 +67,9 @@ def test_default_location_is_under_the_home(converted, preprocess_spec, tmp_path
 
 def test_a_failure_midway_leaves_no_service_directory_and_no_partial_files(converted, preprocess_spec, tmp_path):
     parent = tmp_path / "pets"
-    with pytest.raises(InvalidServiceDefinition, match="output 'probabilities' has 3 scores per image but there are 2 class names"):
+    with pytest.raises(
+        InvalidServiceDefinition, match="output 'probabilities' has 3 scores per image but there are 2 class names"
+    ):
         package(converted, preprocess_spec, parent / "3", class_names=("cat", "dog"))
     assert list(parent.iterdir()) == []
 
@@ -78,7 +79,10 @@ def test_a_failed_retry_keeps_the_previous_service_directory(converted, preproce
     package(converted, preprocess_spec, destination)
     before = (destination / SERVICE_FILE).read_text()
     wrong_size = preprocess_spec.model_copy(update={"crop": 48, "resize_to": 55})
-    with pytest.raises(InvalidServiceDefinition, match=r"takes 'input' of shape \(-1, 32, 32, 3\), but the preprocessing produces images of shape \(48, 48, 3\)"):
+    with pytest.raises(
+        InvalidServiceDefinition,
+        match=r"takes 'input' of shape \(-1, 32, 32, 3\), but the preprocessing produces images of shape \(48, 48, 3\)",
+    ):
         package(converted, preprocess_spec, destination, preprocessing=wrong_size)
     assert (destination / SERVICE_FILE).read_text() == before
     assert [path.name for path in destination.parent.iterdir()] == ["3"]

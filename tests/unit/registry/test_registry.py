@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from fpgaflow.fpga_runtime.errors import ModelNotFound
 from fpgaflow.fpga_runtime.service import load_service
@@ -23,10 +22,10 @@ from fpgaflow.tasks.packaging.service_dir import package_service
 from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
 from fpgaflow.tasks.registry.publication import pipeline_summary, publish_version
 from fpgaflow.tasks.registry.registration import RegisteredVersion, register_trained_model
-from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
 from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
-
+from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from mlflow import MlflowClient
 from tests.fixtures.keras_stages import CLASS_NAMES, INPUT_SIZE
 
 FINGERPRINT = "ab" * 32
@@ -50,7 +49,9 @@ def write_inputs(directory: Path) -> SimpleNamespace:
     report = directory / "validation_report.json"
     report.write_text(json.dumps({"success": True, "results": []}))
     splits = directory / "splits.csv"
-    rows = ["path,label,split"] + [f"/data/{i}.png,{CLASS_NAMES[i % 3]},{('train', 'train', 'val', 'test')[i % 4]}" for i in range(20)]
+    rows = ["path,label,split"] + [
+        f"/data/{i}.png,{CLASS_NAMES[i % 3]},{('train', 'train', 'val', 'test')[i % 4]}" for i in range(20)
+    ]
     splits.write_text("\n".join(rows) + "\n")
     confusion = directory / "confusion_matrix.png"
     Image.new("RGB", (8, 8), (255, 255, 255)).save(confusion)
@@ -67,7 +68,13 @@ def run_pipeline_until_registration(settings, inputs, stage_files, preprocess_sp
         TEST_METRICS,
         per_class=[{"class": name, "f1": 0.8} for name in CLASS_NAMES],
         confusion_matrix=inputs.confusion,
-        featurizer_info={"name": "resnet50", "feature_dim": 8, "parameter_count": 1234567, "mac_count": 98765432, "preprocessing": preprocess_spec},
+        featurizer_info={
+            "name": "resnet50",
+            "feature_dim": 8,
+            "parameter_count": 1234567,
+            "mac_count": 98765432,
+            "preprocessing": preprocess_spec,
+        },
         settings=settings,
     )
     return register_trained_model(run_id, "pets", *stage_files, CLASS_NAMES, settings)
@@ -272,8 +279,7 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     with pytest.raises(PromotionRefused) as refusal:
         promote("pets", version, registry_settings)
     assert str(refusal.value) == (
-        f"pets version {version} cannot become champion: gates failed: msfp8 "
-        "(msfp8 failed: drop of 10.0 points exceeds 1.0)"
+        f"pets version {version} cannot become champion: gates failed: msfp8 (msfp8 failed: drop of 10.0 points exceeds 1.0)"
     )
     assert str(client.get_model_version_by_alias("pets", CHAMPION_ALIAS).version) == chain.version
 
@@ -296,7 +302,9 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
 
 
 def test_a_parity_failure_blocks_the_version(chain, registry_settings, preprocess_spec):
-    failing = chain.report.model_copy(update={"problems": ("fpga: max abs difference 0.5 (scaled 0.5) exceeds the tolerance 0.0001",)})
+    failing = chain.report.model_copy(
+        update={"problems": ("fpga: max abs difference 0.5 (scaled 0.5) exceeds the tolerance 0.0001",)}
+    )
     from fpgaflow.tasks.registry.publication import evaluate_gates
     from fpgaflow.tasks.registry.run_metrics import coerce_outcomes
 
@@ -312,16 +320,18 @@ def test_unknown_versions_and_wrong_class_counts_are_refused(chain, registry_set
         promote("pets", "999", registry_settings)
     from fpgaflow.tasks.registry.client import mlflow_client
 
-    run_id = mlflow_client(registry_settings).create_run(
-        mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
-    ).info.run_id
+    run_id = (
+        mlflow_client(registry_settings)
+        .create_run(mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id)
+        .info.run_id
+    )
     with pytest.raises(PipelineStepError, match="the CPU stage scores 3 classes but 2 class names were given"):
         register_trained_model(run_id, "pets", *stage_files, ("cat", "dog"), registry_settings)
 
 
 def test_a_retry_after_logging_the_model_reuses_it(chain, client, registry_settings, stage_files):
-    from fpgaflow.tasks.registry.registration import log_classifier
     from fpgaflow.tasks.registry.client import mlflow_client
+    from fpgaflow.tasks.registry.registration import log_classifier
 
     experiment_id = mlflow_client(registry_settings).get_experiment_by_name(registry_settings.mlflow_experiment).experiment_id
     run_id = client.create_run(experiment_id).info.run_id

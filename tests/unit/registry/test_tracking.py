@@ -9,8 +9,8 @@ import pytest
 
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
 from fpgaflow.tasks.registry.client import experiment_artifact_location, redacted_uri
+from fpgaflow.tasks.registry.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, coerce_outcomes, evaluation_metrics, history_metrics, numerics_gate
 from fpgaflow.tasks.registry.runs import flatten, git_commit, prefect_flow_run, split_counts, split_sizes
 

@@ -11,7 +11,20 @@ from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
 from fpgaflow.fpga_runtime.proto import tf_tensor_pb2 as tf
 
-NUMERIC_DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
+NUMERIC_DTYPES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+]
 
 
 @settings(max_examples=40, deadline=None)
@@ -51,7 +64,10 @@ def test_text_strings_are_encoded_as_utf8():
 @pytest.mark.parametrize(
     ("proto", "problem"),
     [
-        (tf.TensorProto(dtype=tf.DT_FLOAT, tensor_shape=codec.tf_shape([2, 3]), float_val=[1, 2]), "2 values do not match shape [2, 3]"),
+        (
+            tf.TensorProto(dtype=tf.DT_FLOAT, tensor_shape=codec.tf_shape([2, 3]), float_val=[1, 2]),
+            "2 values do not match shape [2, 3]",
+        ),
         (tf.TensorProto(dtype=tf.DT_FLOAT, tensor_shape=codec.tf_shape([2]), tensor_content=b"\0" * 7), "7 content bytes"),
         (tf.TensorProto(dtype=tf.DT_COMPLEX64, tensor_shape=codec.tf_shape([1])), "unsupported dtype DT_COMPLEX64"),
         (tf.TensorProto(dtype=tf.DT_FLOAT, tensor_shape=codec.tf_shape([-1, 2])), "negative dimension"),
@@ -94,9 +110,7 @@ def test_infer_outputs_round_trip(raw, array):
 
 
 def test_fp16_output_forces_raw_for_every_output_of_the_response():
-    tensors, raw_contents = codec.numpy_to_infer_outputs(
-        {"a": np.ones(2, np.float32), "b": np.ones(2, np.float16)}, raw=False
-    )
+    tensors, raw_contents = codec.numpy_to_infer_outputs({"a": np.ones(2, np.float32), "b": np.ones(2, np.float16)}, raw=False)
     assert len(raw_contents) == 2 and not any(tensor.HasField("contents") for tensor in tensors)
 
 

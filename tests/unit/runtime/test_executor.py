@@ -147,4 +147,3 @@ def test_a_cpu_only_service_needs_no_device(service_dir, tmp_path):
         )
     finally:
         executor.close()
-

@@ -14,16 +14,18 @@ from fpgaflow.tasks.training.evaluation import evaluate_predictions
 
 CLASSES = ["cat", "dog", "fox"]
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-PROBABILITIES = np.array([
-    [0.8, 0.1, 0.1],  # cat, right
-    [0.4, 0.5, 0.1],  # cat taken for a dog
-    [0.6, 0.3, 0.1],  # cat, right
-    [0.2, 0.7, 0.1],  # dog, right
-    [0.3, 0.3, 0.4],  # dog taken for a fox
-    [0.1, 0.2, 0.7],  # fox, right
-    [0.5, 0.2, 0.3],  # fox taken for a cat
-    [0.1, 0.1, 0.8],  # fox, right
-])
+PROBABILITIES = np.array(
+    [
+        [0.8, 0.1, 0.1],  # cat, right
+        [0.4, 0.5, 0.1],  # cat taken for a dog
+        [0.6, 0.3, 0.1],  # cat, right
+        [0.2, 0.7, 0.1],  # dog, right
+        [0.3, 0.3, 0.4],  # dog taken for a fox
+        [0.1, 0.2, 0.7],  # fox, right
+        [0.5, 0.2, 0.3],  # fox taken for a cat
+        [0.1, 0.1, 0.8],  # fox, right
+    ]
+)
 
 
 def test_metrics_match_scikit_learn_and_hand_counts(tmp_path):

@@ -14,10 +14,10 @@ from PIL import Image
 from fpgaflow.fpga_runtime.preprocessing import preprocess
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
-from fpgaflow.tasks.training.export import ExportedModel, load_model
 from fpgaflow.tasks.featurizers.features import load_images
-from fpgaflow.tasks.training.train_step import TrainingOutcome, train_step
 from fpgaflow.tasks.training.batches import ImageBatches
+from fpgaflow.tasks.training.export import ExportedModel, load_model
+from fpgaflow.tasks.training.train_step import TrainingOutcome, train_step
 
 # Random-init ResNet-50 features at 64x64 with a linear head: 0.825 test accuracy measured on these
 # 300 images (40 test images, chance 0.10); the full 1,797 digits reach about 0.97.
@@ -25,10 +25,12 @@ MIN_TEST_ACCURACY = 0.6
 
 
 def run_train_step(digits, digits_dir: Path, home: Path, output_dir: Path) -> TrainingOutcome:
-    config = PipelineConfig(data_dir=digits_dir, featurizer="resnet50", weights="none", input_size=64, seed=0,
-                            training=TrainingConfig(hidden_units=0))
-    return train_step(digits.splits, digits.class_names, digits.fingerprint, config, output_dir, Settings(home=home),
-                      progress=False)
+    config = PipelineConfig(
+        data_dir=digits_dir, featurizer="resnet50", weights="none", input_size=64, seed=0, training=TrainingConfig(hidden_units=0)
+    )
+    return train_step(
+        digits.splits, digits.class_names, digits.fingerprint, config, output_dir, Settings(home=home), progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,9 @@ def test_training_inputs_equal_serving_inputs_bitwise(trained, exported, digits,
     saved_spec = exported.preprocessing
     paths = list(digits.splits["path"][:5]) + odd_images(tmp_path)
     featurize_time = load_images(paths, outcome.featurizer.preprocessing)
-    full_mode_time, _ = ImageBatches(paths, np.zeros(len(paths)), outcome.featurizer.preprocessing, len(paths),
-                                     shuffle=False, seed=0)[0]
+    full_mode_time, _ = ImageBatches(
+        paths, np.zeros(len(paths)), outcome.featurizer.preprocessing, len(paths), shuffle=False, seed=0
+    )[0]
     for index, path in enumerate(paths):
         served = preprocess(Path(path).read_bytes(), saved_spec)
         assert served.dtype == featurize_time.dtype == np.float32

@@ -8,8 +8,8 @@ import pytest
 
 from fpgaflow.tasks.config import TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.featurizers.features import featurize_splits
 from fpgaflow.tasks.featurizers.catalog import FEATURES, build_featurizer
+from fpgaflow.tasks.featurizers.features import featurize_splits
 from fpgaflow.tasks.training.head import PROBABILITIES, fine_tune_full, predict_probabilities, train_head, unfreeze_last_blocks
 
 
@@ -97,15 +97,19 @@ def test_full_mode_trains_the_last_block_on_images_and_leaves_the_rest(digits):
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in featurizer.model.layers}
     features = featurize_splits(splits, classes, digits.fingerprint, featurizer, featurizer.info.preprocessing)
     config = TrainingConfig(mode="full", unfreeze_blocks=1, epochs=1, hidden_units=0, early_stopping_patience=0)
-    head = train_head(features["train"].features, features["train"].labels, features["val"].features,
-                      features["val"].labels, 3, config)
+    head = train_head(
+        features["train"].features, features["train"].labels, features["val"].features, features["val"].labels, 3, config
+    )
     stages = fine_tune_full(featurizer, head, splits, classes, config)
 
     tuned = stages.featurizer
     assert tuned.info.fine_tuned and tuned.info.fingerprint != featurizer.info.fingerprint
     assert [record["epoch"] for record in stages.history] == [0, 1]
-    changed = {layer.name for layer in tuned.model.layers
-               if any(not np.array_equal(w, b) for w, b in zip(layer.get_weights(), before[layer.name]))}
+    changed = {
+        layer.name
+        for layer in tuned.model.layers
+        if any(not np.array_equal(w, b) for w, b in zip(layer.get_weights(), before[layer.name]))
+    }
     assert changed == {"fc2"}
     for layer in featurizer.model.layers:  # the given featurizer is untouched
         for w, b in zip(layer.get_weights(), before[layer.name]):
