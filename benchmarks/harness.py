@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaflow.benchmarks.measure import LevelResult, WindowPlan, measure_interleaved, measure_levels
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
+def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
     """Measure everything ``plan`` asks for; write results.json, results.md and the charts into ``out``."""
     import json
 
@@ -166,7 +167,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: Settings) -> dict:
         for name in FORMATS:
             _log(f"gateway {name} at concurrency {plan.levels}")
             configurations[f"gateway {name}"] = _levels(
-                measure_levels(lambda: cluster.request(name, subjects.jpeg), plan.levels, plan.windows)
+                measure_levels(functools.partial(cluster.request, name, subjects.jpeg), plan.levels, plan.windows)
             )
             memory[f"node {name}"] = cluster.peak_rss_mb(name)
             deployment[name] = asdict(cluster.deployed[name]) | {

@@ -30,7 +30,10 @@ class MachineInfo:
 
     def describe(self) -> str:
         simd = "/".join(self.simd) or "no AVX"
-        return f"{self.cpu}, {self.cores} cores ({simd}), {self.memory_gib:.0f} GiB, Python {self.python}, onnxruntime {self.onnxruntime}"
+        return (
+            f"{self.cpu}, {self.cores} cores ({simd}), {self.memory_gib:.0f} GiB, "
+            f"Python {self.python}, onnxruntime {self.onnxruntime}"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def time_pipeline(work: Path, input_size: int, per_class: int, epochs: int) -> P
             command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         ).returncode
     seconds = time.perf_counter() - start
-    pipeline_settings = Settings(home=home)
+    pipeline_settings = PipelineSettings(home=home)
     if gateway_running(pipeline_settings):
         stop_cluster(pipeline_settings)
     shown = ["fpgaflow", *command[3:]]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fpgaflow.fpga_runtime.client import PredictionClient
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Deployed:
 class BenchCluster:
     """Context manager: a local cluster under ``settings.home`` with every service deployed; taken down on exit."""
 
-    def __init__(self, services: dict[str, Path], settings: Settings) -> None:
+    def __init__(self, services: dict[str, Path], settings: PipelineSettings) -> None:
         self.services = services
         self.settings = settings
         self.deployed: dict[str, Deployed] = {}
@@ -87,11 +87,9 @@ class BenchCluster:
         return max(peak_rss_mb(pid) for pid in pids)
 
     def gateway_peak_rss_mb(self) -> float:
-        from fpgaflow.fpga_runtime.cluster.daemon import running_state
+        from fpgaflow.fpga_runtime.cluster.daemon import running_gateway
 
-        gateway = running_state(self.settings).gateway
-        assert gateway is not None  # running_state raises when the gateway is not running
-        return peak_rss_mb(gateway.pid)
+        return peak_rss_mb(running_gateway(self.settings).pid)
 
 
 def peak_rss_mb(pid: int) -> float:

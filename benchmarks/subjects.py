@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 
 FEATURIZER = "resnet50"
 FORMATS = ("fp32", "int8", "msfp9", "msfp8")
@@ -73,7 +73,12 @@ def _head(feature_dim: int, seed: int):
 
 
 def build_subjects(
-    work: Path, input_size: int, settings: Settings, calibration_count: int = 8, seed: int = 0, formats: tuple[str, ...] = FORMATS
+    work: Path,
+    input_size: int,
+    settings: PipelineSettings,
+    calibration_count: int = 8,
+    seed: int = 0,
+    formats: tuple[str, ...] = FORMATS,
 ) -> Subjects:
     """Build the model once and package it in every format under ``work``."""
     import time

@@ -7,7 +7,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from fpgaflow.fpga_runtime.settings import get_settings
+from fpgaflow.tasks.settings import get_pipeline_settings
 
 CPU_FEATURES = {
     "avx2": "AVX2",
@@ -63,7 +63,7 @@ def onnxruntime_report() -> str:
 
 
 def machine_report() -> dict[str, str]:
-    settings = get_settings()
+    settings = get_pipeline_settings()
     return {
         "python": f"{platform.python_version()} ({platform.machine()})",
         "cpu cores": str(os.cpu_count()),

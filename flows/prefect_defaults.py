@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 
-from fpgaflow.fpga_runtime.settings import get_settings
+from fpgaflow.tasks.settings import get_pipeline_settings
 
 
 def apply_prefect_defaults() -> None:
     if "PREFECT_HOME" not in os.environ:
-        prefect_home = get_settings().home / "prefect"
+        prefect_home = get_pipeline_settings().home / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

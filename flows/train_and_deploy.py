@@ -14,12 +14,12 @@ import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from prefect import flow
+from prefect import Task, flow
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import flow_run
 
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.config import STEPS, PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ParityError, load_held_out_images
 from fpgaflow.tasks.conversion.steps import convert_task
@@ -41,6 +41,7 @@ from fpgaflow.tasks.registry.steps import (
     register_task,
     start_pipeline_run_task,
 )
+from fpgaflow.tasks.settings import get_pipeline_settings
 from fpgaflow.tasks.training.steps import train_task
 
 # Fields that change where a run ends or deploys, not what it computes.
@@ -55,7 +56,7 @@ def _reached(config: PipelineConfig, step: str) -> bool:
 def run_key(config: PipelineConfig, dataset_fingerprint: str) -> str:
     """Identifies what a run computes and where it records it: data, parameters, fpgaflow version, home, MLflow store."""
     parameters = config.model_dump(mode="json", exclude=NOT_IN_CACHE_KEY)
-    settings = get_settings()
+    settings = get_pipeline_settings()
     text = json.dumps(
         [dataset_fingerprint, parameters, metadata.version("fpgaflow"), str(settings.home), settings.mlflow_tracking_uri],
         sort_keys=True,
@@ -63,7 +64,11 @@ def run_key(config: PipelineConfig, dataset_fingerprint: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cached(task, key: str, step: str):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def cached(task: Task[P, R], key: str, step: str) -> Task[P, R]:
     """The task with its result persisted and reused under ``step`` of this run key."""
     return task.with_options(cache_policy=CachePolicy.from_cache_key_fn(lambda *_: f"fpgaflow-{key}-{step}"), persist_result=True)
 
@@ -91,7 +96,7 @@ def train_and_deploy(config: PipelineConfig) -> dict:
         return summary
 
     key = run_key(config, intake.dataset_fingerprint)
-    run_dir = get_settings().home / "runs" / config.resolved_model_name / key
+    run_dir = get_pipeline_settings().home / "runs" / config.resolved_model_name / key
     splits = kind.load_splits(intake.split_path)
     mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint)
     cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
@@ -171,6 +176,6 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     if image is None:
         summary["image_reason"] = image_reason
     if deployed.applied:
-        held_out = kind.smoke_images(Path(intake.split_path))[: get_settings().smoke_test_images]
+        held_out = kind.smoke_images(Path(intake.split_path))[: get_pipeline_settings().smoke_test_images]
         summary["smoke_test"] = smoke_test_task(kind, deployed.endpoint, service_dir, held_out).summary()
     return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from fpgaflow.fpga_runtime.service import ServiceDefinition, TensorSpec, load_se
 PLATFORM = "fpgaflow_onnx"
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"

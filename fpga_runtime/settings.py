@@ -1,9 +1,9 @@
-"""The one settings object of fpgaflow.
+"""The serving runtime's settings: nodes, the emulated devices, the cluster and its gateway.
 
-Every default the project uses lives here, each field documented. Values come from
-``FPGAFLOW_<FIELD>`` environment variables (``FPGAFLOW_HOME``, ``FPGAFLOW_MIN_IMAGE_WIDTH`` ...)
-or from the keyword arguments of :class:`Settings`. Nothing else in the code base reads
-``os.environ`` for configuration.
+Every default the runtime uses lives here, each field documented. Values come from
+``FPGAFLOW_<FIELD>`` environment variables (``FPGAFLOW_HOME``, ``FPGAFLOW_SERVER_PORT`` ...) or from
+the keyword arguments of :class:`Settings`. The pipeline's own settings extend these in
+:mod:`fpgaflow.tasks.settings`; nothing else in the code base reads ``os.environ`` for configuration.
 """
 
 from __future__ import annotations
@@ -23,87 +23,6 @@ class Settings(BaseSettings):
         default=Path("~/.fpgaflow"),
         description="Project home: everything fpgaflow writes by default goes below it.",
     )
-    mlflow_tracking_uri: str = Field(
-        default="",
-        description="MLflow tracking URI; empty means SQLite inside the home directory.",
-    )
-
-    # -- data intake (validation thresholds) ---------------------------------------------
-    min_image_width: int = Field(default=16, ge=1, description="Smallest accepted image width, pixels.")
-    min_image_height: int = Field(default=16, ge=1, description="Smallest accepted image height, pixels.")
-    allowed_formats: tuple[str, ...] = Field(
-        default=("JPEG", "PNG", "BMP"), description="Image formats (Pillow names) accepted by intake."
-    )
-    min_classes: int = Field(default=2, ge=2, description="Fewest classes a dataset may have.")
-    min_images_per_class: int = Field(default=10, ge=1, description="Fewest images any class may have.")
-    max_class_imbalance: float = Field(
-        default=10.0, ge=1.0, description="Largest allowed ratio of biggest to smallest class size."
-    )
-    unreadable_policy: str = Field(
-        default="fail",
-        pattern="^(fail|skip)$",
-        description="'fail' stops on undecodable or empty files; 'skip' excludes them loudly and goes on.",
-    )
-    validation_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Share of each class for validation.")
-    test_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Share of each class for the test split.")
-    split_seed: int = Field(default=0, description="Seed of the stratified train/validation/test split.")
-
-    # -- pipeline smoke test ---------------------------------------------------------------
-    smoke_test_images: int = Field(default=16, ge=1, description="Held-out test images scored through the deployed service.")
-
-    # -- detection data intake (images/ + annotations/ + labels.txt) -------------------------
-    detection_min_images: int = Field(
-        default=10, ge=3, description="Fewest annotated images a detection dataset may have (train, val and test need one each)."
-    )
-    detection_min_objects_per_label: int = Field(
-        default=1, ge=0, description="Fewest annotated objects each label of labels.txt must have across the dataset."
-    )
-
-    # -- training: featurizers, feature cache, fine-tuning ---------------------------------
-    imagenet_weights_dir: Path = Field(
-        default=Path("~/.keras/models"),
-        description="Directory searched for ImageNet weight files under their keras.applications file names "
-        "(the Keras cache by default); weights 'imagenet' fails with instructions when the file is not there.",
-    )
-    feature_cache: bool = Field(
-        default=True,
-        description="Keep computed features under <home>/cache/features, keyed by featurizer weights, dataset "
-        "and preprocessing, so a re-run skips featurizing.",
-    )
-
-    # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------
-    mlflow_experiment: str = Field(default="fpgaflow", description="MLflow experiment every pipeline run is logged to.")
-    mlflow_http_retries: int = Field(
-        default=2,
-        ge=0,
-        le=10,
-        description="Retries of a failed request to an http(s) tracking server (MLflow's MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
-        "set from this), with MLflow's exponential back-off. MLflow's own default, 7, waits minutes before a step "
-        "learns that the server is down.",
-    )
-    mlflow_http_timeout_seconds: int = Field(
-        default=30,
-        ge=1,
-        description="Seconds one request to an http(s) tracking server may wait to connect or for an answer "
-        "(MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT, set from this; MLflow's own default is 120).",
-    )
-    mlflow_artifact_root: str = Field(
-        default="",
-        description="Artifact location given to the experiment when fpgaflow creates it; empty = "
-        "<home>/mlartifacts for a local backend (sqlite, postgresql, ...), the server's own artifact "
-        "store for an http(s) tracking server.",
-    )
-    onnx_opset: int = Field(default=17, ge=13, description="ONNX opset tf2onnx converts both stages to.")
-    parity_tolerance: float = Field(
-        default=1e-4,
-        ge=0,
-        description="Largest allowed Keras-vs-onnxruntime max absolute difference of a stage's output, "
-        "divided by max(1, largest absolute Keras output) so big feature values are compared relatively.",
-    )
-    parity_min_top1_agreement: float = Field(
-        default=0.99, ge=0, le=1, description="Smallest allowed share of held-out images whose top-1 class agrees."
-    )
-    parity_images: int = Field(default=32, ge=1, description="Held-out images the parity check runs on, at most.")
 
     # -- emulated FPGA device and onnxruntime sessions -----------------------------------
     ort_intra_op_threads: int = Field(
@@ -123,7 +42,7 @@ class Settings(BaseSettings):
         "stratix10 by default: it holds ResNet-50's weights in int8, msfp8 or msfp9; the arria10 holds none of them on chip.",
     )
 
-    # -- image build (serving image, Docker engine) --------------------------------------
+    # -- Docker engine and the serving container (docker target, image build) ---------------
     docker_host: str = Field(
         default="",
         description="Docker engine address (unix:///path.sock, tcp://host:port); empty = the docker SDK's "
@@ -131,20 +50,6 @@ class Settings(BaseSettings):
     )
     docker_timeout: float = Field(
         default=600.0, gt=0, description="Seconds the docker client waits on one engine call (a build step can be slow)."
-    )
-    image_base: str = Field(
-        default="python:3.11-slim",
-        description="Default base image of the serving image on machines that reach a container registry.",
-    )
-    local_base_image: str = Field(
-        default="fpgaflow/python-base:bookworm",
-        description="Name of the base image scripts/base-image makes locally (Debian bookworm + python3-venv) "
-        "for machines without a registry.",
-    )
-    image_python_version: str = Field(
-        default="3.11",
-        pattern=r"^3\.\d+$",
-        description="Python version of the base image; the wheelhouse holds wheels for it.",
     )
     image_grpc_port: int = Field(
         default=8500, ge=1, le=65535, description="gRPC port the serving container listens on (TF Serving's default)."
@@ -182,20 +87,6 @@ class Settings(BaseSettings):
     )
     cluster_stats_window_seconds: float = Field(
         default=60.0, gt=0, description="Window of the request rates and p50/p99 latencies the cluster status reports."
-    )
-    kubeconfig: Path | None = Field(
-        default=None, description="kubeconfig the kubernetes target applies manifests with; unset = ~/.kube/config when present."
-    )
-    kubernetes_namespace: str = Field(default="default", description="Namespace the kubernetes target deploys into.")
-    kubernetes_cpu_request: str = Field(default="1", description="CPU request of one FPGA-node container.")
-    kubernetes_memory_request: str = Field(default="2Gi", description="Memory request (and limit) of one FPGA-node container.")
-    kubernetes_max_replicas: int = Field(
-        default=8,
-        ge=1,
-        description="Most pods the HorizontalPodAutoscaler may run per model (never fewer than the replicas asked).",
-    )
-    kubernetes_target_cpu_percent: int = Field(
-        default=70, ge=1, le=100, description="Average CPU utilisation the HorizontalPodAutoscaler keeps the pods at."
     )
 
     # -- model server (one node: gRPC APIs, health, metrics) ---------------------------------
@@ -250,52 +141,9 @@ class Settings(BaseSettings):
         description="First wait before the watchdog restarts a dead gateway; doubles on each quick death, at most 30 s.",
     )
 
-    # -- FPGA numerics: int8 calibration, per-format accuracy gate ---------------------------
-    max_accuracy_drop: float = Field(
-        default=0.01,
-        ge=0,
-        le=1,
-        description="Largest top-1 test accuracy drop vs fp32 (a fraction: 0.01 = 1 point) a numeric format "
-        "may show and still pass its gate.",
-    )
-    int8_calibration_images: int = Field(
-        default=64, ge=1, description="Preprocessed training images int8 calibration runs through the model, at most."
-    )
-    int8_calibration_method: str = Field(
-        default="minmax",
-        pattern="^(minmax|entropy|percentile)$",
-        description="How int8 calibration turns observed activations into ranges (onnxruntime's MinMax, Entropy, Percentile).",
-    )
-    int8_per_channel: bool = Field(default=True, description="Quantize int8 weights with one scale per output channel.")
-    int8_reduce_range: bool = Field(
-        default=False,
-        description="Quantize int8 weights to 7 bits: avoids integer saturation on x86 CPUs without VNNI at a small accuracy cost.",
-    )
-
-    # -- orchestration: retraining, data watch, monitoring (Prefect flows) -------------------
-    retrain_min_improvement: float = Field(
-        default=0.0,
-        ge=-1,
-        le=1,
-        description="Test accuracy (a fraction) by which a retrained candidate must beat the champion, both scored "
-        "on the same current test split, to replace it: promoted only when candidate minus champion is greater "
-        "than this. 0 = any strict improvement; a negative value also accepts a candidate that much worse.",
-    )
-    monitor_min_accuracy: float = Field(
-        default=0.8,
-        ge=0,
-        le=1,
-        description="Holdout accuracy (a fraction) below which the monitor flow emits fpgaflow.model.degraded.",
-    )
-    monitor_batch_size: int = Field(
-        default=16, ge=1, description="Images per Predict request when the monitor flow scores a holdout folder."
-    )
-
     @model_validator(mode="after")
-    def _resolve_paths(self) -> Settings:
+    def _resolve_home(self) -> Settings:
         self.home = self.home.expanduser().resolve()
-        if not self.mlflow_tracking_uri:
-            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"
         return self
 
     def ensure_home(self) -> Path:
@@ -305,5 +153,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once from the environment)."""
+    """The process-wide runtime settings (read once from the environment)."""
     return Settings()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fpgaflow.fpga_runtime.settings import get_settings
+from tests.fixtures.settings import reload_settings
 
 
 def pytest_configure(config) -> None:
@@ -27,9 +27,9 @@ def pytest_unconfigure(config) -> None:
 def fpgaflow_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("fpgaflow-home")
     monkeypatch.setenv("FPGAFLOW_HOME", str(home))
-    get_settings.cache_clear()
+    reload_settings()
     yield home
-    get_settings.cache_clear()
+    reload_settings()
 
 
 @pytest.fixture(scope="session")

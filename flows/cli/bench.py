@@ -22,16 +22,17 @@ def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from fpgaflow.benchmarks.harness import FULL, QUICK, run_benchmark
-    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.tasks.settings import get_pipeline_settings
 
     plan = QUICK if args.quick else FULL
     if args.skip_pipeline:
         plan = replace(plan, pipeline=False)
-    results = run_benchmark(args.out, plan, get_settings())
+    results = run_benchmark(args.out, plan, get_pipeline_settings())
     for target in results["targets"]:
         verdict = "PASS" if target["pass"] else "FAIL"
         print(
-            f"{verdict}  {target['name']}: {target['value']:.2f} (limit {target['comparison']} {target['limit']:g}) - {target['meaning']}"
+            f"{verdict}  {target['name']}: {target['value']:.2f} "
+            f"(limit {target['comparison']} {target['limit']:g}) - {target['meaning']}"
         )
     print(f"results: {Path(args.out) / 'results.json'}")
     return 0

@@ -70,9 +70,9 @@ def register(subparsers) -> None:
 
 
 def _settings():
-    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.tasks.settings import get_pipeline_settings
 
-    return get_settings()
+    return get_pipeline_settings()
 
 
 def _print_json(value) -> None:
@@ -115,7 +115,8 @@ def _down(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(
-            f"cluster down: stopped {len(result['stopped_nodes'])} node(s), undeployed {', '.join(result['undeployed']) or 'nothing'}"
+            f"cluster down: stopped {len(result['stopped_nodes'])} node(s), "
+            f"undeployed {', '.join(result['undeployed']) or 'nothing'}"
         )
     return 0
 

@@ -73,15 +73,13 @@ def _sample_detection_data(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from fpgaflow.fpga_runtime.settings import Settings
     from fpgaflow.tasks.data.intake import intake_dataset
+    from fpgaflow.tasks.detection.intake import DetectionIntakeResult, intake_detection_dataset
     from fpgaflow.tasks.errors import DataValidationError
+    from fpgaflow.tasks.settings import PipelineSettings
 
-    settings = Settings(unreadable_policy="skip") if args.skip_unreadable else Settings()
-    if args.detection:
-        from fpgaflow.tasks.detection.intake import intake_detection_dataset as intake
-    else:
-        intake = intake_dataset
+    settings = PipelineSettings(unreadable_policy="skip") if args.skip_unreadable else PipelineSettings()
+    intake = intake_detection_dataset if args.detection else intake_dataset
     try:
         result = intake(args.directory, settings)
     except DataValidationError as error:
@@ -90,7 +88,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.summary()))
     else:
-        objects = f"{result.num_objects} objects, " if args.detection else ""
+        objects = f"{result.num_objects} objects, " if isinstance(result, DetectionIntakeResult) else ""
         print(
             f"{args.directory}: valid — {result.num_images} images, {objects}{result.num_classes} classes, "
             f"split {result.split_counts}, fingerprint {result.dataset_fingerprint[:16]}"

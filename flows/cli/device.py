@@ -29,18 +29,19 @@ def register(subparsers) -> None:
 def _estimate(args: argparse.Namespace) -> int:
     from fpgaflow.flows.cli import UsageError
     from fpgaflow.fpga_runtime.device import EmulatedDevice
+    from fpgaflow.fpga_runtime.placement.cost import CostReport
     from fpgaflow.fpga_runtime.placement.fit import fpga_stage_reports
     from fpgaflow.fpga_runtime.profiles import load_profile
-    from fpgaflow.fpga_runtime.service import load_service
-    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.fpga_runtime.service import Stage, load_service
+    from fpgaflow.tasks.settings import get_pipeline_settings
 
     service = load_service(args.service_dir)
-    profile = load_profile(args.device or get_settings().device_profile)
+    profile = load_profile(args.device or get_pipeline_settings().device_profile)
     reports = fpga_stage_reports(service, args.service_dir, profile)
     if not reports:
         raise UsageError(f"service {service.name} has no FPGA stage to estimate")
     device = EmulatedDevice(profile)
-    results = []
+    results: list[tuple[Stage, CostReport, float | None]] = []
     for stage, report in reports:
         if not report.fits:
             results.append((stage, report, None))

@@ -98,9 +98,9 @@ def _prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fpgaflow.flows.cli import UsageError
-    from fpgaflow.fpga_runtime.settings import get_settings
     from fpgaflow.tasks.errors import PipelineStepError
     from fpgaflow.tasks.numerics.formats import images_in, prepare_format_file
+    from fpgaflow.tasks.settings import get_pipeline_settings
 
     if not args.model.is_file():
         raise FileNotFoundError(f"no such ONNX file: {args.model}")
@@ -108,7 +108,7 @@ def _prepare(args: argparse.Namespace) -> int:
         raise UsageError("int8 calibrates on training images: pass --calibration IMAGE_DIR")
     try:
         calibration = (
-            images_in(args.calibration, _input_size(args.model), get_settings().int8_calibration_images)
+            images_in(args.calibration, _input_size(args.model), get_pipeline_settings().int8_calibration_images)
             if args.calibration
             else np.zeros((0, 1, 1, 3), np.float32)
         )

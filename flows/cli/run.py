@@ -145,9 +145,9 @@ def _answer_lines(client, image: Path, detects: bool) -> list[str]:
 
 def print_next_steps(summary: dict, config: PipelineConfig) -> None:
     """Where the results are: the service's answer for a sample image, and the two UIs."""
-    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.tasks.settings import get_pipeline_settings
 
-    settings = get_settings()
+    settings = get_pipeline_settings()
     data_dir = config.data_dir
     endpoint, image = summary.get("endpoint"), _sample_image(data_dir)
     if endpoint and image is not None:

@@ -2,8 +2,9 @@
 
 Methods of ``fpgaflow.cluster.Control`` (request and response are JSON objects):
 ``Status {}``, ``Deploy {service_dir, replicas, image}``, ``Undeploy {name}``,
-``Scale {name, replicas}``, ``Shutdown {}``, ``ReloadKeys {}`` (the gateway's API keys read again). Errors come back as gRPC statuses from
-:mod:`fpgaflow.fpga_runtime.errors` and are raised again on the client side with the same status and message.
+``Scale {name, replicas}``, ``Shutdown {}``, ``ReloadKeys {}`` (the gateway's API keys read again). Errors come
+back as gRPC statuses from :mod:`fpgaflow.fpga_runtime.errors` and are raised again on the client side with the
+same status and message.
 """
 
 from __future__ import annotations

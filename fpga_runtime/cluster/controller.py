@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -419,7 +420,7 @@ class Controller:
     def _key(name: str, record: ReplicaRecord) -> str:
         return f"{name}/{record.nodes[0]}"
 
-    def _route(self, name: str, ready: list[ReplicaRecord] = ()) -> None:
+    def _route(self, name: str, ready: Sequence[ReplicaRecord] = ()) -> None:
         """Push a model's replicas to the gateway: those whose nodes all run; ``ready`` ones just loaded."""
         placement = self.state.placements.get(name)
         if placement is None:
@@ -427,8 +428,8 @@ class Controller:
             return
         specs = []
         for record in placement.replicas:
-            addresses = [self.state.node(node_id).address for node_id in record.nodes]
-            if all(addresses):
+            addresses = [address for node_id in record.nodes if (address := self.state.node(node_id).address)]
+            if len(addresses) == len(record.nodes):
                 specs.append(
                     ReplicaSpec(
                         key=self._key(name, record),

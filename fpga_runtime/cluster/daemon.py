@@ -47,7 +47,7 @@ class GatewayLock:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / LOCK_FILE
-        self._file = open(self.path, "a+")
+        self._file = open(self.path, "a+")  # noqa: SIM115  (held open while the gateway runs: the lock lives on it)
 
     def try_acquire(self) -> bool:
         try:
@@ -64,9 +64,7 @@ class GatewayLock:
 def gateway_running(settings: Settings) -> bool:
     lock = GatewayLock(cluster_dir(settings))
     try:
-        if lock.try_acquire():
-            return False
-        return True
+        return not lock.try_acquire()
     finally:
         lock.release()
 
@@ -88,8 +86,15 @@ def running_state(settings: Settings) -> ClusterState:
     return state
 
 
+def running_gateway(settings: Settings) -> GatewayRecord:
+    """The running cluster's gateway, or the error :func:`running_state` gives."""
+    gateway = running_state(settings).gateway
+    assert gateway is not None  # running_state raises when the gateway is not running
+    return gateway
+
+
 def cluster_client(settings: Settings) -> ClusterClient:
-    return ClusterClient(running_state(settings).gateway.control_address)
+    return ClusterClient(running_gateway(settings).control_address)
 
 
 def start_gateway(
@@ -124,11 +129,11 @@ def start_gateway(
 
 def stop_cluster(settings: Settings) -> dict:
     """Cluster down: every node stopped, the target's networks removed, the gateway exited, the state forgotten."""
-    state = running_state(settings)
-    with ClusterClient(state.gateway.control_address) as client:
+    gateway = running_gateway(settings)
+    with ClusterClient(gateway.control_address) as client:
         result = client.shutdown()
-    if not wait_for_exit(state.gateway.pid, settings.server_shutdown_grace_seconds + 30):
-        kill_gateway(state.gateway)
+    if not wait_for_exit(gateway.pid, settings.server_shutdown_grace_seconds + 30):
+        kill_gateway(gateway)
     return result
 
 
@@ -159,7 +164,8 @@ def _load_or_create_state(store: StateStore, args: argparse.Namespace, settings:
     if args.device and args.device != state.device_profile:
         if any(not node.free for node in state.nodes):
             raise FpgaflowError(
-                f"the cluster in {store.directory} has {state.device_profile} devices holding models; undeploy them to change the device"
+                f"the cluster in {store.directory} has {state.device_profile} devices holding models; "
+                "undeploy them to change the device"
             )
         load_profile(args.device)
         state.device_profile = args.device

@@ -7,9 +7,11 @@ targets' launchers sit side by side in :mod:`fpgaflow.fpga_runtime.cluster.launc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from fpgaflow.fpga_runtime.cluster.state import NodeRecord
+from fpgaflow.fpga_runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class NodeProcess:
 
 class Launcher(Protocol):
     requires_image: bool
+
+    def __init__(self, cluster_name: str, settings: Settings, directory: Path) -> None: ...
 
     def start(self, spec: NodeSpec) -> NodeProcess:
         """Start the node and return once it answers (its model loaded); raise with the node's own error otherwise."""

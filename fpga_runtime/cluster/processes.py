@@ -59,8 +59,10 @@ def wait_until_listening(process: subprocess.Popen, timeout: float, log_path: Pa
 
 def _relay_stdout(process: subprocess.Popen, lines: queue.Queue, log_path: Path) -> None:
     """Hand stdout lines to the waiter and copy them to the log, until the process closes its stdout."""
-    with process.stdout, open(log_path, "a", encoding="utf-8") as log_file:
-        for raw in process.stdout:
+    stdout = process.stdout
+    assert stdout is not None  # spawn pipes stdout
+    with stdout, open(log_path, "a", encoding="utf-8") as log_file:
+        for raw in stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             lines.put(line)
             log_file.write(line + "\n")

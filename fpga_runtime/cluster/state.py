@@ -23,7 +23,7 @@ from fpgaflow.fpga_runtime.errors import FpgaflowError, ResourceExhausted
 from fpgaflow.fpga_runtime.settings import Settings
 
 STATE_FILE = "state.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 def cluster_dir(settings: Settings) -> Path:

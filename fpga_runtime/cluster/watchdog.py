@@ -99,12 +99,14 @@ class Watchdog:
         self._child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         if self._stop.is_set():  # a stop that came while the child was being started
             self._child.send_signal(signal.SIGTERM)
-        for raw in self._child.stdout:
+        stdout = self._child.stdout
+        assert stdout is not None  # the child's stdout is piped
+        for raw in stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             if line.startswith(LISTENING) and self.address is None:
                 self.address = line[len(LISTENING) :].strip()
             self._relay(line)
-        self._child.stdout.close()
+        stdout.close()
         return self._child.wait()
 
     def _relay(self, line: str) -> None:

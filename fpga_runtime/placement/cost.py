@@ -379,10 +379,7 @@ def _macs(node: onnx.NodeProto, label: str, shapes: dict[str, tuple[int, ...]]) 
         # weight [C, M/group, k...]: every input element feeds M/group x prod(k) outputs.
         return math.prod(_shape(node.input[0], label, shapes)[1:]) * math.prod(_shape(node.input[1], label, shapes)[1:])
     a = _shape(node.input[0], label, shapes)
-    if node.op_type == "Gemm":
-        inner = a[0] if _attribute(node, "transA", 0) else a[1]
-    else:
-        inner = a[-1]
+    inner = (a[0] if _attribute(node, "transA", 0) else a[1]) if node.op_type == "Gemm" else a[-1]
     return math.prod(output) * inner
 
 

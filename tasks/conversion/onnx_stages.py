@@ -21,8 +21,8 @@ import onnxruntime
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 FPGA_INPUT = "input"
 FEATURES = "features"
@@ -100,7 +100,8 @@ def check_graph_io(model: onnx.ModelProto, input_name: str, output_name: str, wh
     outputs = [value.name for value in model.graph.output]
     if inputs != [input_name] or outputs != [output_name]:
         raise ConversionError(
-            f"{what}: ONNX graph has inputs {inputs} and outputs {outputs}; expected exactly [{input_name!r}] -> [{output_name!r}]"
+            f"{what}: ONNX graph has inputs {inputs} and outputs {outputs}; "
+            f"expected exactly [{input_name!r}] -> [{output_name!r}]"
         )
 
 
@@ -181,7 +182,7 @@ def parity_problems(stages: dict[str, StageParity], tolerance: float, min_top1_a
 
 
 def parity_report(
-    stages: dict[str, StageParity], images: int, fpga_onnx: Path, cpu_onnx: Path, output_dir: Path, settings: Settings
+    stages: dict[str, StageParity], images: int, fpga_onnx: Path, cpu_onnx: Path, output_dir: Path, settings: PipelineSettings
 ) -> ConversionReport:
     """The conversion report of measured ``stages`` against the settings' tolerances, saved into ``output_dir``."""
     report = ConversionReport(
@@ -213,14 +214,14 @@ def convert_stages(
     cpu_model_path: Path,
     held_out_images: np.ndarray,
     output_dir: Path,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> ConversionReport:
     """Convert both stages into ``output_dir`` and measure parity; writes and returns the report.
 
     Does not raise on a parity miss (the report lists the problems, so it can be recorded
     first); call :func:`ensure_parity` to fail the step.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     output_dir = Path(output_dir).resolve()
     fpga_model, cpu_model = load_keras_model(fpga_model_path), load_keras_model(cpu_model_path)
     images = check_held_out(held_out_images, tuple(fpga_model.inputs[0].shape))[: settings.parity_images]
@@ -257,6 +258,6 @@ def load_held_out_images(paths: Sequence[str | Path], spec: PreprocessSpec, limi
 
     if not paths:
         raise PipelineStepError("no held-out images given for the parity check")
-    limit = limit or get_settings().parity_images
+    limit = limit or get_pipeline_settings().parity_images
     chosen = sorted({int(index) for index in np.linspace(0, len(paths) - 1, num=min(limit, len(paths)))})
     return load_images([paths[index] for index in chosen], spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 
 # rule name -> (table it checks, expectation class name, keyword arguments)
 RULES: dict[str, tuple[str, str, dict]] = {
@@ -37,7 +37,7 @@ RULES: dict[str, tuple[str, str, dict]] = {
 }
 
 
-def suite_parameters(settings: Settings) -> dict:
+def suite_parameters(settings: PipelineSettings) -> dict:
     return {
         "allowed_formats": list(settings.allowed_formats),
         "min_width": settings.min_image_width,

@@ -10,15 +10,15 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.data.expectations import RULES, suite_parameters, validation_tables
 from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint, stratified_split
 from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.files import write_text_atomic
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def run_expectations(
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("intake")
-    report, violations = {"success": True, "results": []}, []
+    report: dict[str, Any] = {"success": True, "results": []}
+    violations: list[Violation] = []
     for table_name, table in tables.items():
         batch = source.add_dataframe_asset(table_name).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_prefix}-{table_name}"))
@@ -97,7 +98,7 @@ def run_expectations(
     return report, violations
 
 
-def _run_expectations(tables: dict[str, pd.DataFrame], settings: Settings) -> tuple[dict, list[Violation]]:
+def _run_expectations(tables: dict[str, pd.DataFrame], settings: PipelineSettings) -> tuple[dict, list[Violation]]:
     return run_expectations(
         tables, RULES, suite_parameters(settings), {"files": "relpath", "classes": "label"}, {"decodes_as_image": "decode_error"}
     )
@@ -163,9 +164,9 @@ def write_splits(result, splits: pd.DataFrame, output_dir: Path):
     return result
 
 
-def intake_dataset(data_dir: Path, settings: Settings | None = None) -> IntakeResult:
+def intake_dataset(data_dir: Path, settings: PipelineSettings | None = None) -> IntakeResult:
     """Scan, validate and split ``data_dir``; raise DataValidationError when a rule is broken."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     manifest = build_manifest(Path(data_dir))
     if manifest.empty:
         raise DataValidationError(f"{data_dir} holds no images: expected one sub-folder per class with image files")

@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.artifacts import publish_table
-from fpgaflow.tasks.data.intake import validation_rows
+from fpgaflow.tasks.data.intake import IntakeResult, validation_rows
 from fpgaflow.tasks.data.watch import DatasetCheck, check_dataset, emit_dataset_updated, record_fingerprint
 from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.settings import PipelineSettings
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.kinds import ModelKind
 
 
 @task(name="validate-data", persist_result=False)
-def validate_data(kind: ModelKind, data_dir: Path, settings: Settings | None = None):
+def validate_data(kind: ModelKind, data_dir: Path, settings: PipelineSettings | None = None) -> IntakeResult:
     """The kind's intake as a Prefect task; publishes the rule table (artifact ``data-validation``) either way."""
     try:
         result = kind.intake(data_dir, settings)

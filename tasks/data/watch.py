@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import DATASET_UPDATED, dataset_resource, emit, folder_key
 from fpgaflow.tasks.files import write_text_atomic
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
 class RecordedFingerprint(BaseModel):
@@ -49,12 +49,12 @@ class DatasetCheck(BaseModel):
         return self.previous_fingerprint is not None and self.previous_fingerprint != self.fingerprint
 
 
-def state_path(data_dir: Path, settings: Settings | None = None) -> Path:
-    settings = settings or get_settings()
+def state_path(data_dir: Path, settings: PipelineSettings | None = None) -> Path:
+    settings = settings or get_pipeline_settings()
     return settings.home / "state" / "datasets" / f"{folder_key(data_dir)}.json"
 
 
-def last_fingerprint(data_dir: Path, settings: Settings | None = None) -> RecordedFingerprint | None:
+def last_fingerprint(data_dir: Path, settings: PipelineSettings | None = None) -> RecordedFingerprint | None:
     """The fingerprint recorded by the last check of ``data_dir``, or None if it was never checked."""
     path = state_path(data_dir, settings)
     if not path.is_file():
@@ -68,7 +68,7 @@ def last_fingerprint(data_dir: Path, settings: Settings | None = None) -> Record
         ) from None
 
 
-def record_fingerprint(data_dir: Path, fingerprint: str, num_images: int, settings: Settings | None = None) -> Path:
+def record_fingerprint(data_dir: Path, fingerprint: str, num_images: int, settings: PipelineSettings | None = None) -> Path:
     """Remember ``fingerprint`` as the latest of ``data_dir``."""
     data_dir = Path(data_dir).expanduser().resolve()
     record = RecordedFingerprint(
@@ -80,7 +80,7 @@ def record_fingerprint(data_dir: Path, fingerprint: str, num_images: int, settin
     return write_text_atomic(state_path(data_dir, settings), record.model_dump_json(indent=1) + "\n")
 
 
-def check_dataset(data_dir: Path, settings: Settings | None = None) -> DatasetCheck:
+def check_dataset(data_dir: Path, settings: PipelineSettings | None = None) -> DatasetCheck:
     """Fingerprint ``data_dir`` (the intake manifest's fingerprint) and compare with the last one recorded."""
     data_dir = Path(data_dir).expanduser().resolve()
     manifest = build_manifest(data_dir)

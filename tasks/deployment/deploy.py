@@ -16,12 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from fpgaflow.fpga_runtime.cluster.daemon import gateway_running, running_state
 from fpgaflow.fpga_runtime.cluster.launchers import LAUNCHERS
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.deployment.targets import TARGETS, DeployFailed, DeployResult
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
-def resolve_service(reference: str | Path, settings: Settings | None = None) -> Path:
+def resolve_service(reference: str | Path, settings: PipelineSettings | None = None) -> Path:
     """A service directory, or the one of ``NAME@ALIAS`` / ``NAME@VERSION`` in the registry."""
     path = Path(reference).expanduser()
     if path.is_dir():
@@ -45,10 +45,10 @@ def deploy(
     image: str | None = None,
     base_image: str | None = None,
     device: str | None = None,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> DeployResult:
     """Deploy ``reference`` with ``replicas`` replicas; a model already deployed is scaled or rolled over to it."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     if replicas < 1:
         raise DeployFailed(f"replicas must be at least 1, got {replicas}")
     service_dir = resolve_service(reference, settings)

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import yaml
 from kubernetes import client as k8s
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.placement.segments import segment_count
 from fpgaflow.fpga_runtime.profiles import known_profiles
 from fpgaflow.fpga_runtime.service import ServiceDefinition
 from fpgaflow.fpga_runtime.serving_image import node_command
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 CONTAINER = "fpga-node"
 PORT_NAME = "grpc"
@@ -40,7 +40,7 @@ MANIFEST_FILE = "manifests.yaml"
 FIELD_MANAGER = "fpgaflow"
 STARTUP_PERIOD_SECONDS = 5
 STARTUP_FAILURES = 120  # up to 10 minutes to load a model before liveness takes over
-MODEL_CLASSES = {
+MODEL_CLASSES: dict[tuple[str | None, str | None], type[BaseModel]] = {
     ("apps/v1", "Deployment"): k8s.V1Deployment,
     ("v1", "Service"): k8s.V1Service,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.V2HorizontalPodAutoscaler,
@@ -99,7 +99,13 @@ def _labels(service: ServiceDefinition, name: str, segment: int | None) -> dict[
 
 
 def _container(
-    service: ServiceDefinition, image: str, device: str, port: int, segment: int | None, next_hop: str | None, settings: Settings
+    service: ServiceDefinition,
+    image: str,
+    device: str,
+    port: int,
+    segment: int | None,
+    next_hop: str | None,
+    settings: PipelineSettings,
 ) -> dict:
     entrypoint, arguments = node_command(segment, next_hop, port, device)
     container: dict = {"name": CONTAINER, "image": image}
@@ -123,10 +129,14 @@ def _container(
 
 
 def render_manifests(
-    service: ServiceDefinition, image: str, replicas: int, device_profile: str | None = None, settings: Settings | None = None
+    service: ServiceDefinition,
+    image: str,
+    replicas: int,
+    device_profile: str | None = None,
+    settings: PipelineSettings | None = None,
 ) -> list[dict]:
     """Deployment, Service and HorizontalPodAutoscaler of every segment of ``service``, validated."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     if replicas < 1:
         raise InvalidInput(f"replicas must be at least 1, got {replicas}")
     device = device_profile or settings.device_profile
@@ -203,7 +213,7 @@ def render_manifests(
     return manifests
 
 
-def kubeconfig_path(settings: Settings) -> Path:
+def kubeconfig_path(settings: PipelineSettings) -> Path:
     return (settings.kubeconfig or Path("~/.kube/config")).expanduser()
 
 
@@ -220,7 +230,7 @@ def _apis(api_client) -> dict[str, tuple]:
     }
 
 
-def apply_manifests(manifests: list[dict], settings: Settings) -> None:
+def apply_manifests(manifests: list[dict], settings: PipelineSettings) -> None:
     """Create each object, or replace it when it exists (keeping its resourceVersion and a Service's clusterIP)."""
     from kubernetes import config
     from kubernetes.client.rest import ApiException
@@ -251,10 +261,14 @@ def apply_manifests(manifests: list[dict], settings: Settings) -> None:
 
 
 def deploy_to_kubernetes(
-    service: ServiceDefinition, image: str, replicas: int, device_profile: str | None = None, settings: Settings | None = None
+    service: ServiceDefinition,
+    image: str,
+    replicas: int,
+    device_profile: str | None = None,
+    settings: PipelineSettings | None = None,
 ) -> KubernetesResult:
     """Render and write the manifests under ``<home>/kubernetes/<name>/``; apply them when a kubeconfig is present."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     manifests = render_manifests(service, image, replicas, device_profile, settings)
     directory = settings.home / "kubernetes" / object_name(service.name)
     directory.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,10 @@ from fpgaflow.fpga_runtime.placement.fit import fpga_stage_reports
 from fpgaflow.fpga_runtime.placement.split import chained_parity, extract_parts, plan_split, single_fpga_stage
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.packaging.service_dir import stage_from_onnx
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 log = logging.getLogger(__name__)
 SOURCE_SPLIT_FROM = "split_from"
@@ -58,10 +58,13 @@ def _sha256(path: Path) -> str:
 
 
 def split_service(
-    service_dir: str | Path, output_dir: str | Path, device_profile: str | Path | DeviceProfile, settings: Settings | None = None
+    service_dir: str | Path,
+    output_dir: str | Path,
+    device_profile: str | Path | DeviceProfile,
+    settings: PipelineSettings | None = None,
 ) -> SplitResult:
     """Write ``output_dir``: ``service_dir`` with its FPGA stage cut into parts that each fit one device."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     service_dir, output_dir = Path(service_dir), Path(output_dir)
     service = load_service(service_dir)
     profile = device_profile if isinstance(device_profile, DeviceProfile) else load_profile(device_profile)
@@ -125,10 +128,10 @@ def split_service(
     )
 
 
-def fit_to_device(service_dir: str | Path, device_profile: str | Path, settings: Settings | None = None) -> SplitResult:
+def fit_to_device(service_dir: str | Path, device_profile: str | Path, settings: PipelineSettings | None = None) -> SplitResult:
     """The service directory to deploy on ``device_profile`` devices: itself when every FPGA stage fits one
     device, else its split under ``<home>/split/<name>-<version>-<profile>`` (made once per FPGA graph)."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     service_dir = Path(service_dir).resolve()
     service = load_service(service_dir)
     profile = load_profile(device_profile)

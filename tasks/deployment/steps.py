@@ -9,16 +9,17 @@ from typing import TYPE_CHECKING
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.artifacts import publish_table
+from fpgaflow.tasks.settings import get_pipeline_settings
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.kinds import ModelKind
+    from fpgaflow.tasks.kinds.protocol import SmokeOutcome
 
 
 @task(name="smoke-test", cache_policy=NO_CACHE)
-def smoke_test_task(kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence):
-    keys = get_settings().server_api_keys
+def smoke_test_task(kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence) -> SmokeOutcome:
+    keys = get_pipeline_settings().server_api_keys
     result = kind.smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
     publish_table(
         "smoke-test",

@@ -21,9 +21,9 @@ from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, gateway_running
 from fpgaflow.fpga_runtime.cluster.launchers import LAUNCHERS
 from fpgaflow.fpga_runtime.errors import FpgaflowError
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.deployment.split import fit_to_device
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
 class DeployFailed(PipelineStepError):
@@ -63,22 +63,37 @@ class DeployResult:
 
 class DeploymentTarget(Protocol):
     def deploy(
-        self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None, settings: Settings
+        self,
+        service_dir: Path,
+        replicas: int,
+        image: str | None,
+        base_image: str | None,
+        device: str | None,
+        settings: PipelineSettings,
     ) -> DeployResult:
-        """Put ``replicas`` replicas of the service in ``service_dir`` onto the target; a model already there is scaled or rolled over."""
+        """Put ``replicas`` replicas of the service in ``service_dir`` onto the target.
+
+        A model already there is scaled or rolled over.
+        """
 
 
 def start_cluster(
-    target: str, nodes: int | None = None, device: str | None = None, port: int | None = None, settings: Settings | None = None
+    target: str,
+    nodes: int | None = None,
+    device: str | None = None,
+    port: int | None = None,
+    settings: PipelineSettings | None = None,
 ):
     """``fpgaflow cluster up``: the gateway process of a new (or the saved) cluster on ``target``."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     if target not in LAUNCHERS:
         raise DeployFailed(f"a cluster runs on the targets {sorted(LAUNCHERS)}, not {target!r}")
     return start_gateway(settings, nodes=nodes, device=device, target=target, port=port)
 
 
-def serving_image(service_dir: Path, image: str | None, base_image: str | None, settings: Settings) -> tuple[str | None, str]:
+def serving_image(
+    service_dir: Path, image: str | None, base_image: str | None, settings: PipelineSettings
+) -> tuple[str | None, str]:
     """The given image, else the one built for the service (None and the reason when none could be built)."""
     if image:
         return image, ""
@@ -93,7 +108,13 @@ class ClusterTarget:
     name: str
 
     def deploy(
-        self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None, settings: Settings
+        self,
+        service_dir: Path,
+        replicas: int,
+        image: str | None,
+        base_image: str | None,
+        device: str | None,
+        settings: PipelineSettings,
     ) -> DeployResult:
         running = gateway_running(settings)
         if running:
@@ -134,7 +155,13 @@ class KubernetesTarget:
     name = "kubernetes"
 
     def deploy(
-        self, service_dir: Path, replicas: int, image: str | None, base_image: str | None, device: str | None, settings: Settings
+        self,
+        service_dir: Path,
+        replicas: int,
+        image: str | None,
+        base_image: str | None,
+        device: str | None,
+        settings: PipelineSettings,
     ) -> DeployResult:
         from fpgaflow.tasks.deployment.kubernetes import deploy_to_kubernetes
         from fpgaflow.tasks.packaging.image_build import default_tag

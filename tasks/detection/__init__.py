@@ -12,10 +12,12 @@ The pieces, one module each:
   reference of the CPU stage), :mod:`~fpgaflow.tasks.detection.postprocess`: the same as an ONNX graph (the CPU
   stage a node runs);
 - :mod:`~fpgaflow.tasks.detection.average_precision`: VOC mAP@0.5;
-- :mod:`~fpgaflow.tasks.detection.annotations`, :mod:`~fpgaflow.tasks.detection.intake`, :mod:`~fpgaflow.tasks.detection.sample_data`: the
-  detection dataset layout, its validation, and a sample set of handwritten digits on canvases;
-- :mod:`~fpgaflow.tasks.detection.training`, :mod:`~fpgaflow.tasks.detection.export`, :mod:`~fpgaflow.tasks.detection.train_step`,
-  :mod:`~fpgaflow.tasks.detection.registration`, :mod:`~fpgaflow.tasks.detection.conversion`, :mod:`~fpgaflow.tasks.detection.numerics`,
+- :mod:`~fpgaflow.tasks.detection.annotations`, :mod:`~fpgaflow.tasks.detection.intake`,
+  :mod:`~fpgaflow.tasks.detection.sample_data`: the detection dataset layout, its validation, and a sample set of
+  handwritten digits on canvases;
+- :mod:`~fpgaflow.tasks.detection.training`, :mod:`~fpgaflow.tasks.detection.export`,
+  :mod:`~fpgaflow.tasks.detection.train_step`, :mod:`~fpgaflow.tasks.detection.registration`,
+  :mod:`~fpgaflow.tasks.detection.conversion`, :mod:`~fpgaflow.tasks.detection.numerics`,
   :mod:`~fpgaflow.tasks.detection.smoke`: what the detector kind (:mod:`fpgaflow.tasks.kinds.detector`) does in each stage.
 
 Coordinates: boxes are ``[ymin, xmin, ymax, xmax]`` normalised to the image (0..1) everywhere

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from fpgaflow.fpga_runtime.ort import make_session
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import (
     CPU_STAGE_FILE,
     FPGA_INPUT,
@@ -38,6 +37,7 @@ from fpgaflow.tasks.detection.detect import detect
 from fpgaflow.tasks.detection.export import load_detector
 from fpgaflow.tasks.detection.geometry import flatten_heads
 from fpgaflow.tasks.detection.parity import detection_parity
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
 def convert_detector_stage(keras_model, onnx_path: Path, opset: int) -> Path:
@@ -60,7 +60,11 @@ def run_stage(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def convert_detector(
-    fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path, settings: Settings | None = None
+    fpga_model_path: Path,
+    cpu_model_path: Path,
+    held_out_images: np.ndarray,
+    output_dir: Path,
+    settings: PipelineSettings | None = None,
 ) -> ConversionReport:
     """Convert the detector's FPGA stage, copy its CPU stage into ``output_dir`` and measure parity.
 
@@ -68,7 +72,7 @@ def convert_detector(
     ``fpga_stage.keras``, ``cpu_model_path`` its ``cpu_stage.onnx`` beside the other exported files).
     Does not raise on a parity miss; :func:`fpgaflow.tasks.conversion.onnx_stages.ensure_parity` fails the step.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     output_dir = Path(output_dir).resolve()
     exported = load_detector(Path(fpga_model_path).parent)
     if Path(cpu_model_path).resolve() != exported.cpu_stage.resolve():

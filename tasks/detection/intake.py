@@ -29,11 +29,11 @@ from PIL import Image
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import decode_image
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.data.intake import IntakeResult, Violation, ensure_valid, run_expectations, write_splits
 from fpgaflow.tasks.detection.annotations import ANNOTATION_SUFFIXES, Annotation, AnnotationError, read_annotation
 from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.files import write_text_atomic
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 LABELS_FILE = "labels.txt"
 IMAGES_DIR = "images"
@@ -168,17 +168,19 @@ def scan_dataset(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             except (AnnotationError, OSError) as error:
                 problem = f"{annotation_path.name}: {error}"
         decoded = row["decodes"] is True
-        size_matches = annotation is None or not decoded or (annotation.width, annotation.height) == (row["width"], row["height"])
+        size_mismatch = (
+            f"annotation says {annotation.width}x{annotation.height}, the image decodes to {row['width']}x{row['height']}"
+            if annotation is not None and decoded and (annotation.width, annotation.height) != (row["width"], row["height"])
+            else ""
+        )
         row.update(
             annotation=str(annotation_path) if annotation_path else "",
             annotation_sha256=hashlib.sha256(annotation_path.read_bytes()).hexdigest() if annotation_path else "",
             annotated=annotation_path is not None,
             annotation_readable=annotation is not None or annotation_path is None,
             annotation_error=problem,
-            size_matches=size_matches,
-            size_detail=""
-            if size_matches
-            else f"annotation says {annotation.width}x{annotation.height}, the image decodes to {row['width']}x{row['height']}",
+            size_matches=not size_mismatch,
+            size_detail=size_mismatch,
             objects=len(annotation.objects) if annotation else 0,
         )
         images.append(row)
@@ -225,7 +227,7 @@ def validation_tables(images: pd.DataFrame, objects: pd.DataFrame, labels: list[
     return {"images": images, "objects": objects, "labels": table}
 
 
-def suite_parameters(settings: Settings, labels: list[str]) -> dict:
+def suite_parameters(settings: PipelineSettings, labels: list[str]) -> dict:
     return {
         "allowed_formats": list(settings.allowed_formats),
         "min_width": settings.min_image_width,
@@ -268,9 +270,9 @@ def _exclude_unreadable(images: pd.DataFrame, objects: pd.DataFrame) -> tuple[pd
     return kept, objects[objects["relpath"].isin(kept["relpath"])].reset_index(drop=True), skipped
 
 
-def intake_detection_dataset(data_dir: Path, settings: Settings | None = None) -> DetectionIntakeResult:
+def intake_detection_dataset(data_dir: Path, settings: PipelineSettings | None = None) -> DetectionIntakeResult:
     """Scan, validate and split a detection dataset; raise DataValidationError naming every broken rule."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise NotADirectoryError(f"data folder {data_dir} does not exist or is not a folder")

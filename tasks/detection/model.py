@@ -21,7 +21,6 @@ import keras
 import numpy as np
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.detection.geometry import (
     EXTRA_LAYERS,
     NAME,
@@ -41,6 +40,7 @@ from fpgaflow.tasks.featurizers.catalog import (
     imagenet_weights_file,
     seed_everything,
 )
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 DEFAULT_INPUT_SIZE = 300
 NUMERIC_FORMAT = "keras-fp32"
@@ -125,7 +125,10 @@ def _feature_maps(inputs: keras.KerasTensor, width: float, count: int) -> list[k
 
 
 def build_ssd_model(input_size: int, num_classes: int, feature_maps: int | None = None, width: float = 1.0) -> keras.Model:
-    """The functional SSD model (random weights; call :func:`fpgaflow.tasks.featurizers.catalog.seed_everything` first for repeatable ones)."""
+    """The functional SSD model.
+
+    Its weights are random; call :func:`fpgaflow.tasks.featurizers.catalog.seed_everything` first for repeatable ones.
+    """
     count = check_geometry(input_size, feature_maps)
     if num_classes < 1:
         raise ValueError(f"a detector needs at least one object class, got {num_classes}")
@@ -178,7 +181,7 @@ def describe(model: keras.Model, weights: str, seed: int, width: float, fine_tun
     )
 
 
-def load_imagenet_vgg16(model: keras.Model, width: float, settings: Settings) -> None:
+def load_imagenet_vgg16(model: keras.Model, width: float, settings: PipelineSettings) -> None:
     """Copy ImageNet VGG-16 convolutions (the keras.applications file the vgg16 featurizer uses) into the backbone."""
     if width != 1.0:
         raise WeightsUnavailable(
@@ -200,14 +203,14 @@ def build_detector(
     seed: int = 0,
     feature_maps: int | None = None,
     width: float = 1.0,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> Detector:
     """Build the SSD-VGG detector for ``num_classes`` object classes.
 
     ``weights``: 'imagenet' (VGG-16 convolutions from the ImageNet file; the SSD layers seeded),
     'none' (everything seeded) or the path of a ``.weights.h5`` file saved from a detector of the same geometry.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     keyword = str(weights).lower()
     weights_file = None if keyword in ("imagenet", "none") else Path(weights).expanduser().resolve()
     if weights_file is not None and not weights_file.is_file():

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_STAGE_FILE
 from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
@@ -29,6 +28,7 @@ from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, format_names, gate_formats, prepare_format_file
 from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
 def served_detections(fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spec: PreprocessSpec) -> list[ImageDetections]:
@@ -57,13 +57,13 @@ def evaluate_detector_numerics(
     spec: PreprocessSpec,
     config: PipelineConfig,
     output_dir: Path,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> NumericsOutcome:
     """Test mAP@0.5 of every format in ``config.numerics`` (fp32 always included), the gates and the serve format.
 
     ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     test = splits[splits["split"] == "test"]
     if test.empty:
         raise PipelineStepError("the split manifest has no test images to measure the numeric formats on")

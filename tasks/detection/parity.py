@@ -2,7 +2,8 @@
 
 Detections are compared as sets: each detection of the reference, best first, is paired with the
 candidate's nearest detection of the same class, if no corner of the two boxes is more than 1% of
-the image side apart (a twin; unlike an IoU, this also pairs boxes clipped to no area). ``top1_agreement`` is the share of detections that found a twin (of the larger of the two
+the image side apart (a twin; unlike an IoU, this also pairs boxes clipped to no area).
+``top1_agreement`` is the share of detections that found a twin (of the larger of the two
 counts per image) and ``max_abs_diff`` the largest box-corner or score difference between twins. A
 box whose score sits on the score threshold, or that ties at the K-th place, may appear on one side
 only; that lowers the agreement a little instead of failing the comparison outright.

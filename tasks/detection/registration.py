@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from fpgaflow.fpga_runtime.service import check_name
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, load_keras_model
 from fpgaflow.tasks.detection.export import DetectorFiles
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.registration import RegisteredVersion, log_keras_model, logged_model_id, register_run_model
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from mlflow import MlflowClient
 
 LOGGED_MODEL_NAME = "detector"
@@ -69,14 +69,14 @@ def register_trained_detector(
     fpga_model_path: Path,
     cpu_model_path: Path,
     class_names: Sequence[str],
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> RegisteredVersion:
     """Create the model version of this run's detector; a retried step returns the same version.
 
     Same call as :func:`fpgaflow.tasks.registry.registration.register_trained_model`; ``cpu_model_path`` must be the
     ``cpu_stage.onnx`` exported beside ``fpga_model_path``.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     check_name(model_name, "model name")
     files = DetectorFiles(Path(fpga_model_path).parent)
     if Path(cpu_model_path).resolve() != files.cpu_stage.resolve():

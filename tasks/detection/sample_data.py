@@ -82,7 +82,7 @@ def write_detection_sample_data(
     """Write ``count`` annotated images of the given ``digits``; replaces the folder atomically. Returns objects per label."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    wanted = sorted(set(int(digit) for digit in digits))
+    wanted = sorted({int(digit) for digit in digits})
     if not wanted or any(not 0 <= digit <= 9 for digit in wanted):
         raise ValueError(f"digits must be a non-empty selection of 0-9, got {list(digits)}")
     images, labels = digit_images(max(DIGIT_SIZES))

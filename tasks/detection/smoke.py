@@ -48,13 +48,16 @@ def detection_smoke_test(
     if not images:
         raise PipelineStepError("the smoke test needs at least one held-out image")
     host, port = parse_endpoint(endpoint)
-    rows, largest, agreements = [], 0.0, []
+    rows: list[dict] = []
+    largest = 0.0
+    agreements: list[float] = []
     with OfflineService(service_dir) as offline, PredictionClient(host, port, access_token=api_key) as client:
         for path in images:
             data = Path(path).read_bytes()
             expected = {name: value for name, value in offline.outputs([data]).items() if name in DETECTION_OUTPUTS}
             served = _as_outputs(client.detect_image(data), expected[SCORES_OUTPUT].shape[1])
             parity = detection_parity(expected, served)
+            assert parity.top1_agreement is not None, "detection parity always measures the agreement"
             largest, agreements = max(largest, parity.max_abs_diff), agreements + [parity.top1_agreement]
             rows.append(
                 {

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.detection.export import DetectorFiles, export_detector
 from fpgaflow.tasks.detection.geometry import DetectorInfo
@@ -21,6 +20,7 @@ from fpgaflow.tasks.detection.model import build_detector
 from fpgaflow.tasks.detection.training import evaluate_detector, train_detector
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.files import write_text_atomic
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 MODEL_DIR = "model"
 EVALUATION_DIR = "evaluation"
@@ -73,13 +73,13 @@ def detection_train_step(
     dataset_fingerprint: str,
     config: PipelineConfig,
     output_dir: Path,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> DetectionTrainingOutcome:
     """Train on the manifest's train/val images, evaluate mAP@0.5 on its test images, export into ``output_dir/model``.
 
     ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step (the detector has no feature cache).
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     missing = [column for column in ("path", "annotation", "split") if column not in splits.columns]
     if missing:
         raise PipelineStepError(f"the split manifest lacks the columns {missing}: give the detection intake's splits.csv")

@@ -86,7 +86,10 @@ def training_model(detector: Detector) -> keras.Model:
 
 
 def set_trainable(model: keras.Model, mode: str, unfreeze_blocks: int) -> list[str]:
-    """Freeze the VGG-16 convolutions ('head') or all but their last ``unfreeze_blocks`` blocks ('full'); returns the trained VGG blocks."""
+    """Freeze the VGG-16 convolutions ('head') or all but their last ``unfreeze_blocks`` blocks ('full').
+
+    Returns the trained VGG blocks.
+    """
     blocks = sorted(
         {layer.name.split("_")[0] for layer in backbone_layers(model)}, key=lambda name: int(name.removeprefix(BACKBONE_PREFIX))
     )

@@ -24,8 +24,8 @@ from keras.src.random import seed_generator as keras_seed_generator
 from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 INPUT = "input"
 FEATURES = "features"
@@ -202,7 +202,7 @@ def describe(
     )
 
 
-def imagenet_weights_file(arch: Architecture, settings: Settings) -> Path:
+def imagenet_weights_file(arch: Architecture, settings: PipelineSettings) -> Path:
     directory = settings.imagenet_weights_dir.expanduser()
     path = directory / arch.imagenet_file
     if not path.is_file():
@@ -239,13 +239,13 @@ def seed_everything(seed: int) -> None:
 
 
 def build_featurizer(
-    name: str, weights: str = "none", input_size: int = 224, seed: int = 0, settings: Settings | None = None
+    name: str, weights: str = "none", input_size: int = 224, seed: int = 0, settings: PipelineSettings | None = None
 ) -> Featurizer:
     """Build featurizer ``name`` with ``weights`` 'imagenet', 'none' (seeded) or a weights file path."""
     arch = architecture(name)
     if input_size < 32:
         raise ValueError(f"input size must be at least 32 pixels (the featurizers downsample 32x), got {input_size}")
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     keyword = str(weights).lower()
     imagenet_file = imagenet_weights_file(arch, settings) if keyword == "imagenet" else None
     weights_file = None if keyword in ("imagenet", "none") else Path(weights).expanduser().resolve()

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("path", "label", "split")
@@ -136,7 +136,7 @@ def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=True, **arrays)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -180,6 +180,6 @@ def featurize_splits(
     return FeatureSet(result, cache_path, from_cache=False)
 
 
-def feature_cache_dir(settings: Settings | None = None) -> Path | None:
-    settings = settings or get_settings()
+def feature_cache_dir(settings: PipelineSettings | None = None) -> Path | None:
+    settings = settings or get_pipeline_settings()
     return settings.home / "cache" / "features" if settings.feature_cache else None

@@ -18,6 +18,7 @@ from fpgaflow.tasks.deployment.smoke import SmokeResult, smoke_test
 from fpgaflow.tasks.numerics.accuracy import evaluate_numerics
 from fpgaflow.tasks.numerics.outcome import NumericsOutcome
 from fpgaflow.tasks.operations.scoring import LabelledImage, split_images
+from fpgaflow.tasks.packaging.service_dir import ServiceTask
 from fpgaflow.tasks.registry.registration import RegisteredVersion, register_trained_model
 from fpgaflow.tasks.training.train_step import TrainingOutcome, evaluation_markdown, featurizer_markdown, train_step
 
@@ -25,7 +26,7 @@ from fpgaflow.tasks.training.train_step import TrainingOutcome, evaluation_markd
 class Classifier:
     name = "classifier"
     rules = RULES
-    service_task = "classification"
+    service_task: ServiceTask = "classification"
     default_output = PROBABILITIES
     service_title = "Service"
     parity_compared = "Keras vs onnxruntime"

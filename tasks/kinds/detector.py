@@ -29,13 +29,14 @@ from fpgaflow.tasks.detection.registration import register_trained_detector
 from fpgaflow.tasks.detection.smoke import DetectionSmokeResult, detection_smoke_test
 from fpgaflow.tasks.detection.train_step import DetectionTrainingOutcome, detection_train_step, training_markdown
 from fpgaflow.tasks.numerics.outcome import NumericsOutcome
+from fpgaflow.tasks.packaging.service_dir import ServiceTask
 from fpgaflow.tasks.registry.registration import RegisteredVersion
 
 
 class Detector:
     name = "detector"
     rules = RULES
-    service_task = "detection"
+    service_task: ServiceTask = "detection"
     default_output = BOXES_OUTPUT  # a request that names no outputs gets all four detection outputs
     service_title = "Detection service"
     parity_compared = "Keras vs onnxruntime detections"

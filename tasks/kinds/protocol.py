@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     import numpy as np
@@ -15,20 +15,32 @@ if TYPE_CHECKING:
     from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
     from fpgaflow.tasks.config import PipelineConfig
     from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
+    from fpgaflow.tasks.data.intake import IntakeResult
+    from fpgaflow.tasks.deployment.smoke import SmokeResult
+    from fpgaflow.tasks.detection.smoke import DetectionSmokeResult
+    from fpgaflow.tasks.detection.train_step import DetectionTrainingOutcome
     from fpgaflow.tasks.numerics.outcome import NumericsOutcome
+    from fpgaflow.tasks.packaging.service_dir import ServiceTask
     from fpgaflow.tasks.registry.registration import RegisteredVersion
+    from fpgaflow.tasks.training.train_step import TrainingOutcome
+
+    TrainedOutcome: TypeAlias = TrainingOutcome | DetectionTrainingOutcome
+    SmokeOutcome: TypeAlias = SmokeResult | DetectionSmokeResult
 
 
 class ModelKind(Protocol):
     name: str
-    rules: Mapping[str, Any]  # the data validation rules, by name, as the data-validation table lists them
-    service_task: str  # service.json ``task``
+    service_task: ServiceTask  # service.json ``task``
     default_output: str  # the output a request that names none gets
     service_title: str  # how the service-definition artifact names the service
     parity_compared: str  # what the onnx-parity artifact says was compared
     numerics_measure: str  # what the numerics artifact says was measured per format
 
-    def intake(self, data_dir: Path, settings=None) -> Any:
+    @property
+    def rules(self) -> Mapping[str, Any]:
+        """The data validation rules, by name, as the data-validation table lists them."""
+
+    def intake(self, data_dir: Path, settings=None) -> IntakeResult:
         """Scan, validate and split ``data_dir``: a result with ``summary()``, the class names and the split manifest."""
 
     def intake_caption(self, result) -> str:
@@ -41,7 +53,7 @@ class ModelKind(Protocol):
 
     def train(
         self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig, output_dir: Path
-    ) -> Any:
+    ) -> TrainedOutcome:
         """Train, evaluate on the test split and export: an outcome with ``summary()``, ``evaluation``, ``model_files``."""
 
     def publish_training(self, outcome) -> None:
@@ -67,7 +79,7 @@ class ModelKind(Protocol):
         output_dir: Path,
     ) -> NumericsOutcome: ...
 
-    def smoke_test(self, endpoint: str, service_dir: Path, images: Sequence, api_key: str | None = None) -> Any:
+    def smoke_test(self, endpoint: str, service_dir: Path, images: Sequence, api_key: str | None = None) -> SmokeOutcome:
         """Compare the deployed service with its service definition run offline; the result has ``summary()`` and ``rows``."""
 
     def smoke_caption(self, result) -> str:

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FEATURES, FPGA_STAGE_FILE, PROBABILITIES, convert_keras_stage
 from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
@@ -29,6 +28,7 @@ from fpgaflow.tasks.numerics.formats import (
     prepare_format_file,
 )
 from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from fpgaflow.tasks.training.head import train_head
 
 
@@ -46,12 +46,12 @@ def evaluate_numerics(
     spec: PreprocessSpec,
     config: PipelineConfig,
     output_dir: Path,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
     progress: bool = True,
 ) -> NumericsOutcome:
     """Accuracy of every format in ``config.numerics`` (fp32 always included), the gates and the serve format."""
 
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     output_dir = Path(output_dir)
     calibration = calibration_images(splits, spec, settings.int8_calibration_images)
     accuracies: dict[str, float] = {}

@@ -245,13 +245,15 @@ def apply_block_float(model: onnx.ModelProto, fmt: NumericFormat) -> onnx.ModelP
         operands_of = BLOCK_OPERANDS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if operands_of is not None:
             operands = operands_of(node)
-            shapes = [shape_of(node.input[operand.index]) for operand in operands]
-            for operand, shape in zip(operands, shapes):
+            shapes = []
+            for operand in operands:
+                shape = shape_of(node.input[operand.index])
                 if shape is None:
                     raise ValueError(
                         f"{node.op_type} node {node.name!r}: the rank of input {node.input[operand.index]!r} is unknown; "
                         "run ONNX shape inference on the model first"
                     )
+                shapes.append(shape)
             axes = [operand.axis % len(shape) if len(shape) > 1 else 0 for operand, shape in zip(operands, shapes)]
             reduction = _reduction_length(node, operands, shapes, axes)
             for operand, shape, axis in zip(operands, shapes, axes):
@@ -319,11 +321,12 @@ def block_quantizer_model(
     ``shape`` may hold ``None`` for free dimensions except at ``axis``.
     """
     axis = axis % len(shape)
-    if shape[axis] is None:
+    blocked_length = shape[axis]
+    if blocked_length is None:
         raise ValueError("the blocked axis needs a known length")
     graph = helper.make_graph([], "block_quantizer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], [])
     editor = _GraphEditor(graph, opset, fmt.name)
-    output = add_block_quantizer(editor, "x", len(shape), axis, shape[axis], fmt)
+    output = add_block_quantizer(editor, "x", len(shape), axis, blocked_length, fmt)
     graph.node.extend(editor.take_pending())
     graph.node.append(helper.make_node("Identity", [output], ["y"], name="output"))
     graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape)))

@@ -29,11 +29,11 @@ import onnx
 
 from fpgaflow.fpga_runtime.numerics import FORMATS, FormatKind, NumericFormat, numeric_format
 from fpgaflow.fpga_runtime.ort import make_session
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import StageParity, measure_parity
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.numerics.bfp import apply_block_float
 from fpgaflow.tasks.numerics.int8 import quantize_int8
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 FEATURIZER_INPUT = "input"
 FEATURIZER_OUTPUT = "features"
@@ -53,7 +53,8 @@ class NumericsGateError(PipelineStepError):
 class OnnxNumerics(Protocol):
     """A numeric format the featurizer graph can be prepared in."""
 
-    format: NumericFormat
+    @property
+    def format(self) -> NumericFormat: ...
 
     @property
     def name(self) -> str: ...
@@ -88,7 +89,7 @@ class Int8Numerics:
     calibration_images: int = 64
 
     @classmethod
-    def from_settings(cls, fmt: NumericFormat, settings: Settings) -> Int8Numerics:
+    def from_settings(cls, fmt: NumericFormat, settings: PipelineSettings) -> Int8Numerics:
         return cls(
             fmt,
             per_channel=settings.int8_per_channel,
@@ -130,20 +131,20 @@ class BlockFloatNumerics:
         return apply_block_float(model, self.format)
 
 
-IMPLEMENTATIONS: dict[FormatKind, Callable[[NumericFormat, Settings], OnnxNumerics]] = {
+IMPLEMENTATIONS: dict[FormatKind, Callable[[NumericFormat, PipelineSettings], OnnxNumerics]] = {
     "float32": lambda fmt, settings: Float32Numerics(fmt),
     "int8": Int8Numerics.from_settings,
     "block_float": lambda fmt, settings: BlockFloatNumerics(fmt),
 }
 
 
-def numerics_for(name: str, block_size: int | None = None, settings: Settings | None = None) -> OnnxNumerics:
+def numerics_for(name: str, block_size: int | None = None, settings: PipelineSettings | None = None) -> OnnxNumerics:
     """The implementation of format ``name`` (``block_size`` applies to block floating point formats)."""
     try:
         fmt = numeric_format(name, block_size)
     except ValueError as error:
         raise PipelineStepError(str(error)) from None
-    return IMPLEMENTATIONS[fmt.kind](fmt, settings or get_settings())
+    return IMPLEMENTATIONS[fmt.kind](fmt, settings or get_pipeline_settings())
 
 
 def prepare_model(numerics: OnnxNumerics, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
@@ -167,7 +168,7 @@ def prepare_format_file(
     output: Path,
     calibration: np.ndarray,
     block_size: int | None = None,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> Path:
     """Read the fp32 featurizer ``source``, prepare it in format ``name``, write it to ``output``."""
     source, output = Path(source), Path(output)
@@ -265,7 +266,8 @@ def gate_formats(accuracies: Mapping[str, float], max_drop: float) -> dict[str, 
         else:
             message = (
                 f"{name} fails the accuracy gate: top-1 {accuracy:.4f} is {drop * 100:.2f} points below "
-                f"{REFERENCE_FORMAT} {reference:.4f}; at most {max_drop * 100:.2f} points are allowed (max_accuracy_drop {max_drop:g})"
+                f"{REFERENCE_FORMAT} {reference:.4f}; at most {max_drop * 100:.2f} points are allowed "
+                f"(max_accuracy_drop {max_drop:g})"
             )
         results[name] = FormatGateResult(name, float(accuracy), reference, delta, passed, message)
     return results
@@ -287,7 +289,8 @@ def choose_serve_format(results: Mapping[str, FormatGateResult], requested: str 
         )
     if requested not in results:
         raise NumericsGateError(
-            f"serve format {requested!r} was not evaluated (evaluated: {', '.join(results) or 'none'}); add it to the numerics list"
+            f"serve format {requested!r} was not evaluated (evaluated: {', '.join(results) or 'none'}); "
+            "add it to the numerics list"
         )
     if not results[requested].passed:
         raise NumericsGateError(f"cannot serve {requested}: {results[requested].message}")
@@ -305,7 +308,7 @@ class FormatComparison:
     latency_ratio: float
 
     def summary(self) -> dict:
-        summary = {
+        summary: dict[str, float | None] = {
             "features_max_abs_diff": self.features.max_abs_diff,
             "features_scaled_diff": self.features.scaled_diff,
             "latency_p50_ms": self.latency_p50_ms,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.numerics.formats import FormatGateResult
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 @dataclass
@@ -32,7 +32,7 @@ class NumericsOutcome:
         return self.files[self.serve_format]
 
 
-def allowed_drop(config: PipelineConfig, settings: Settings) -> float:
+def allowed_drop(config: PipelineConfig, settings: PipelineSettings) -> float:
     """The largest drop from fp32 a format may show and pass: the config's, else the setting."""
     return settings.max_accuracy_drop if config.max_accuracy_drop is None else config.max_accuracy_drop
 

@@ -12,11 +12,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.artifacts import publish_table
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, gate_formats, gate_table, prepare_format_file
 from fpgaflow.tasks.numerics.outcome import NumericsOutcome
+from fpgaflow.tasks.settings import get_pipeline_settings
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.kinds import ModelKind
@@ -50,7 +50,7 @@ def prepare_format_task(source: Path, name: str, output: Path, calibration: np.n
 
 @task(name="numerics-gate", cache_policy=NO_CACHE)
 def gate_formats_task(accuracies: Mapping[str, float], max_drop: float | None = None) -> dict[str, FormatGateResult]:
-    results = gate_formats(accuracies, get_settings().max_accuracy_drop if max_drop is None else max_drop)
+    results = gate_formats(accuracies, get_pipeline_settings().max_accuracy_drop if max_drop is None else max_drop)
     publish_table("numerics-gate", gate_table(results), "Test top-1 accuracy per numeric format and its delta to fp32")
     return results
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.client import PredictionClient
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED, emit, model_resource
 from fpgaflow.tasks.operations.scoring import AccuracyReport, folder_images, score_images, top1_names
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
 class MonitorResult(BaseModel):
@@ -43,7 +43,7 @@ def monitor_endpoint(
     model_name: str = "",
     threshold: float | None = None,
     access_token: str | None = None,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> MonitorResult:
     """Score every decodable image of ``data_dir`` (folder per class) against ``endpoint``.
 
@@ -51,7 +51,7 @@ def monitor_endpoint(
     defaults to the ``monitor_min_accuracy`` setting. Holdout classes the model does not know count
     as wrong answers, and are named in the error when none of the classes is known.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     threshold = settings.monitor_min_accuracy if threshold is None else threshold
     if not 0 <= threshold <= 1:
         raise PipelineStepError(f"threshold must be an accuracy between 0 and 1, got {threshold}")

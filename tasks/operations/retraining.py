@@ -14,12 +14,12 @@ from typing import get_origin
 
 from pydantic import BaseModel, ConfigDict
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig, load_config
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.scoring import AccuracyReport, LabelledImage, score_service_dir
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 RETRAIN_UNTIL = "package"
 
@@ -82,7 +82,7 @@ def config_from_params(params: Mapping[str, str]) -> dict:
 
 @talks_to_mlflow
 def retrain_config(
-    data_dir: str = "", model_name: str = "", config_path: str = "", settings: Settings | None = None
+    data_dir: str = "", model_name: str = "", config_path: str = "", settings: PipelineSettings | None = None
 ) -> PipelineConfig:
     """What a retrain trains with: the YAML file when given, else the champion's own config (read from its
     MLflow run), else the defaults; ``data_dir`` overrides, and it stops after packaging.
@@ -113,7 +113,7 @@ def retrain_config(
 
 def score_version(version: ResolvedVersion, images: Sequence[LabelledImage], batch_size: int | None = None) -> VersionScore:
     """Accuracy of a version's service definition (its ONNX stages, in this process) on ``images``."""
-    batch_size = batch_size or get_settings().server_max_batch_size
+    batch_size = batch_size or get_pipeline_settings().server_max_batch_size
     report = score_service_dir(version.service_dir, images, batch_size)
     return VersionScore(name=version.name, version=version.version, report=report)
 
@@ -122,24 +122,32 @@ def decide(
     candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool, min_improvement: float
 ) -> RetrainDecision:
     """Whether the candidate replaces the champion, and why."""
-    keep = dict(candidate=candidate, champion=champion, min_improvement=min_improvement)
+
+    def decision(promote: bool, improvement: float | None, reason: str) -> RetrainDecision:
+        return RetrainDecision(
+            promote=promote,
+            reason=reason,
+            candidate=candidate,
+            champion=champion,
+            min_improvement=min_improvement,
+            improvement=improvement,
+        )
+
     label = f"candidate version {candidate.version}"
     if not candidate_gates_passed:
-        return RetrainDecision(
+        return decision(
             promote=False,
             improvement=None,
-            **keep,
             reason=f"{label} did not pass its gates (parity or served numeric format); the champion stays",
         )
     if champion is None:
-        return RetrainDecision(
+        return decision(
             promote=True,
             improvement=None,
-            **keep,
             reason=f"there is no champion yet: {label} passed its gates and becomes champion",
         )
     if champion.version == candidate.version:
-        return RetrainDecision(promote=False, improvement=0.0, **keep, reason=f"{label} already is the champion")
+        return decision(promote=False, improvement=0.0, reason=f"{label} already is the champion")
     ours, theirs = candidate.report, champion.report
     if ours.images != theirs.images:
         raise ValueError(f"candidate and champion were scored on different image sets ({ours.images} vs {theirs.images} images)")
@@ -150,8 +158,8 @@ def decide(
         f"{min_improvement * 100:+.2f})"
     )
     if improvement > min_improvement:
-        return RetrainDecision(promote=True, improvement=improvement, **keep, reason=f"promoted: {measured}")
-    return RetrainDecision(promote=False, improvement=improvement, **keep, reason=f"the champion stays: {measured}")
+        return decision(promote=True, improvement=improvement, reason=f"promoted: {measured}")
+    return decision(promote=False, improvement=improvement, reason=f"the champion stays: {measured}")
 
 
 def decision_markdown(decision: RetrainDecision) -> str:

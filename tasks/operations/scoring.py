@@ -79,7 +79,7 @@ def folder_images(data_dir: Path) -> tuple[list[LabelledImage], list[str]]:
     return images, manifest.loc[~readable, "relpath"].tolist()
 
 
-def split_images(split_path: Path, split: str = "test") -> list[LabelledImage]:
+def split_images(split_path: str | Path, split: str = "test") -> list[LabelledImage]:
     """The images of one split of an intake split manifest."""
     splits = load_splits(split_path)
     chosen = splits[splits["split"] == split]

@@ -8,7 +8,6 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.artifacts import publish_markdown, publish_table
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.operations.monitoring import MonitorResult, emit_model_degraded, monitor_endpoint, result_description
@@ -22,6 +21,7 @@ from fpgaflow.tasks.operations.retraining import (
 )
 from fpgaflow.tasks.operations.scoring import LabelledImage
 from fpgaflow.tasks.registry.lookup import ResolvedVersion
+from fpgaflow.tasks.settings import get_pipeline_settings
 
 
 @task(name="retrain-config", cache_policy=NO_CACHE)
@@ -36,7 +36,7 @@ def score_version_task(version: ResolvedVersion, images: Sequence[LabelledImage]
 
 @task(name="retrain-decision", cache_policy=NO_CACHE)
 def decide_task(candidate: VersionScore, champion: VersionScore | None, candidate_gates_passed: bool) -> RetrainDecision:
-    decision = decide(candidate, champion, candidate_gates_passed, get_settings().retrain_min_improvement)
+    decision = decide(candidate, champion, candidate_gates_passed, get_pipeline_settings().retrain_min_improvement)
     publish_markdown("retrain-decision", decision_markdown(decision), decision.reason[:500])
     return decision
 

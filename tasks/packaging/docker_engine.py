@@ -6,17 +6,17 @@ import docker
 
 from fpgaflow.fpga_runtime.cluster.launchers.docker import engine_client
 from fpgaflow.fpga_runtime.errors import FpgaflowError
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
 class EngineUnreachable(PipelineStepError):
     """No Docker engine answers at the configured address."""
 
 
-def connect(settings: Settings | None = None) -> docker.DockerClient:
+def connect(settings: PipelineSettings | None = None) -> docker.DockerClient:
     """A docker client whose engine has answered a ping; :class:`EngineUnreachable` says why not."""
     try:
-        return engine_client(settings or get_settings())
+        return engine_client(settings or get_pipeline_settings())
     except FpgaflowError as error:
         raise EngineUnreachable(str(error)) from None

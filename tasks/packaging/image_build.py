@@ -25,10 +25,10 @@ from docker.errors import APIError, DockerException, ImageNotFound
 
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
 from fpgaflow.fpga_runtime.serving_image import SERVICE_PATH, VENV
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
 from fpgaflow.tasks.packaging.wheelhouse import build_project_wheel, ensure_wheelhouse, wheel_requirements
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ def image_labels(service: ServiceDefinition, base_image: str) -> dict[str, str]:
     labels = {
         "org.opencontainers.image.title": service.name,
         "org.opencontainers.image.version": service.version,
-        "org.opencontainers.image.description": f"fpgaflow serving image of {service.name} {service.version} ({service.numeric_format})",
+        "org.opencontainers.image.description": (
+            f"fpgaflow serving image of {service.name} {service.version} ({service.numeric_format})"
+        ),
         "org.opencontainers.image.base.name": base_image,
         f"{LABEL_PREFIX}model.name": service.name,
         f"{LABEL_PREFIX}model.version": service.version,
@@ -145,6 +147,10 @@ def render_dockerfile(
     fpgaflow's sources rebuilds only the small last install layer (the engine caches the rest).
     """
     pip_install = f"{VENV}/bin/pip install --no-index --no-cache-dir --disable-pip-version-check --find-links /build/wheels"
+    add_runtime_user = (
+        f"useradd --no-log-init --uid {RUNTIME_UID} --gid {RUNTIME_UID} --no-create-home --home-dir {STATE_PATH} "
+        f"--shell /usr/sbin/nologin {RUNTIME_USER}"
+    )
     quoted_requirements = " ".join(shlex.quote(requirement) for requirement in requirements)
     label_lines = " \\\n      ".join(f"{_dockerfile_string(key)}={_dockerfile_string(value)}" for key, value in labels.items())
     return f"""\
@@ -159,7 +165,7 @@ LABEL {INSTALL_STAGE_LABEL}
 
 FROM {base_image}
 RUN groupadd --gid {RUNTIME_UID} {RUNTIME_USER} \\
- && useradd --no-log-init --uid {RUNTIME_UID} --gid {RUNTIME_UID} --no-create-home --home-dir {STATE_PATH} --shell /usr/sbin/nologin {RUNTIME_USER} \\
+ && {add_runtime_user} \\
  && mkdir -p {STATE_PATH} && chown {RUNTIME_UID}:{RUNTIME_UID} {STATE_PATH}
 COPY --from=install {VENV} {VENV}
 COPY service {SERVICE_PATH}
@@ -197,13 +203,13 @@ def _copy_service(service_dir: Path, target: Path) -> None:
 
 
 def write_build_context(
-    service_dir: Path, context_dir: Path, base_image: str, settings: Settings | None = None
+    service_dir: Path, context_dir: Path, base_image: str, settings: PipelineSettings | None = None
 ) -> dict[str, str]:
     """Write ``context_dir`` afresh: service/, runtime/ (fpgaflow wheel), wheels/, Dockerfile.
 
     Validates the service directory first; returns the image's labels.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     service_dir = Path(service_dir)
     service = load_service(service_dir)
     context_dir = Path(context_dir)
@@ -291,7 +297,7 @@ def _image_present(client, name: str) -> bool:
         return False
 
 
-def _default_base_image(client, settings: Settings) -> tuple[str, str]:
+def _default_base_image(client, settings: PipelineSettings) -> tuple[str, str]:
     """(base image, why it is not the ``image_base`` setting): the setting, or the locally made base image
     where the setting's image cannot be pulled and the local one is on the engine."""
     wanted, local = settings.image_base, settings.local_base_image
@@ -303,7 +309,8 @@ def _default_base_image(client, settings: Settings) -> tuple[str, str]:
     except (DockerException, requests.RequestException) as error:
         return (
             local,
-            f"the base image {wanted} could not be pulled ({error}); building on {local}, made on this engine by scripts/base-image",
+            f"the base image {wanted} could not be pulled ({error}); "
+            f"building on {local}, made on this engine by scripts/base-image",
         )
 
 
@@ -312,7 +319,7 @@ def build_image(
     base_image: str | None = None,
     tag: str | None = None,
     output_dir: str | Path | None = None,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> ImageResult:
     """Build the serving image of ``service_dir``.
@@ -324,7 +331,7 @@ def build_image(
     Raises :class:`ImageBuildFailed` with the engine's error when the build fails; returns
     ``built=False`` and the reason when no engine is reachable.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     service_dir = Path(service_dir)
     service = load_service(service_dir)
     output_dir = Path(output_dir) if output_dir else settings.home / "images" / f"{service.name}-{service.version}"

@@ -11,17 +11,22 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import onnx
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, TensorSpec, check_name, load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE, PROBABILITIES
 from fpgaflow.tasks.files import replace_directory_atomic
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
-ONNX_DTYPES = {
+TensorDType = Literal["float32", "int64", "int32", "string"]
+StageTarget = Literal["FPGA", "CPU"]
+ServiceTask = Literal["classification", "detection"]
+
+ONNX_DTYPES: dict[int, TensorDType] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32",
@@ -29,8 +34,8 @@ ONNX_DTYPES = {
 }
 
 
-def default_service_dir(name: str, version: str, settings: Settings | None = None) -> Path:
-    settings = settings or get_settings()
+def default_service_dir(name: str, version: str, settings: PipelineSettings | None = None) -> Path:
+    settings = settings or get_pipeline_settings()
     return settings.home / "services" / check_name(name, "model name") / check_name(str(version), "model version")
 
 
@@ -48,7 +53,7 @@ def tensor_specs(values: Sequence[onnx.ValueInfoProto], path: Path) -> tuple[Ten
     return tuple(specs)
 
 
-def stage_from_onnx(name: str, target: str, path: Path, numeric_format: str, file: str) -> Stage:
+def stage_from_onnx(name: str, target: StageTarget, path: Path, numeric_format: str, file: str) -> Stage:
     """A stage whose input/output specs are read from the ONNX graph itself."""
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
@@ -95,7 +100,7 @@ def write_service(
     fpga_onnx: Path,
     cpu_onnx: Path,
     source: Mapping[str, str],
-    task_kind: str = "classification",
+    task_kind: ServiceTask = "classification",
     default_output: str = PROBABILITIES,
 ) -> ServiceDefinition:
     """Copy the stage files into ``directory`` and write ``service.json`` describing them."""
@@ -131,9 +136,9 @@ def package_service(
     cpu_onnx: Path,
     source: Mapping[str, str],
     destination: Path | None = None,
-    task_kind: str = "classification",
+    task_kind: ServiceTask = "classification",
     default_output: str = PROBABILITIES,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> Path:
     """Build, validate and atomically place the service directory; returns its path.
 

@@ -18,8 +18,8 @@ from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW
 from mlflow.exceptions import MlflowException
 
 import mlflow
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from mlflow import MlflowClient
 
 REMOTE_TRACKING_SCHEMES = ("http", "https", "databricks")
@@ -29,13 +29,13 @@ class TrackingUnavailable(PipelineStepError):
     """The MLflow tracking server did not answer (down, unreachable, or failing every request)."""
 
 
-def mlflow_client(settings: Settings | None = None) -> MlflowClient:
+def mlflow_client(settings: PipelineSettings | None = None) -> MlflowClient:
     """Point MLflow at the configured tracking/registry URI and return a client for it.
 
     The process-wide URI is set too, because MLflow's model logging resolves it globally; so are the
     retries and timeout of requests to a tracking server, which MLflow reads from its environment.
     """
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def root_cause(error: BaseException) -> BaseException:
 def describe_failure(error: BaseException) -> str:
     """One line for a failed MLflow call: the server and why it did not answer, or MLflow's own message."""
     request = unanswered_request(error)
-    if request is not None and request.request is not None:
+    if request is not None and request.request is not None and isinstance(request.request.url, str):
         server = urlunsplit(urlsplit(request.request.url)._replace(path="", query="", fragment=""))
         return f"the MLflow tracking server at {redacted_uri(server)} did not answer: {root_cause(request)}"
     if isinstance(error, MlflowException):
@@ -104,7 +104,7 @@ def talks_to_mlflow(step: Callable[P, R]) -> Callable[P, R]:
     return guarded
 
 
-def experiment_artifact_location(settings: Settings) -> str | None:
+def experiment_artifact_location(settings: PipelineSettings) -> str | None:
     """Where a new experiment keeps its artifacts (never ``./mlruns`` of the working directory)."""
     if settings.mlflow_artifact_root:
         return f"{settings.mlflow_artifact_root.rstrip('/')}/{settings.mlflow_experiment}"
@@ -113,7 +113,7 @@ def experiment_artifact_location(settings: Settings) -> str | None:
     return str(settings.home / "mlartifacts" / settings.mlflow_experiment)
 
 
-def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
+def ensure_experiment(client: MlflowClient, settings: PipelineSettings) -> str:
     """The id of the configured experiment, created (or restored from deletion) when needed."""
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
@@ -123,14 +123,14 @@ def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
     return experiment.experiment_id
 
 
-def mlflow_ui_url(settings: Settings | None = None) -> str:
+def mlflow_ui_url(settings: PipelineSettings | None = None) -> str:
     """Where people open the MLflow UI: the tracking server itself, or `mlflow/start-local-ui`'s default."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     uri = settings.mlflow_tracking_uri
     return uri.rstrip("/") if urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
 
 
 @talks_to_mlflow
-def run_url(run_id: str, settings: Settings | None = None) -> str:
+def run_url(run_id: str, settings: PipelineSettings | None = None) -> str:
     run = mlflow_client(settings).get_run(run_id)
     return f"{mlflow_ui_url(settings)}/#/experiments/{run.info.experiment_id}/runs/{run_id}"

@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound
 from fpgaflow.fpga_runtime.service import check_name, load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.runs import ARTIFACT_SERVICE_DIR
-from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version
+from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS, TAG_SERVICE_DIR, gates_passed, get_version, run_id_of
+from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
 
 
@@ -91,7 +91,7 @@ def fetch_service_dir(client: MlflowClient, model_version: ModelVersion, destina
 
     def build(staging: Path) -> None:
         try:
-            downloaded = Path(client.download_artifacts(model_version.run_id, ARTIFACT_SERVICE_DIR, str(staging)))
+            downloaded = Path(client.download_artifacts(run_id_of(model_version), ARTIFACT_SERVICE_DIR, str(staging)))
         except MlflowException as error:
             raise ModelNotFound(
                 f"{name} version {version} has no service definition in its MLflow run {model_version.run_id} "
@@ -106,7 +106,7 @@ def fetch_service_dir(client: MlflowClient, model_version: ModelVersion, destina
     return replace_directory_atomic(build, destination)
 
 
-def service_dir_of(client: MlflowClient, model_version: ModelVersion, settings: Settings | None = None) -> Path:
+def service_dir_of(client: MlflowClient, model_version: ModelVersion, settings: PipelineSettings | None = None) -> Path:
     name, version = model_version.name, str(model_version.version)
     recorded = model_version.tags.get(TAG_SERVICE_DIR)
     if recorded and holds_service(Path(recorded), name, version):
@@ -117,11 +117,11 @@ def service_dir_of(client: MlflowClient, model_version: ModelVersion, settings: 
     return fetch_service_dir(client, model_version, local)
 
 
-def resolved(client: MlflowClient, model_version: ModelVersion, settings: Settings | None = None) -> ResolvedVersion:
+def resolved(client: MlflowClient, model_version: ModelVersion, settings: PipelineSettings | None = None) -> ResolvedVersion:
     return ResolvedVersion(
         name=model_version.name,
         version=str(model_version.version),
-        run_id=model_version.run_id,
+        run_id=run_id_of(model_version),
         aliases=tuple(model_version.aliases),
         gates_passed=gates_passed(model_version),
         service_dir=service_dir_of(client, model_version, settings),
@@ -129,14 +129,14 @@ def resolved(client: MlflowClient, model_version: ModelVersion, settings: Settin
 
 
 @talks_to_mlflow
-def resolve_version(model_name: str, alias_or_version: str | int, settings: Settings | None = None) -> ResolvedVersion:
+def resolve_version(model_name: str, alias_or_version: str | int, settings: PipelineSettings | None = None) -> ResolvedVersion:
     """The version ``alias_or_version`` of ``model_name`` with a service directory on this machine."""
     client = mlflow_client(settings)
     return resolved(client, version_by_alias_or_number(client, model_name, alias_or_version), settings)
 
 
 @talks_to_mlflow
-def find_champion(model_name: str, settings: Settings | None = None) -> ResolvedVersion | None:
+def find_champion(model_name: str, settings: PipelineSettings | None = None) -> ResolvedVersion | None:
     """The ``champion`` of ``model_name``, or None when the model has none yet."""
     client = mlflow_client(settings)
     model_version = version_by_alias(client, check_name(model_name, "model name"), CHAMPION_ALIAS)

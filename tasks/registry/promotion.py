@@ -5,11 +5,11 @@ from __future__ import annotations
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.run_metrics import GATE_TAG_PREFIX
 from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS, GATES_PASSED, TAG_GATES, TAG_STATUS, VersionStatus, get_version
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 class PromotionRefused(PipelineStepError):
@@ -25,7 +25,7 @@ class Promotion(BaseModel):
 
 
 @talks_to_mlflow
-def promote(model_name: str, version: str | int, settings: Settings | None = None) -> Promotion:
+def promote(model_name: str, version: str | int, settings: PipelineSettings | None = None) -> Promotion:
     """Give ``champion`` to a completely published version whose gates passed; refuse any other with the reason."""
     client = mlflow_client(settings)
     model_version = get_version(client, model_name, version)

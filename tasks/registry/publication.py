@@ -11,7 +11,6 @@ from mlflow.entities.model_registry import ModelVersion
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client, redacted_uri
@@ -32,7 +31,9 @@ from fpgaflow.tasks.registry.version_state import (
     VersionStatus,
     get_version,
     resumable_step,
+    run_id_of,
 )
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from mlflow import MlflowClient
 
 
@@ -79,7 +80,7 @@ def publish_version(
     service_dir: Path,
     conversion_report: ConversionReport,
     outcomes: Mapping[str, Any],
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> PublishedVersion:
     """Attach the service definition and gate results to a version; ``candidate`` only if its gates passed.
 
@@ -99,7 +100,7 @@ def publish_version(
         numerics = coerce_outcomes(outcomes)
         gates, passed = evaluate_gates(conversion_report, numerics, service.numeric_format)
         begin_publication(client, model_version)
-        run_id = model_version.run_id
+        run_id = run_id_of(model_version)
         client.log_artifacts(run_id, str(service_dir), ARTIFACT_SERVICE_DIR)
         card = model_card_from_run(
             client, model_name, version, run_id, class_names=service.class_names, service=service, numerics=numerics, gates=gates
@@ -147,9 +148,9 @@ def begin_publication(client: MlflowClient, model_version: ModelVersion) -> None
     client.set_model_version_tag(model_version.name, str(model_version.version), TAG_STATUS, VersionStatus.PUBLISHING)
 
 
-def pipeline_summary(published: PublishedVersion, settings: Settings | None = None) -> dict[str, Any]:
+def pipeline_summary(published: PublishedVersion, settings: PipelineSettings | None = None) -> dict[str, Any]:
     """The keys this step adds to ``fpgaflow run --json``."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     return {
         "model_name": published.name,
         "model_version": published.version,

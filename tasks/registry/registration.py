@@ -28,7 +28,6 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.service import ServiceDefinition, check_name
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, PROBABILITIES, load_keras_model
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client
@@ -36,6 +35,7 @@ from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, evaluation_metrics
 from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, split_sizes
 from fpgaflow.tasks.registry.version_state import TAG_FEATURIZER, TAG_RUN_ID, TAG_STATUS, VersionStatus, resumable_step
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from mlflow import MlflowClient
 
 LOGGED_MODEL_NAME = "classifier"
@@ -191,6 +191,7 @@ def register_run_model(
             card = model_card_from_run(client, model_name, number, run_id, class_names=tuple(class_names))
             client.update_model_version(model_name, number, description=card.markdown())
             client.set_model_version_tag(model_name, number, TAG_STATUS, VersionStatus.REGISTERED)
+    assert version.source is not None, "MLflow creates every model version with a source"
     return RegisteredVersion(name=model_name, version=number, run_id=run_id, source=version.source)
 
 
@@ -200,10 +201,10 @@ def register_trained_model(
     fpga_model_path: Path,
     cpu_model_path: Path,
     class_names: Sequence[str],
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> RegisteredVersion:
     """Create the model version of this run's trained model; a retried step returns the same version."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     check_name(model_name, "model name")
     client = mlflow_client(settings)
 
@@ -213,6 +214,11 @@ def register_trained_model(
         )
 
     return register_run_model(client, model_name, run_id, class_names, log_model)
+
+
+def _int_param(value: str | None) -> int | None:
+    """A whole-number run param (MLflow keeps params as text), None when the run has none."""
+    return None if value is None else int(value)
 
 
 def model_card_from_run(
@@ -237,8 +243,8 @@ def model_card_from_run(
         featurizer=params.get("featurizer", "unknown"),
         weights=params.get("weights", "unknown"),
         input_size=params.get("input_size", "?"),
-        parameter_count=params.get(f"{FEATURIZER_PARAM_PREFIX}parameter_count"),
-        mac_count=params.get(f"{FEATURIZER_PARAM_PREFIX}mac_count"),
+        parameter_count=_int_param(params.get(f"{FEATURIZER_PARAM_PREFIX}parameter_count")),
+        mac_count=_int_param(params.get(f"{FEATURIZER_PARAM_PREFIX}mac_count")),
         test_metrics=evaluation_metrics(run.data.metrics),
         numeric_format=service.numeric_format if service else "",
         numerics={fmt: (outcome.accuracy, outcome.delta) for fmt, outcome in (numerics or {}).items()},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,12 @@ from mlflow.entities import Metric, Param, RunTag
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.model_card import Gate
 from fpgaflow.tasks.registry.runs import ARTIFACT_CONVERSION_REPORT, ARTIFACT_EVALUATION_DIR, FEATURIZER_PARAM_PREFIX, log_file
+from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
 
 GATE_TAG_PREFIX = "fpgaflow.gate."
@@ -87,7 +87,7 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Iterable[Metric]) -
         client.log_batch(run_id, metrics=batch[start : start + MAX_METRICS_PER_BATCH])
 
 
-def history_metrics(history: list[Mapping[str, Any]]) -> list[Metric]:
+def history_metrics(history: Sequence[Mapping[str, Any]]) -> list[Metric]:
     """Per-epoch training records → MLflow metrics with step = epoch (``epoch`` key, else position)."""
     timestamp = int(time.time() * 1000)
     metrics = []
@@ -102,13 +102,13 @@ def history_metrics(history: list[Mapping[str, Any]]) -> list[Metric]:
 @talks_to_mlflow
 def log_training(
     run_id: str,
-    history: list[Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, Any],
     *,
     per_class: Any = None,
     confusion_matrix: Path | None = None,
     featurizer_info: Any = None,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
 ) -> None:
     """Training curves (step = epoch), test metrics (``test_`` prefix) and evaluation artifacts."""
     client = mlflow_client(settings)
@@ -134,7 +134,7 @@ def log_training(
 
 
 @talks_to_mlflow
-def log_conversion(run_id: str, report: ConversionReport, settings: Settings | None = None) -> None:
+def log_conversion(run_id: str, report: ConversionReport, settings: PipelineSettings | None = None) -> None:
     """Parity measures as metrics and the full conversion report as an artifact."""
     client = mlflow_client(settings)
     timestamp = int(time.time() * 1000)
@@ -155,7 +155,7 @@ def numerics_gate(numeric_format: str, outcome: FormatOutcome) -> Gate:
 
 
 @talks_to_mlflow
-def log_numerics(run_id: str, outcomes: Mapping[str, Any], settings: Settings | None = None) -> dict[str, FormatOutcome]:
+def log_numerics(run_id: str, outcomes: Mapping[str, Any], settings: PipelineSettings | None = None) -> dict[str, FormatOutcome]:
     """Per-format accuracy and delta to fp32 as metrics; each format's gate outcome as a run tag."""
     coerced = coerce_outcomes(outcomes)
     timestamp = int(time.time() * 1000)

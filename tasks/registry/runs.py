@@ -1,4 +1,6 @@
-"""One MLflow run per pipeline run, holding everything a reviewer needs: opening it with the config and lineage, the data it saw, closing it.
+"""One MLflow run per pipeline run, holding everything a reviewer needs.
+
+Opening it with the config and lineage, the data it saw, closing it.
 
 Every function takes the run id explicitly (steps may run in different processes or task runs).
 
@@ -28,10 +30,10 @@ from typing import Any
 
 from mlflow.entities import Param
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import ensure_experiment, mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 TAG_MODEL_NAME = "fpgaflow.model_name"
 
@@ -131,11 +133,11 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def start_pipeline_run(
     config: PipelineConfig,
     dataset_fingerprint: str,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
     run_name: str | None = None,
 ) -> str:
     """Open the MLflow run of one pipeline run: config as params, lineage as tags. Returns the run id."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     if not dataset_fingerprint:
         raise PipelineStepError(
             "dataset_fingerprint is empty: the intake step must fingerprint the dataset before tracking starts"
@@ -152,7 +154,7 @@ def start_pipeline_run(
     return run.info.run_id
 
 
-def log_file(run_id: str, path: Path, artifact_dir: str | None, settings: Settings | None = None) -> str:
+def log_file(run_id: str, path: Path, artifact_dir: str | None, settings: PipelineSettings | None = None) -> str:
     """Log one file into the run's artifacts; returns its artifact path."""
     path = Path(path)
     if not path.is_file():
@@ -171,7 +173,9 @@ def split_counts(split_manifest: Path) -> dict[str, int]:
 
 
 @talks_to_mlflow
-def log_data_lineage(run_id: str, validation_report: Path, split_manifest: Path, settings: Settings | None = None) -> None:
+def log_data_lineage(
+    run_id: str, validation_report: Path, split_manifest: Path, settings: PipelineSettings | None = None
+) -> None:
     """The data the run trained on: the validation report, the split manifest and split sizes."""
     log_file(run_id, validation_report, ARTIFACT_DATA_DIR, settings)
     log_file(run_id, split_manifest, ARTIFACT_DATA_DIR, settings)
@@ -193,5 +197,5 @@ def split_sizes(params: Mapping[str, str]) -> dict[str, int]:
 
 
 @talks_to_mlflow
-def finish_run(run_id: str, succeeded: bool = True, settings: Settings | None = None) -> None:
+def finish_run(run_id: str, succeeded: bool = True, settings: PipelineSettings | None = None) -> None:
     mlflow_client(settings).set_terminated(run_id, "FINISHED" if succeeded else "FAILED")

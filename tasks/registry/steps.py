@@ -61,7 +61,7 @@ def log_data_lineage_task(run_id: str, validation_report: Path, split_manifest: 
 @task(name="log-training", cache_policy=NO_CACHE)
 def log_training_task(
     run_id: str,
-    history: list[Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, Any],
     per_class: Any = None,
     confusion_matrix: Path | None = None,

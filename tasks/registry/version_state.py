@@ -92,6 +92,15 @@ def gates_passed(model_version: ModelVersion) -> bool:
     return tags.get(TAG_STATUS) == VersionStatus.PUBLISHED and tags.get(TAG_GATES) == GATES_PASSED
 
 
+def run_id_of(model_version: ModelVersion) -> str:
+    """The MLflow run a version was registered from (the pipeline registers every version from its run)."""
+    if model_version.run_id is None:
+        raise ModelNotFound(
+            f"{model_version.name} version {model_version.version} has no MLflow run: it was not registered by the pipeline"
+        )
+    return model_version.run_id
+
+
 def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
     try:
         return client.get_model_version(name, str(version))

@@ -71,7 +71,8 @@ def export_model(featurizer: Featurizer, head: keras.Model, class_names: Sequenc
         raise PipelineStepError(f"the head outputs {classes} classes but {len(class_names)} class names were given")
     if int(head.inputs[0].shape[-1]) != featurizer.info.feature_dim:
         raise PipelineStepError(
-            f"the head takes {head.inputs[0].shape[-1]} features, featurizer {featurizer.info.name} gives {featurizer.info.feature_dim}"
+            f"the head takes {head.inputs[0].shape[-1]} features, "
+            f"featurizer {featurizer.info.name} gives {featurizer.info.feature_dim}"
         )
 
     def write(staging: Path) -> None:

@@ -21,6 +21,7 @@ from fpgaflow.tasks.training.head import TrainedHead, TrainedStages, fine_tune_f
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.kinds import ModelKind
+    from fpgaflow.tasks.kinds.protocol import TrainedOutcome
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
@@ -31,7 +32,7 @@ def train_task(
     dataset_fingerprint: str,
     config: PipelineConfig,
     output_dir: Path,
-):
+) -> TrainedOutcome:
     """Train, evaluate and export a model of ``kind``; publishes the kind's training artifacts."""
     outcome = kind.train(splits, class_names, dataset_fingerprint, config, output_dir)
     kind.publish_training(outcome)

@@ -1,7 +1,8 @@
 """The train step: featurize → fine-tune → evaluate → export, from the intake's split manifest.
 
-One call for the classifier kind (``train_step``); each stage is also usable on its own (``fpgaflow.tasks.featurizers.catalog``,
-``fpgaflow.tasks.featurizers.features``, ``fpgaflow.tasks.training.head``, ``fpgaflow.tasks.training.evaluation``, ``fpgaflow.tasks.training.export``).
+One call for the classifier kind (``train_step``); each stage is also usable on its own
+(``fpgaflow.tasks.featurizers.catalog``, ``fpgaflow.tasks.featurizers.features``, ``fpgaflow.tasks.training.head``,
+``fpgaflow.tasks.training.evaluation``, ``fpgaflow.tasks.training.export``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.catalog import FeaturizerInfo, build_featurizer
 from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
+from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from fpgaflow.tasks.training.evaluation import Evaluation, evaluate_predictions
 from fpgaflow.tasks.training.export import ModelFiles, export_model
 from fpgaflow.tasks.training.head import fine_tune_full, predict_probabilities, train_head
@@ -48,11 +49,11 @@ def train_step(
     dataset_fingerprint: str,
     config: PipelineConfig,
     output_dir: Path,
-    settings: Settings | None = None,
+    settings: PipelineSettings | None = None,
     progress: bool = True,
 ) -> TrainingOutcome:
     """Train on the manifest's train/val splits, evaluate on its test split, export into ``output_dir/model``."""
-    settings = settings or get_settings()
+    settings = settings or get_pipeline_settings()
     training = config.training
     output_dir = Path(output_dir)
     if not (splits["split"] == "test").any():
@@ -106,7 +107,8 @@ def featurizer_markdown(info: FeaturizerInfo) -> str:
                 f"| features | {info.feature_dim} |",
                 f"| parameters | {info.parameter_count:,} |",
                 f"| multiply-accumulates per image | {info.mac_count / 1e9:.3f} G |",
-                f"| preprocessing | {spec.resize} to {spec.resize_to}, crop {spec.crop}, {spec.channel_order}, mean {spec.mean}, std {spec.std} |",
+                f"| preprocessing | {spec.resize} to {spec.resize_to}, crop {spec.crop}, {spec.channel_order}, "
+                f"mean {spec.mean}, std {spec.std} |",
             ]
         )
         + "\n"

@@ -16,7 +16,8 @@ HEAVY = ("tensorflow", "keras", "prefect", "mlflow", "great_expectations", "pand
 IMPORT_EVERYTHING = """
 import importlib, json, pkgutil, sys
 from fpgaflow import fpga_runtime
-names = [m.name for m in pkgutil.walk_packages(fpga_runtime.__path__, "fpgaflow.fpga_runtime.") if m.name != "fpgaflow.fpga_runtime.__main__"]
+prefix = "fpgaflow.fpga_runtime."
+names = [m.name for m in pkgutil.walk_packages(fpga_runtime.__path__, prefix) if m.name != prefix + "__main__"]
 for name in names:
     importlib.import_module(name)
 heavy = %r

@@ -44,7 +44,8 @@ def client_for(settings, **options) -> PredictionClient:
 
 
 class RetryingLoad:
-    """Scores from a thread with the client's default retries (5, back-off 1, 2, 4 ... s: the original client's), counting failures."""
+    """Scores from a thread with the client's default retries (5, back-off 1, 2, 4 ... s: the original client's),
+    counting failures."""
 
     def __init__(self, settings, max_requests: int = 3000) -> None:
         self._client = client_for(settings, timeout=10)
@@ -96,7 +97,8 @@ def test_a_node_killed_under_load_loses_no_request_and_is_restarted(cluster):
         wait_for_replicas(cluster)
         load.wait_for(50)
     print(
-        f"node kill: {load.succeeded} requests, {len(load.failures)} failed; {victim['id']} pid {victim['pid']} -> {restarted['pid']}"
+        f"node kill: {load.succeeded} requests, {len(load.failures)} failed; "
+        f"{victim['id']} pid {victim['pid']} -> {restarted['pid']}"
     )
     assert load.failures == []
 
@@ -123,7 +125,8 @@ def test_a_killed_gateway_is_restarted_by_its_watchdog_with_its_placements(clust
         served_before_kill_and_after = load.succeeded
         eventually(lambda: load.succeeded >= served_before_kill_and_after + 20, what="20 requests after the restart")
     print(
-        f"gateway kill: {load.succeeded} requests, {len(load.failures)} failed; pid {before['gateway']['pid']} -> {after['gateway']['pid']}"
+        f"gateway kill: {load.succeeded} requests, {len(load.failures)} failed; "
+        f"pid {before['gateway']['pid']} -> {after['gateway']['pid']}"
     )
     assert after["gateway"]["address"] == before["gateway"]["address"]
     assert after["gateway"]["watchdog_pid"] == before["gateway"]["watchdog_pid"] is not None

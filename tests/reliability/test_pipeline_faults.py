@@ -23,7 +23,6 @@ from mlflow.exceptions import MlflowException
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks import files
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport, StageParity
@@ -44,6 +43,7 @@ from fpgaflow.tasks.registry.version_state import (
     VersionStatus,
     gates_passed,
 )
+from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
 from tests.fixtures.keras_stages import save_stages
 from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_SIZE, write_tiny_service
@@ -137,7 +137,7 @@ def test_a_full_disk_mid_write_keeps_the_old_file_and_no_temporary(tmp_path, mon
 
 def test_mlflow_down_fails_the_tracking_step_naming_the_server(tmp_path):
     uri = f"http://127.0.0.1:{closed_port()}"
-    settings = Settings(home=tmp_path / "home", mlflow_tracking_uri=uri, mlflow_http_retries=0)
+    settings = PipelineSettings(home=tmp_path / "home", mlflow_tracking_uri=uri, mlflow_http_retries=0)
     with pytest.raises(TrackingUnavailable) as raised:
         start_pipeline_run(PipelineConfig(data_dir=tmp_path), "fingerprint", settings)
     assert str(raised.value).startswith(f"the MLflow tracking server at {uri} did not answer: [Errno 111] Connection refused")
@@ -174,7 +174,7 @@ def test_fpgaflow_run_with_mlflow_down_ends_with_one_line_naming_the_server(tmp_
 def test_an_unreachable_docker_engine_is_reported_with_its_address_and_no_image(tmp_path, image_home):
     service_dir = write_tiny_service(tmp_path / "service")
     address = f"tcp://127.0.0.1:{closed_port()}"
-    settings = Settings(home=image_home, docker_host=address, docker_timeout=5)
+    settings = PipelineSettings(home=image_home, docker_host=address, docker_timeout=5)
     result = build_image(service_dir, base_image="python:3.11-slim", output_dir=tmp_path / "image", settings=settings)
     assert not result.built and address in result.reason
     assert (tmp_path / "image" / "context" / "service" / "service.json").is_file()
@@ -272,10 +272,10 @@ TAKING_CANDIDATE_AWAY = locked("delete_registered_model_alias")
 
 
 @pytest.fixture(scope="module")
-def registry_settings(tmp_path_factory) -> Settings:
+def registry_settings(tmp_path_factory) -> PipelineSettings:
     """One SQLite MLflow store for the module; each test registers its own model. No HTTP retries: the
     server-gone faults call a closed port."""
-    return Settings(home=tmp_path_factory.mktemp("registry-home"), mlflow_http_retries=0)
+    return PipelineSettings(home=tmp_path_factory.mktemp("registry-home"), mlflow_http_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,7 @@ def model_name() -> str:
     return f"pets-{next(MODEL_NAMES)}"
 
 
-def trained_run(settings: Settings, data_dir: Path, model_name: str) -> str:
+def trained_run(settings: PipelineSettings, data_dir: Path, model_name: str) -> str:
     return start_pipeline_run(PipelineConfig(data_dir=data_dir, model_name=model_name), FINGERPRINT, settings)
 
 
@@ -311,7 +311,7 @@ def conversion_report(service_dir: Path) -> ConversionReport:
     )
 
 
-def publish(settings: Settings, name: str, version: str, service_dir: Path):
+def publish(settings: PipelineSettings, name: str, version: str, service_dir: Path):
     return publish_version(name, version, service_dir, conversion_report(service_dir), PASSING, settings)
 
 
@@ -323,7 +323,7 @@ def numbers_of(client: MlflowClient, name: str) -> list[str]:
     return [str(version.version) for version in versions_of(client, name)]
 
 
-def assert_only_complete_versions_hold_aliases(client: MlflowClient, name: str, settings: Settings) -> None:
+def assert_only_complete_versions_hold_aliases(client: MlflowClient, name: str, settings: PipelineSettings) -> None:
     """No alias on a version short of ``published`` with passed gates, and promote refuses such a version."""
     for version in versions_of(client, name):
         if not gates_passed(version):

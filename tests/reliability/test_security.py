@@ -25,10 +25,10 @@ from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 from fpgaflow.fpga_runtime.cluster.security import read_api_keys
 from fpgaflow.fpga_runtime.errors import FpgaflowError, PredictionError
 from fpgaflow.fpga_runtime.service import check_name, load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.packaging.image_build import default_tag, write_build_context
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.tiny_service import encoded_images, write_tiny_service
 from tests.integration.cluster.conftest import eventually, running_cluster, status
 from tests.reliability.conftest import MODEL
@@ -117,7 +117,7 @@ def score_status(settings, token: str | None, root: bytes, use_ssl: bool = True)
     return "OK"
 
 
-def reload_keys_with_the_cli(settings: Settings) -> str:
+def reload_keys_with_the_cli(settings: PipelineSettings) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "fpgaflow.flows", "cluster", "reload-keys"],
         capture_output=True,
@@ -216,9 +216,9 @@ def test_bad_names_are_refused_everywhere_a_name_reaches_a_path(name, tmp_path):
     with pytest.raises(ValueError, match="invalid"):
         check_name(name)
     with pytest.raises(ValueError, match="invalid"):
-        default_service_dir(name, "1", Settings(home=tmp_path))
+        default_service_dir(name, "1", PipelineSettings(home=tmp_path))
     with pytest.raises(ValueError, match="invalid"):
-        default_service_dir("tiny", name, Settings(home=tmp_path))
+        default_service_dir("tiny", name, PipelineSettings(home=tmp_path))
     if name:  # an empty model name means "the data folder's name", itself checked
         with pytest.raises(ValueError, match="invalid"):
             PipelineConfig(data_dir=tmp_path, model_name=name)
@@ -260,7 +260,7 @@ def test_the_build_context_never_holds_credentials_or_user_data(tmp_path, image_
     (image_home / "api-keys").write_text("do-not-ship-me\n")
 
     context = tmp_path / "context"
-    write_build_context(service_dir, context, base_image="python:3.11-slim", settings=Settings(home=image_home))
+    write_build_context(service_dir, context, base_image="python:3.11-slim", settings=PipelineSettings(home=image_home))
     shipped = [path for path in context.rglob("*") if path.is_file()]
     assert not {path.name for path in shipped} & {".env", "credentials.json", "cat-0.jpg", "mlflow.db", "api-keys"}
     assert not any(b"do-not-ship-me" in path.read_bytes() for path in shipped)

@@ -144,7 +144,8 @@ class DockerLauncher:
                 container.reload()
                 if container.status not in ("created", "running"):
                     raise FpgaflowError(
-                        f"{spec.node_id}: container {container.name} {container.status} before it was ready:\n{self._logs(container)}"
+                        f"{spec.node_id}: container {container.name} {container.status} before it was ready:\n"
+                        f"{self._logs(container)}"
                     )
         raise FpgaflowError(
             f"{spec.node_id}: container {container.name} was not ready within "

@@ -50,6 +50,8 @@ class LocalLauncher:
         return process.address
 
     def alive(self, node: NodeRecord) -> bool:
+        if node.pid is None:
+            return False
         with self._lock:
             child = self._children.get(node.pid)
         if child is not None:
@@ -59,6 +61,8 @@ class LocalLauncher:
         return running is not None and (not running or RUNTIME_MODULE in running)
 
     def stop(self, node: NodeRecord, grace: float) -> None:
+        if node.pid is None:
+            return
         with self._lock:
             child = self._children.pop(node.pid, None)
         if child is not None or self.alive(node):

@@ -14,7 +14,8 @@ from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, kill_gateway, start_gateway, stop_cluster
 from fpgaflow.fpga_runtime.cluster.processes import terminate
 from fpgaflow.fpga_runtime.cluster.state import StateStore, cluster_dir
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.docker_engine import docker_client, local_base_image  # noqa: F401  (session fixtures)
 from tests.fixtures.tiny_service import encoded_images
 
 WAIT_SECONDS = 60
@@ -33,7 +34,7 @@ def eventually(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, w
         pause.wait(0.1)
 
 
-def kill_leftovers(settings: Settings) -> None:
+def kill_leftovers(settings: PipelineSettings) -> None:
     """Whatever a failed test left running: the gateway and every node process of the saved state."""
     state = StateStore(cluster_dir(settings)).load()
     if state is None:
@@ -45,8 +46,8 @@ def kill_leftovers(settings: Settings) -> None:
 
 
 @contextmanager
-def running_cluster(home: Path, nodes: int, device: str | None = None, target: str = "local") -> Iterator[Settings]:
-    settings = Settings(home=home)
+def running_cluster(home: Path, nodes: int, device: str | None = None, target: str = "local") -> Iterator[PipelineSettings]:
+    settings = PipelineSettings(home=home)
     start_gateway(settings, nodes=nodes, device=device, target=target, port=0)
     try:
         yield settings
@@ -57,12 +58,12 @@ def running_cluster(home: Path, nodes: int, device: str | None = None, target: s
             kill_leftovers(settings)
 
 
-def status(settings: Settings) -> dict:
+def status(settings: PipelineSettings) -> dict:
     with cluster_client(settings) as client:
         return client.status()
 
 
-def gateway_client(settings: Settings, model: str = "", **options) -> PredictionClient:
+def gateway_client(settings: PipelineSettings, model: str = "", **options) -> PredictionClient:
     host, port = status(settings)["gateway"]["address"].rsplit(":", 1)
     return PredictionClient(host, int(port), service_name=model, retries=0, timeout=30, **options)
 
@@ -70,7 +71,7 @@ def gateway_client(settings: Settings, model: str = "", **options) -> Prediction
 class Load:
     """Scores images through the gateway from a thread, without client retries, counting every failure."""
 
-    def __init__(self, settings: Settings, model: str, max_requests: int = 5000) -> None:
+    def __init__(self, settings: PipelineSettings, model: str, max_requests: int = 5000) -> None:
         self._client = gateway_client(settings, model)
         self._images = encoded_images(2)
         self._max = max_requests

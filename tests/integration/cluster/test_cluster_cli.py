@@ -11,7 +11,7 @@ import pytest
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.cluster.processes import pid_alive, wait_for_exit
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import kill_leftovers
@@ -35,7 +35,7 @@ def fpgaflow(home, *arguments: str, expect: int = 0) -> subprocess.CompletedProc
 
 def register_champion(home, service_dir) -> None:
     """A registered version whose service definition lives only in its MLflow run (no local directory recorded)."""
-    settings = Settings(home=home)
+    settings = PipelineSettings(home=home)
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     experiment = client.create_experiment("cli-test", artifact_location=str(home / "mlartifacts"))
     run = client.create_run(experiment)
@@ -97,4 +97,4 @@ def test_cluster_commands_end_to_end(tmp_path):
         assert json.loads(fpgaflow(home, "cluster", "down", "--json").stdout)["undeployed"] == ["tiny"]
         assert all(wait_for_exit(pid, 30) for pid in pids)
     finally:
-        kill_leftovers(Settings(home=home))
+        kill_leftovers(PipelineSettings(home=home))

@@ -7,10 +7,9 @@ import pytest
 
 from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 from fpgaflow.fpga_runtime.cluster.launchers.docker import CLUSTER_LABEL, network_name
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.deployment.deploy import deploy
 from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, build_image
-from tests.fixtures.docker_engine import docker_client, local_base_image  # noqa: F401  (session fixtures)
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status
 
@@ -22,7 +21,7 @@ TAG = "fpgaflow-test/cluster-tiny:1"
 def served_image(docker_client, local_base_image, tmp_path_factory):
     home = tmp_path_factory.mktemp("docker-image-home")
     service_dir = write_tiny_service(home / "service", name="tiny", version="1")
-    result = build_image(service_dir, base_image=local_base_image, tag=TAG, settings=Settings(home=home))
+    result = build_image(service_dir, base_image=local_base_image, tag=TAG, settings=PipelineSettings(home=home))
     assert result.built, result.reason
     yield service_dir, result.tag
     docker_client.images.remove(result.tag, force=True)

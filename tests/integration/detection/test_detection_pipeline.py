@@ -10,14 +10,15 @@ those of Keras (+ the numpy CPU stage) and of the two ONNX stages in onnxruntime
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.server import create_server
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.settings import PipelineSettings
 
 READY_TIMEOUT = 120
 IMAGES = 240
@@ -28,8 +29,8 @@ SHOWN_SCORE = 0.3  # detections compared across Keras, onnxruntime and the node:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("home"))
+def settings(tmp_path_factory) -> PipelineSettings:
+    return PipelineSettings(home=tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_served_boxes_equal_keras_and_onnxruntime(published, trained, conversion
         node.wait_until_ready(READY_TIMEOUT)
         with PredictionClient("127.0.0.1", port) as client:
             served = client.predict(
-                {"images": np.asarray([open(path, "rb").read() for path in paths], dtype=object)},
+                {"images": np.asarray([Path(path).read_bytes() for path in paths], dtype=object)},
                 ["boxes", "scores", "classes", "num_detections"],
             )
             one = client.detect_file(paths[0])

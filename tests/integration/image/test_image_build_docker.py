@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fpgaflow.fpga_runtime.client import PredictionClient
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, LABEL_PREFIX, RUNTIME_UID, ImageBuildFailed, build_image
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.lineage_service import LINEAGE, write_service_with_lineage
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
 
@@ -42,7 +42,7 @@ def built_image(docker_client, local_base_image, tmp_path_factory):
         service_dir,
         base_image=local_base_image,
         tag="fpgaflow-test/tiny-docker:3",
-        settings=Settings(home=home),
+        settings=PipelineSettings(home=home),
         on_line=lines.append,
     )
     yield result, service_dir, lines
@@ -86,7 +86,7 @@ def test_a_failed_build_fails_the_step_with_the_engines_error(docker_client, tmp
             service_dir,
             base_image="fpgaflow-test/no-such-base:0",
             tag="fpgaflow-test/never:1",
-            settings=Settings(home=tmp_path / "home"),
+            settings=PipelineSettings(home=tmp_path / "home"),
         )
     assert "scripts/base-image" in str(failure.value)
     assert "ERROR" in (tmp_path / "home" / "images" / "tiny-1" / "build.log").read_text()
@@ -94,7 +94,9 @@ def test_a_failed_build_fails_the_step_with_the_engines_error(docker_client, tmp
 
 def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_image(docker_client, local_base_image, tmp_path):
     service_dir = write_service_with_lineage(tmp_path / "service")
-    settings = Settings(home=tmp_path / "home", image_base="fpgaflow-test/no-such-base:0", local_base_image=local_base_image)
+    settings = PipelineSettings(
+        home=tmp_path / "home", image_base="fpgaflow-test/no-such-base:0", local_base_image=local_base_image
+    )
     lines = []
     result = build_image(service_dir, tag="fpgaflow-test/fallback:1", settings=settings, on_line=lines.append)
     try:

@@ -13,10 +13,10 @@ from fpgaflow.flows.monitor import monitor
 from fpgaflow.flows.retrain import retrain
 from fpgaflow.fpga_runtime.cluster.daemon import start_gateway, stop_cluster
 from fpgaflow.fpga_runtime.server import create_server
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.operations.scoring import folder_images, score_service_dir
 from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from fpgaflow.tasks.settings import get_pipeline_settings
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 from tests.fixtures.prefect_runs import artifacts_of, child_flow_runs
 from tests.fixtures.tiny_service import encoded_images, write_tiny_service
@@ -85,7 +85,7 @@ def test_monitor_scores_the_holdout_and_reports_a_degraded_model(prefect_harness
 
 @pytest.fixture
 def local_cluster(fpgaflow_home):
-    settings = get_settings()
+    settings = get_pipeline_settings()
     start_gateway(settings, nodes=CLUSTER_NODES, target="local", port=0)
     try:
         yield settings

@@ -20,7 +20,7 @@ import pytest
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.keras_stages import CLASS_NAMES, INPUT_SIZE, held_out_like, save_stages
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -81,7 +81,7 @@ def test_pipeline_registry_steps_against_a_tracking_server(tracking_server, tmp_
     from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
     from mlflow import MlflowClient
 
-    settings = Settings(home=tmp_path / "home", mlflow_tracking_uri=tracking_server.url, mlflow_experiment="team")
+    settings = PipelineSettings(home=tmp_path / "home", mlflow_tracking_uri=tracking_server.url, mlflow_experiment="team")
     client = MlflowClient(tracking_uri=tracking_server.url, registry_uri=tracking_server.url)
     fpga_path, cpu_path = save_stages(tmp_path / "model", seed=5)
     config = PipelineConfig(data_dir=tmp_path / "pets", model_name="pets", input_size=INPUT_SIZE, numerics=("fp32",))

@@ -83,16 +83,20 @@ def test_top_k_uses_the_class_names_from_metadata(client, images):
 
 def test_errors_carry_the_status_and_are_not_retried(server, retry_log, images):
     before = _invalid_argument_count(server)
-    with PredictionClient("127.0.0.1", server.port, retries=5, backoff=0.01) as client:
-        with pytest.raises(PredictionError) as raised:
-            client.score_image(b"not an image")
+    with (
+        PredictionClient("127.0.0.1", server.port, retries=5, backoff=0.01) as client,
+        pytest.raises(PredictionError) as raised,
+    ):
+        client.score_image(b"not an image")
     assert raised.value.status is grpc.StatusCode.INVALID_ARGUMENT
     assert "not a decodable image" in str(raised.value)
     assert _invalid_argument_count(server) == before + 1
     assert retry_log.records == []
-    with PredictionClient("127.0.0.1", server.port, service_name="resnet") as client:
-        with pytest.raises(PredictionError) as raised:
-            client.score_image(images[0])
+    with (
+        PredictionClient("127.0.0.1", server.port, service_name="resnet") as client,
+        pytest.raises(PredictionError) as raised,
+    ):
+        client.score_image(images[0])
     assert raised.value.status is grpc.StatusCode.NOT_FOUND
 
 
@@ -131,9 +135,11 @@ def test_every_attempt_has_a_deadline_and_deadline_exceeded_is_retried(service_d
     )
     node.start()
     try:
-        with PredictionClient("127.0.0.1", node.port, timeout=0.3, retries=1, backoff=0.01) as client:
-            with pytest.raises(PredictionError) as raised:
-                client.score_image(images[0])
+        with (
+            PredictionClient("127.0.0.1", node.port, timeout=0.3, retries=1, backoff=0.01) as client,
+            pytest.raises(PredictionError) as raised,
+        ):
+            client.score_image(images[0])
         assert raised.value.status is grpc.StatusCode.DEADLINE_EXCEEDED
         assert len(retry_log.records) == 1 and "DEADLINE_EXCEEDED" in retry_log.records[0].getMessage()
     finally:

@@ -9,8 +9,8 @@ from fpgaflow.fpga_runtime.cluster.gateway import Gateway
 from fpgaflow.fpga_runtime.cluster.launcher import NodeProcess, NodeSpec
 from fpgaflow.fpga_runtime.cluster.state import NodeRecord, StateStore, new_state
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.deployment.split import split_service
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import write_tiny_service
 
@@ -58,7 +58,7 @@ class RecordingLauncher:
 def services(tmp_path_factory):
     root = tmp_path_factory.mktemp("services")
     deep = write_residual_service(root / "deep")
-    split_service(deep, root / "deep-split", small_device_profile(root / "profiles"), Settings(home=root))
+    split_service(deep, root / "deep-split", small_device_profile(root / "profiles"), PipelineSettings(home=root))
     return {
         "v1": str(write_tiny_service(root / "tiny-1", version="1")),
         "v2": str(write_tiny_service(root / "tiny-2", version="2", seed=5)),
@@ -69,7 +69,7 @@ def services(tmp_path_factory):
 @pytest.fixture
 def cluster(tmp_path):
     def make(nodes: int) -> tuple[Controller, RecordingLauncher]:
-        settings = Settings(home=tmp_path, cluster_drain_timeout_seconds=1)
+        settings = PipelineSettings(home=tmp_path, cluster_drain_timeout_seconds=1)
         launcher = RecordingLauncher()
         state = new_state("test", "local", "arria10", nodes)
         gateway = Gateway("127.0.0.1:0", settings)

@@ -9,7 +9,6 @@ import yaml
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.deployment.kubernetes import (
     ManifestInvalid,
     deploy_to_kubernetes,
@@ -19,6 +18,8 @@ from fpgaflow.tasks.deployment.kubernetes import (
 )
 from fpgaflow.tasks.deployment.split import split_service
 from fpgaflow.tasks.packaging.image_build import SERVICE_PATH
+from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.settings import reload_settings
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import write_tiny_service
 
@@ -27,7 +28,7 @@ IMAGE = "registry.example/fpgaflow/tiny:3"
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(home=tmp_path / "home", kubeconfig=tmp_path / "no-kubeconfig", kubernetes_namespace="inference")
+    return PipelineSettings(home=tmp_path / "home", kubeconfig=tmp_path / "no-kubeconfig", kubernetes_namespace="inference")
 
 
 @pytest.fixture
@@ -124,14 +125,14 @@ def test_fpgaflow_deploy_to_kubernetes_without_a_kubeconfig_writes_the_manifests
     import json
 
     from fpgaflow.flows.cli import main
-    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.tasks.settings import get_pipeline_settings
 
     monkeypatch.setenv("FPGAFLOW_KUBECONFIG", str(tmp_path / "absent"))
-    get_settings.cache_clear()
+    reload_settings()
     service_dir = write_tiny_service(tmp_path / "svc", name="tiny", version="4")
     assert main(["deploy", str(service_dir), "--target", "kubernetes", "--image", IMAGE, "--replicas", "2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["target"], summary["replicas"], summary["image"]) == ("kubernetes", 2, IMAGE)
     assert summary["endpoint"] == "fpgaflow-tiny.default.svc:8500" and "kubectl apply -f" in summary["deploy_reason"]
-    written = get_settings().home / "kubernetes" / "fpgaflow-tiny" / "manifests.yaml"
+    written = get_pipeline_settings().home / "kubernetes" / "fpgaflow-tiny" / "manifests.yaml"
     assert [m["kind"] for m in yaml.safe_load_all(written.read_text())] == ["Deployment", "Service", "HorizontalPodAutoscaler"]

@@ -13,7 +13,7 @@ from fpgaflow.fpga_runtime.cluster.launchers.docker import DockerLauncher
 from fpgaflow.fpga_runtime.cluster.launchers.local import LocalLauncher
 from fpgaflow.fpga_runtime.cluster.state import StateStore, new_state
 from fpgaflow.fpga_runtime.errors import FpgaflowError
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 
 EARLIER_NAMES = {
     "fpgaflow.fpga_runtime.cluster.local:LocalLauncher": "local",
@@ -32,7 +32,7 @@ def test_launchers_saved_as_module_and_class_map_to_their_table_name(saved, name
 
 
 def test_a_state_saved_with_a_module_and_class_launcher_loads_and_is_saved_with_the_table_name(tmp_path):
-    settings = Settings(home=tmp_path)
+    settings = PipelineSettings(home=tmp_path)
     store = StateStore(tmp_path / "cluster")
     earlier = new_state("c1", "local", "arria10", 2).model_dump(mode="json")
     earlier["launcher"] = "fpgaflow.fpga_runtime.cluster.local:LocalLauncher"
@@ -45,16 +45,18 @@ def test_a_state_saved_with_a_module_and_class_launcher_loads_and_is_saved_with_
 
 def test_a_new_state_names_its_launcher_by_target(tmp_path):
     store = StateStore(tmp_path / "cluster")
-    state = _load_or_create_state(store, argparse.Namespace(target="docker", device="arria10", nodes=1), Settings(home=tmp_path))
+    state = _load_or_create_state(
+        store, argparse.Namespace(target="docker", device="arria10", nodes=1), PipelineSettings(home=tmp_path)
+    )
     assert (state.target, state.launcher) == ("docker", "docker")
 
 
 def test_a_target_without_a_launcher_is_refused(tmp_path):
     with pytest.raises(FpgaflowError, match="no cluster launcher for the 'kubernetes' target"):
-        build_launcher("kubernetes", "c1", Settings(home=tmp_path), tmp_path)
+        build_launcher("kubernetes", "c1", PipelineSettings(home=tmp_path), tmp_path)
     with pytest.raises(FpgaflowError, match=r"a cluster runs on the targets \['docker', 'local'\], not 'kubernetes'"):
         _load_or_create_state(
             StateStore(tmp_path / "cluster"),
             argparse.Namespace(target="kubernetes", device=None, nodes=None),
-            Settings(home=tmp_path),
+            PipelineSettings(home=tmp_path),
         )

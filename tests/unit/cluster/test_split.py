@@ -13,8 +13,8 @@ from fpgaflow.fpga_runtime.placement.segments import segments
 from fpgaflow.fpga_runtime.placement.split import cut_candidates, node_weight_bytes, plan_split
 from fpgaflow.fpga_runtime.profiles import load_profile
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.deployment.split import SOURCE_SPLIT_FROM, fit_to_device, split_service
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.split_service import SMALL_DEVICE_BYTES, small_device_profile, write_residual_service
 
 CONV_A, CONV_BC = 896, 2336  # fp32 weight bytes of the fixture's convolutions
@@ -63,7 +63,7 @@ def test_a_layer_bigger_than_the_device_is_refused_naming_it(featurizer):
 
 
 def test_split_service_chains_parts_that_each_fit_and_answer_like_the_whole(service_dir, profile, tmp_path):
-    result = split_service(service_dir, tmp_path / "split", profile, Settings(home=tmp_path))
+    result = split_service(service_dir, tmp_path / "split", profile, PipelineSettings(home=tmp_path))
     assert result.parts == 2 and result.cuts == ("block",) and result.max_abs_diff <= 1e-6
     split = load_service(tmp_path / "split")
     assert [stage.name for stage in split.stages] == ["featurizer.part1", "featurizer.part2", "head"]
@@ -88,13 +88,13 @@ def test_split_service_chains_parts_that_each_fit_and_answer_like_the_whole(serv
 
 def test_a_model_that_fits_is_not_split(service_dir, tmp_path):
     with pytest.raises(InvalidServiceDefinition, match="fits one arria10 device"):
-        split_service(service_dir, tmp_path / "split", "arria10", Settings(home=tmp_path))
-    result = fit_to_device(service_dir, "arria10", Settings(home=tmp_path))
+        split_service(service_dir, tmp_path / "split", "arria10", PipelineSettings(home=tmp_path))
+    result = fit_to_device(service_dir, "arria10", PipelineSettings(home=tmp_path))
     assert not result.split and result.service_dir == service_dir.resolve()
 
 
 def test_fit_to_device_splits_once_and_reuses_the_split(service_dir, profile, tmp_path):
-    settings = Settings(home=tmp_path)
+    settings = PipelineSettings(home=tmp_path)
     first = fit_to_device(service_dir, profile, settings)
     assert first.split and first.service_dir == tmp_path / "split" / "deep-1-small-fpga"
     stamp = (first.service_dir / "service.json").stat().st_mtime_ns

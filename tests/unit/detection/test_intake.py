@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.detection.intake import intake_detection_dataset, load_detection_splits
 from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.settings import PipelineSettings
 
 VOC = """<annotation><size><width>{width}</width><height>{height}</height></size>
 <object><name>7</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object></annotation>"""
@@ -42,14 +42,14 @@ def rewrite(dataset: Path, stem: str, change) -> None:
     path.write_text(json.dumps(raw))
 
 
-def broken(data_dir: Path, settings: Settings | None = None) -> set[str]:
+def broken(data_dir: Path, settings: PipelineSettings | None = None) -> set[str]:
     with pytest.raises(DataValidationError) as caught:
-        intake_detection_dataset(data_dir, settings or Settings())
+        intake_detection_dataset(data_dir, settings or PipelineSettings())
     return {line.strip()[2:].split(" (")[0] for line in str(caught.value).splitlines()[1:]}
 
 
 def test_sample_set_passes_with_counts_and_a_split(dataset):
-    result = intake_detection_dataset(dataset, Settings())
+    result = intake_detection_dataset(dataset, PipelineSettings())
     assert result.validation_success and result.class_names == ["1", "7"]
     objects = sum(len(annotation(dataset, f"{index:05d}")["objects"]) for index in range(12))
     assert (result.num_images, result.num_objects, result.num_classes) == (12, objects, 2)
@@ -87,7 +87,7 @@ def test_messages_explain_the_problem(dataset):
     rewrite(dataset, "00000", lambda raw: raw["objects"][0].update(box=[-3, 2, 10, 12]))
     (dataset / "annotations" / "00004.json").write_text("{not json")
     with pytest.raises(DataValidationError) as caught:
-        intake_detection_dataset(dataset, Settings())
+        intake_detection_dataset(dataset, PipelineSettings())
     message = str(caught.value)
     assert f"box [-3, 2, 10, 12] (xmin, ymin, xmax, ymax) in a {annotation(dataset, '00000')['width']}x" in message
     assert "images/00004.jpg: annotation_readable (00004.json: not valid JSON" in message
@@ -97,14 +97,14 @@ def test_pascal_voc_annotations_are_accepted(dataset):
     size = annotation(dataset, "00000")
     (dataset / "annotations" / "00000.json").unlink()
     (dataset / "annotations" / "00000.xml").write_text(VOC.format(width=size["width"], height=size["height"]))
-    result = intake_detection_dataset(dataset, Settings())
+    result = intake_detection_dataset(dataset, PipelineSettings())
     splits = load_detection_splits(result.split_path)
     assert splits.loc[splits["relpath"] == "images/00000.jpg", "annotation"].item().endswith("00000.xml")
 
 
 def test_labels_without_objects_and_too_few_images(dataset):
     (dataset / "labels.txt").write_text("1\n7\n4\n")
-    assert broken(dataset, Settings(detection_min_images=20)) == {"(dataset): min_images", "4: min_objects_per_label"}
+    assert broken(dataset, PipelineSettings(detection_min_images=20)) == {"(dataset): min_images", "4: min_objects_per_label"}
 
 
 @pytest.mark.parametrize(
@@ -120,17 +120,17 @@ def test_unusable_labels_file(dataset, labels, problem):
     path = dataset / "labels.txt"
     path.unlink() if labels is None else path.write_text(labels)
     with pytest.raises(DataValidationError, match=problem.replace("[", r"\[").replace("]", r"\]")):
-        intake_detection_dataset(dataset, Settings())
+        intake_detection_dataset(dataset, PipelineSettings())
 
 
 def test_missing_folder_says_what_layout_is_expected(dataset):
     shutil.rmtree(dataset / "annotations")
     with pytest.raises(DataValidationError, match="annotations/ is missing"):
-        intake_detection_dataset(dataset, Settings())
+        intake_detection_dataset(dataset, PipelineSettings())
 
 
 def test_skip_policy_leaves_undecodable_images_out(dataset):
     (dataset / "images" / "00006.jpg").write_bytes(b"\xff\xd8 not really")
-    result = intake_detection_dataset(dataset, Settings(unreadable_policy="skip"))
+    result = intake_detection_dataset(dataset, PipelineSettings(unreadable_policy="skip"))
     assert result.num_images == 11 and [item.file for item in result.skipped] == ["images/00006.jpg"]
     assert "images/00006.jpg" not in set(pd.read_csv(result.split_path)["relpath"])

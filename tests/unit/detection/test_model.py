@@ -55,13 +55,13 @@ def test_seeded_builds_are_identical_and_a_weights_file_restores_them(small, tmp
 
 
 def test_missing_imagenet_weights_say_where_to_put_them(tmp_path):
-    from fpgaflow.fpga_runtime.settings import Settings
     from fpgaflow.tasks.detection.model import build_detector
+    from fpgaflow.tasks.settings import PipelineSettings
 
     with pytest.raises(WeightsUnavailable, match="vgg16_weights_tf_dim_ordering_tf_kernels.h5"):
-        build_detector(2, weights="imagenet", input_size=96, settings=Settings(imagenet_weights_dir=tmp_path))
+        build_detector(2, weights="imagenet", input_size=96, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
     with pytest.raises(WeightsUnavailable, match="width 1.0 only"):
-        build_detector(2, weights="imagenet", input_size=96, width=0.5, settings=Settings(imagenet_weights_dir=tmp_path))
+        build_detector(2, weights="imagenet", input_size=96, width=0.5, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
 
 
 def test_ssd_loss_mines_three_negatives_per_positive():

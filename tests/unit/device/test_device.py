@@ -81,7 +81,7 @@ def test_nothing_loaded_is_not_ready(model_files):
     with pytest.raises(ModelNotReady, match="holds no model"):
         device.run({"x": batch()})
     with pytest.raises(ModelNotReady):
-        device.cost
+        _ = device.cost
     device.load(model_files[0], "fp32")
     device.unload()
     assert device.loaded is None

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fpgaflow.flows.cli import main
+from tests.fixtures.settings import reload_settings
 
 
 @pytest.fixture
@@ -59,10 +60,9 @@ def test_narrow_format_service_fits_the_tiny_device(graphs, tmp_path, tiny_profi
 
 
 def test_default_device_comes_from_settings(service_dir, monkeypatch, capsys):
-    from fpgaflow.fpga_runtime.settings import get_settings
 
     monkeypatch.setenv("FPGAFLOW_DEVICE_PROFILE", "arria10")
-    get_settings.cache_clear()
+    reload_settings()
     assert main(["estimate", str(service_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["device"] == "arria10"
 

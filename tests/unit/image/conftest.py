@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.lineage_service import write_service_with_lineage
 
 MISSING_ENGINE = "unix:///nonexistent/fpgaflow-test/docker.sock"
@@ -18,8 +18,8 @@ def image_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def no_engine_settings(image_home) -> Settings:
-    return Settings(home=image_home, docker_host=MISSING_ENGINE)
+def no_engine_settings(image_home) -> PipelineSettings:
+    return PipelineSettings(home=image_home, docker_host=MISSING_ENGINE)
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import pytest
 
 from fpgaflow.flows.cli import main as cli_main
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image, write_build_context
 from fpgaflow.tasks.packaging.steps import build_image_task
+from fpgaflow.tasks.settings import get_pipeline_settings
+from tests.fixtures.settings import reload_settings
 from tests.unit.image.conftest import MISSING_ENGINE
 
 RUNTIME_PACKAGES = (
@@ -100,9 +101,9 @@ def test_without_an_engine_the_context_is_written_and_the_result_says_why_no_ima
 def test_the_task_body_defaults_its_base_image_and_output_dir_from_settings(service_dir, image_home, monkeypatch):
     monkeypatch.setenv("FPGAFLOW_HOME", str(image_home))
     monkeypatch.setenv("FPGAFLOW_DOCKER_HOST", MISSING_ENGINE)
-    get_settings.cache_clear()
+    reload_settings()
     result = build_image_task.fn(service_dir)
-    assert result.base_image == get_settings().image_base == "python:3.11-slim"
+    assert result.base_image == get_pipeline_settings().image_base == "python:3.11-slim"
     assert Path(result.context_dir) == image_home / "images" / "tiny-1" / "context"
     assert result.built is False
 
@@ -110,7 +111,7 @@ def test_the_task_body_defaults_its_base_image_and_output_dir_from_settings(serv
 def test_cli_reports_the_reason_and_exits_non_zero_without_an_engine(service_dir, image_home, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FPGAFLOW_HOME", str(image_home))
     monkeypatch.setenv("FPGAFLOW_DOCKER_HOST", MISSING_ENGINE)
-    get_settings.cache_clear()
+    reload_settings()
     code = cli_main(
         ["image", "build", str(service_dir), "--tag", "example/tiny:test", "--json", "--output-dir", str(tmp_path / "out")]
     )

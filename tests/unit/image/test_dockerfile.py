@@ -107,7 +107,7 @@ def test_the_image_runs_as_a_non_root_user(dockerfile):
 
 
 def test_entrypoint_serves_the_service_and_cmd_is_overridable(dockerfile):
-    steps = dict((keyword, arguments) for keyword, arguments in instructions(dockerfile))
+    steps = dict(instructions(dockerfile))
     assert json.loads(steps["ENTRYPOINT"]) == ENTRYPOINT == [f"{VENV}/bin/python", "-m", "fpgaflow.fpga_runtime"]
     assert json.loads(steps["CMD"]) == SERVE_COMMAND == [SERVICE_PATH]
     assert "FPGAFLOW_SERVER_HOST=0.0.0.0" in steps["ENV"] and "FPGAFLOW_SERVER_PORT=8500" in steps["ENV"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.data.intake import intake_dataset
 from fpgaflow.tasks.errors import DataValidationError
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 @pytest.fixture
@@ -21,16 +21,16 @@ def dataset(digits_dir, tmp_path) -> Path:
     return copy
 
 
-def broken_rules(data_dir: Path, settings: Settings | None = None) -> set[tuple[str, str]]:
+def broken_rules(data_dir: Path, settings: PipelineSettings | None = None) -> set[tuple[str, str]]:
     with pytest.raises(DataValidationError) as caught:
-        intake_dataset(data_dir, settings or Settings())
+        intake_dataset(data_dir, settings or PipelineSettings())
     report = json.loads(Path(caught.value.report_path).read_text())
     assert report["success"] is False
     return {line.strip()[2:].split(" (")[0] for line in str(caught.value).splitlines()[1:]}
 
 
 def test_valid_dataset_passes_and_reports_counts(dataset):
-    result = intake_dataset(dataset, Settings())
+    result = intake_dataset(dataset, PipelineSettings())
     assert result.validation_success
     assert (result.num_images, result.num_classes) == (300, 10)
     assert sum(result.split_counts.values()) == 300
@@ -75,20 +75,20 @@ def test_duplicate_content_under_two_labels_names_both_files(dataset):
 def test_duplicate_within_one_label_is_allowed(dataset):
     source = sorted((dataset / "2").iterdir())[0]
     shutil.copy(source, dataset / "2" / "again.jpg")
-    assert intake_dataset(dataset, Settings()).validation_success
+    assert intake_dataset(dataset, PipelineSettings()).validation_success
 
 
 def test_too_few_images_per_class_and_imbalance(dataset):
     for extra in sorted((dataset / "4").iterdir())[5:]:
         extra.unlink()
-    rules = broken_rules(dataset, Settings(min_images_per_class=10, max_class_imbalance=3))
+    rules = broken_rules(dataset, PipelineSettings(min_images_per_class=10, max_class_imbalance=3))
     assert rules == {"4: min_images_per_class", "4: max_class_imbalance"}
 
 
 def test_skip_policy_excludes_unreadable_files_loudly(dataset, caplog):
     (dataset / "6" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (dataset / "6" / "empty.png").write_bytes(b"")
-    result = intake_dataset(dataset, Settings(unreadable_policy="skip"))
+    result = intake_dataset(dataset, PipelineSettings(unreadable_policy="skip"))
     assert result.num_images == 300
     assert {item.file for item in result.skipped} == {"6/broken.jpg", "6/empty.png"}
     assert "skipping unreadable file 6/broken.jpg" in caplog.text
@@ -96,4 +96,4 @@ def test_skip_policy_excludes_unreadable_files_loudly(dataset, caplog):
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(NotADirectoryError, match="does not exist"):
-        intake_dataset(tmp_path / "nowhere", Settings())
+        intake_dataset(tmp_path / "nowhere", PipelineSettings())

@@ -6,15 +6,15 @@ import shutil
 
 import pandas as pd
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.data.intake import intake_dataset
 from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint, stratified_split
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 def test_rerun_gives_same_split_and_fingerprint(digits_dir, tmp_path):
-    first = intake_dataset(digits_dir, Settings())
+    first = intake_dataset(digits_dir, PipelineSettings())
     first_split = pd.read_csv(first.split_path)
-    second = intake_dataset(digits_dir, Settings(home=tmp_path / "other-home"))
+    second = intake_dataset(digits_dir, PipelineSettings(home=tmp_path / "other-home"))
     assert second.dataset_fingerprint == first.dataset_fingerprint
     pd.testing.assert_frame_equal(pd.read_csv(second.split_path), first_split)
 

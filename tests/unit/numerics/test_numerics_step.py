@@ -8,7 +8,6 @@ import pytest
 from onnx import numpy_helper
 
 from fpgaflow.fpga_runtime.numerics import FORMATS
-from fpgaflow.fpga_runtime.settings import get_settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.numerics.formats import (
     BLOCK_SIZE_METADATA_KEY,
@@ -25,6 +24,7 @@ from fpgaflow.tasks.numerics.formats import (
     prepare_model,
 )
 from fpgaflow.tasks.numerics.steps import gate_formats_task, prepare_format_task
+from tests.fixtures.settings import reload_settings
 
 from .conftest import FEATURE_DIM
 
@@ -169,7 +169,7 @@ def test_tasks_write_the_prepared_graph_and_gate_with_the_settings_limit(featuri
     output = prepare_format_task.fn(featurizer_path, "msfp9", tmp_path / "fpga_stage.msfp9.onnx", images, block_size=8)
     assert metadata(onnx.load(output)) == {FORMAT_METADATA_KEY: "msfp9", BLOCK_SIZE_METADATA_KEY: "8"}
     monkeypatch.setenv("FPGAFLOW_MAX_ACCURACY_DROP", "0.05")
-    get_settings.cache_clear()
+    reload_settings()
     results = gate_formats_task.fn({"fp32": 0.9, "msfp8": 0.86})
     assert results["msfp8"].passed
     with pytest.raises(PipelineStepError, match="does not exist"):

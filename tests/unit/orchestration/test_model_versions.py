@@ -8,18 +8,18 @@ import pytest
 
 from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotFound
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
 from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.registered_service import register_tiny_service
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """Model 'pets': version 1 champion, version 2 candidate whose gates failed."""
-    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    settings = PipelineSettings(home=tmp_path_factory.mktemp("home"))
     config = PipelineConfig(data_dir=tmp_path_factory.mktemp("data"), model_name="pets")
     root = tmp_path_factory.mktemp("services")
     register_tiny_service(settings, config, root, seed=1, aliases=(CHAMPION_ALIAS,))

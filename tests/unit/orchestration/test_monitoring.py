@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from fpgaflow.fpga_runtime.server import create_server
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED, MODEL_RESOURCE_PREFIX, RESOURCE_ID, model_resource
 from fpgaflow.tasks.operations.monitoring import (
@@ -15,6 +14,7 @@ from fpgaflow.tasks.operations.monitoring import (
     parse_endpoint,
     result_description,
 )
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 
 READY_TIMEOUT = 60
@@ -56,7 +56,9 @@ def test_below_the_threshold_is_degraded_and_the_event_says_so(endpoint, holdout
 
 
 def test_threshold_defaults_to_the_setting(endpoint, holdout_dir):
-    result = monitor_endpoint(endpoint, holdout_dir, "tiny", settings=Settings(monitor_min_accuracy=1.0, monitor_batch_size=3))
+    result = monitor_endpoint(
+        endpoint, holdout_dir, "tiny", settings=PipelineSettings(monitor_min_accuracy=1.0, monitor_batch_size=3)
+    )
 
     assert result.threshold == 1.0 and result.degraded
     assert result.report.correct == HOLDOUT_CORRECT

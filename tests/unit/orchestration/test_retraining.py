@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.retraining import (
@@ -21,6 +20,7 @@ from fpgaflow.tasks.operations.scoring import accuracy_report, folder_images
 from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.runs import flatten
 from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.labelled_images import write_labelled_folder
 from tests.fixtures.registered_service import register_tiny_service
 
@@ -107,7 +107,7 @@ def test_config_params_round_trip(tmp_path):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """Model 'pets' with champion version 1 (trained with 3 epochs at 48 px on its own folder)."""
-    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    settings = PipelineSettings(home=tmp_path_factory.mktemp("home"))
     champion_data = tmp_path_factory.mktemp("champion-data")
     config = PipelineConfig(data_dir=champion_data, model_name="pets", input_size=48, training=TrainingConfig(epochs=3))
     register_tiny_service(settings, config, tmp_path_factory.mktemp("services"), seed=1, aliases=(CHAMPION_ALIAS,))
@@ -170,7 +170,7 @@ def test_candidate_and_champion_are_scored_on_the_same_images(registry, tmp_path
 
 
 def test_the_model_name_is_added_only_where_the_config_would_not_name_the_model(tmp_path_factory):
-    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    settings = PipelineSettings(home=tmp_path_factory.mktemp("home"))
     digits = tmp_path_factory.mktemp("data") / "digits"
     digits.mkdir()
     unnamed = PipelineConfig(data_dir=digits)  # the model is named after its folder

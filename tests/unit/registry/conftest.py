@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.keras_stages import INPUT_SIZE, held_out_like, save_stages
 
 
@@ -28,8 +28,8 @@ def preprocess_spec() -> PreprocessSpec:
 
 
 @pytest.fixture(scope="session")
-def conversion_settings(tmp_path_factory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("conversion-home"))
+def conversion_settings(tmp_path_factory) -> PipelineSettings:
+    return PipelineSettings(home=tmp_path_factory.mktemp("conversion-home"))
 
 
 @pytest.fixture(scope="session")

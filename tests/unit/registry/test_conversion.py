@@ -96,9 +96,9 @@ def test_the_conversion_step_fails_on_a_parity_miss_and_hands_on_the_report(conv
 
 
 def test_tolerance_zero_with_top1_requirement_reports_every_problem(stage_files, held_out_images, tmp_path):
-    from fpgaflow.fpga_runtime.settings import Settings
+    from fpgaflow.tasks.settings import PipelineSettings
 
-    strict = Settings(home=tmp_path, parity_tolerance=0.0, parity_min_top1_agreement=1.0, parity_images=4)
+    strict = PipelineSettings(home=tmp_path, parity_tolerance=0.0, parity_min_top1_agreement=1.0, parity_images=4)
     report = convert_stages(*stage_files, held_out_images, tmp_path / "onnx", strict)
     assert report.images == 4
     nonzero = [stage for stage, parity in report.stages.items() if parity.scaled_diff > 0]

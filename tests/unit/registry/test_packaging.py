@@ -9,26 +9,26 @@ import pytest
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.service import SERVICE_FILE, load_service
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE
 from fpgaflow.tasks.packaging.service_dir import default_service_dir, package_service
+from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.keras_stages import CLASS_NAMES, FEATURE_DIM, INPUT_SIZE
 
 SOURCE = {"mlflow_run_id": "0123abcd", "dataset_fingerprint": "f" * 64}
 
 
 def package(converted, spec, destination, **overrides):
-    arguments = dict(
-        name="pets",
-        version="3",
-        class_names=CLASS_NAMES,
-        preprocessing=spec,
-        numeric_format="fp32",
-        fpga_onnx=converted.fpga_onnx,
-        cpu_onnx=converted.cpu_onnx,
-        source=SOURCE,
-        destination=destination,
-    )
+    arguments = {
+        "name": "pets",
+        "version": "3",
+        "class_names": CLASS_NAMES,
+        "preprocessing": spec,
+        "numeric_format": "fp32",
+        "fpga_onnx": converted.fpga_onnx,
+        "cpu_onnx": converted.cpu_onnx,
+        "source": SOURCE,
+        "destination": destination,
+    }
     return package_service(**(arguments | overrides))
 
 
@@ -49,7 +49,7 @@ def test_service_directory_holds_a_valid_definition_and_both_stages(converted, p
 
 
 def test_default_location_is_under_the_home(converted, preprocess_spec, tmp_path):
-    settings = Settings(home=tmp_path)
+    settings = PipelineSettings(home=tmp_path)
     service_dir = package_service(
         name="pets",
         version="4",

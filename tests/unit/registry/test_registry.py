@@ -14,7 +14,6 @@ import pytest
 
 from fpgaflow.fpga_runtime.errors import ModelNotFound
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.fpga_runtime.settings import Settings, get_settings
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_stages, run_onnx
 from fpgaflow.tasks.errors import PipelineStepError
@@ -25,8 +24,10 @@ from fpgaflow.tasks.registry.registration import RegisteredVersion, register_tra
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
 from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
 from tests.fixtures.keras_stages import CLASS_NAMES, INPUT_SIZE
+from tests.fixtures.settings import reload_settings
 
 FINGERPRINT = "ab" * 32
 HISTORY = [
@@ -96,8 +97,8 @@ def package_and_publish(settings, registered, report, preprocess_spec, outcomes,
 
 
 @pytest.fixture(scope="module")
-def registry_settings(tmp_path_factory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("registry-home"))
+def registry_settings(tmp_path_factory) -> PipelineSettings:
+    return PipelineSettings(home=tmp_path_factory.mktemp("registry-home"))
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +287,7 @@ def test_a_version_whose_gates_fail_gets_no_alias_and_cannot_be_promoted(
     from fpgaflow.flows.cli import main
 
     monkeypatch.setenv("FPGAFLOW_HOME", str(registry_settings.home))
-    get_settings.cache_clear()
+    reload_settings()
     assert main(["promote", "pets", version]) == 1
     assert "fpgaflow promote: refused: pets version" in capsys.readouterr().err
     assert main(["promote", "pets", "999"]) == 2

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import experiment_artifact_location, redacted_uri
 from fpgaflow.tasks.registry.model_card import MAX_DESCRIPTION_CHARS, Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, coerce_outcomes, evaluation_metrics, history_metrics, numerics_gate
 from fpgaflow.tasks.registry.runs import flatten, git_commit, prefect_flow_run, split_counts, split_sizes
+from fpgaflow.tasks.settings import PipelineSettings
 
 
 def test_flatten_nests_with_dots_and_joins_sequences():
@@ -38,15 +38,17 @@ def test_redacted_uri_hides_only_the_password(uri, expected):
 
 
 def test_artifact_location_is_under_the_home_for_local_backends(tmp_path):
-    assert experiment_artifact_location(Settings(home=tmp_path)) == str(tmp_path / "mlartifacts" / "fpgaflow")
-    postgres = Settings(home=tmp_path, mlflow_tracking_uri="postgresql://u:p@db/mlflow", mlflow_experiment="pets")
+    assert experiment_artifact_location(PipelineSettings(home=tmp_path)) == str(tmp_path / "mlartifacts" / "fpgaflow")
+    postgres = PipelineSettings(home=tmp_path, mlflow_tracking_uri="postgresql://u:p@db/mlflow", mlflow_experiment="pets")
     assert experiment_artifact_location(postgres) == str(tmp_path / "mlartifacts" / "pets")
 
 
 def test_artifact_location_is_left_to_a_tracking_server_unless_set(tmp_path):
-    server = Settings(home=tmp_path, mlflow_tracking_uri="http://tracking:5000")
+    server = PipelineSettings(home=tmp_path, mlflow_tracking_uri="http://tracking:5000")
     assert experiment_artifact_location(server) is None
-    explicit = Settings(home=tmp_path, mlflow_tracking_uri="http://tracking:5000", mlflow_artifact_root="s3://bucket/mlflow/")
+    explicit = PipelineSettings(
+        home=tmp_path, mlflow_tracking_uri="http://tracking:5000", mlflow_artifact_root="s3://bucket/mlflow/"
+    )
     assert experiment_artifact_location(explicit) == "s3://bucket/mlflow/fpgaflow"
 
 
@@ -152,7 +154,7 @@ def test_a_non_finite_accuracy_is_refused_before_logging(tmp_path):
     from fpgaflow.tasks.registry.run_metrics import log_numerics
 
     with pytest.raises(PipelineStepError, match="numerics result for 'int8' has a non-finite accuracy: nan"):
-        log_numerics("any-run", {"int8": {"accuracy": math.nan, "delta": 0.0, "passed": False}}, Settings(home=tmp_path))
+        log_numerics("any-run", {"int8": {"accuracy": math.nan, "delta": 0.0, "passed": False}}, PipelineSettings(home=tmp_path))
 
 
 def test_gate_results_of_the_numerics_step_are_recorded_as_they_are():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,7 @@ def test_features_follow_the_manifest_order_whatever_the_batch_size(digits):
         rows = digits.splits[digits.splits["split"] == split]
         np.testing.assert_allclose(small[split].features, large[split].features, rtol=1e-6)
         assert small[split].labels.tolist() == [digits.class_names.index(label) for label in rows["label"]]
-        first = preprocess(open(rows["path"].iloc[0], "rb").read(), SPEC)
+        first = preprocess(Path(rows["path"].iloc[0]).read_bytes(), SPEC)
         np.testing.assert_array_equal(small[split].features[0, :3], first.mean(axis=(0, 1)))
     assert small.feature_dim == 6 and small.cache_path is None and not small.from_cache
 
@@ -70,10 +72,10 @@ def test_cache_key_changes_with_weights_data_preprocessing_and_split(digits, tmp
 
 
 def test_feature_cache_lives_under_home_and_can_be_turned_off(fpgaflow_home):
-    from fpgaflow.fpga_runtime.settings import Settings
+    from fpgaflow.tasks.settings import PipelineSettings
 
     assert feature_cache_dir() == fpgaflow_home.resolve() / "cache" / "features"
-    assert feature_cache_dir(Settings(feature_cache=False)) is None
+    assert feature_cache_dir(PipelineSettings(feature_cache=False)) is None
 
 
 def test_manifest_problems_are_named(digits):

@@ -9,7 +9,6 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.featurizers.catalog import (
     ARCHITECTURES,
     FEATURES,
@@ -19,6 +18,7 @@ from fpgaflow.tasks.featurizers.catalog import (
     build_featurizer,
     count_macs,
 )
+from fpgaflow.tasks.settings import PipelineSettings
 
 CAFFE = {"channel_order": "BGR", "mean": (123.68, 116.779, 103.939), "std": (1.0, 1.0, 1.0)}
 TORCH = {"channel_order": "RGB", "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
@@ -89,7 +89,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 def test_imagenet_without_the_file_says_how_to_provide_it(tmp_path):
-    settings = Settings(imagenet_weights_dir=tmp_path)
+    settings = PipelineSettings(imagenet_weights_dir=tmp_path)
     with pytest.raises(WeightsUnavailable) as caught:
         build_featurizer("densenet121", "imagenet", 32, settings=settings)
     message = str(caught.value)
@@ -103,7 +103,7 @@ def test_imagenet_weights_are_read_from_the_keras_file(tmp_path):
     reference.set_weights([np.full(w.shape, 0.01 * (i % 7), np.float32) for i, w in enumerate(reference.get_weights())])
     with h5py.File(tmp_path / ARCHITECTURES["resnet50"].imagenet_file, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
-    featurizer = build_featurizer("resnet50", "imagenet", 32, settings=Settings(imagenet_weights_dir=tmp_path))
+    featurizer = build_featurizer("resnet50", "imagenet", 32, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
     assert featurizer.info.weights == "imagenet"
     conv = featurizer.model.get_layer("conv5_block3_3_conv")
     np.testing.assert_array_equal(conv.kernel.numpy(), reference.get_layer("conv5_block3_3_conv").kernel.numpy())
@@ -112,7 +112,7 @@ def test_imagenet_weights_are_read_from_the_keras_file(tmp_path):
 def test_vgg16_imagenet_weights_need_input_224(tmp_path):
     (tmp_path / ARCHITECTURES["vgg16"].imagenet_file).write_bytes(b"present")
     with pytest.raises(WeightsUnavailable, match="fit input size 224 only"):
-        build_featurizer("vgg16", "imagenet", 64, settings=Settings(imagenet_weights_dir=tmp_path))
+        build_featurizer("vgg16", "imagenet", 64, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
 
 
 @pytest.mark.parametrize("name", ["ssd_vgg", "resnet18"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fpgaflow.flows.cli import main
+from tests.fixtures.settings import reload_settings
 
 
 def test_json_facts_of_one_featurizer(capsys):
@@ -16,9 +17,8 @@ def test_json_facts_of_one_featurizer(capsys):
 
 def test_missing_imagenet_weights_is_a_one_line_error(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("FPGAFLOW_IMAGENET_WEIGHTS_DIR", str(tmp_path))
-    from fpgaflow.fpga_runtime.settings import get_settings
 
-    get_settings.cache_clear()
+    reload_settings()
     assert main(["featurizers", "--name", "resnet50", "--weights", "imagenet"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("fpgaflow featurizers: error: ImageNet weights for resnet50 are not available")

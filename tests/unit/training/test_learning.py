@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from fpgaflow.fpga_runtime.preprocessing import preprocess
-from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
 from fpgaflow.tasks.featurizers.features import load_images
+from fpgaflow.tasks.settings import PipelineSettings
 from fpgaflow.tasks.training.batches import ImageBatches
 from fpgaflow.tasks.training.export import ExportedModel, load_model
 from fpgaflow.tasks.training.train_step import TrainingOutcome, train_step
@@ -29,7 +29,7 @@ def run_train_step(digits, digits_dir: Path, home: Path, output_dir: Path) -> Tr
         data_dir=digits_dir, featurizer="resnet50", weights="none", input_size=64, seed=0, training=TrainingConfig(hidden_units=0)
     )
     return train_step(
-        digits.splits, digits.class_names, digits.fingerprint, config, output_dir, Settings(home=home), progress=False
+        digits.splits, digits.class_names, digits.fingerprint, config, output_dir, PipelineSettings(home=home), progress=False
     )
 
 
