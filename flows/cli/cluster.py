@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from fpgaflow.flows.cli import UsageError
+
+if TYPE_CHECKING:
+    from fpgaflow.fpga_runtime.settings import Settings
 
 TARGETS = ("local", "docker")
 
@@ -80,27 +84,25 @@ def _print_json(value) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, start_gateway
+    from fpgaflow.fpga_runtime.cluster.daemon import start_gateway
 
     if args.nodes is not None and args.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {args.nodes}")
     settings = _settings()
     start_gateway(settings, nodes=args.nodes, device=args.device, target=args.target, port=args.port)
-    with cluster_client(settings) as client:
-        status = client.status()
-    if args.json:
-        _print_json(status)
-    else:
-        _print_status(status)
-    return 0
+    return _show_status(settings, args.json)
 
 
 def _status(args: argparse.Namespace) -> int:
+    return _show_status(_settings(), args.json)
+
+
+def _show_status(settings: Settings, as_json: bool) -> int:
     from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 
-    with cluster_client(_settings()) as client:
+    with cluster_client(settings) as client:
         status = client.status()
-    if args.json:
+    if as_json:
         _print_json(status)
     else:
         _print_status(status)

@@ -146,6 +146,22 @@ def format_violations(violations: list[Violation]) -> str:
     return "\n".join(f"  - {item.file}: {item.rule} ({item.detail})" for item in violations)
 
 
+def write_report(
+    data_dir: Path, fingerprint: str, report: dict, violations: list[Violation], skipped: list[Violation], output_dir: Path
+) -> dict[str, Any]:
+    """Write the validation report (the skipped files included); the result fields every kind's intake shares."""
+    report["skipped"] = [asdict(item) for item in skipped]
+    report_path = write_text_atomic(output_dir / "validation.json", json.dumps(report, indent=1, default=str))
+    return {
+        "data_dir": str(data_dir),
+        "dataset_fingerprint": fingerprint,
+        "validation_success": bool(report["success"]),
+        "report_path": str(report_path),
+        "violations": violations,
+        "skipped": skipped,
+    }
+
+
 def ensure_valid(result, report_path: Path) -> None:
     """Raise DataValidationError naming every broken rule of an intake ``result`` that failed validation."""
     if not result.validation_success:
@@ -176,21 +192,14 @@ def intake_dataset(data_dir: Path, settings: PipelineSettings | None = None) -> 
     fingerprint = dataset_fingerprint(manifest)
     output_dir = settings.home / "datasets" / fingerprint[:16]
     report, violations = _run_expectations(validation_tables(manifest), settings)
-    report["skipped"] = [asdict(item) for item in skipped]
-    report_path = write_text_atomic(output_dir / "validation.json", json.dumps(report, indent=1, default=str))
     class_names = sorted(manifest["label"].unique().tolist())
     result = IntakeResult(
-        data_dir=str(data_dir),
-        dataset_fingerprint=fingerprint,
+        **write_report(data_dir, fingerprint, report, violations, skipped, output_dir),
         num_images=len(manifest),
         num_classes=len(class_names),
         class_names=class_names,
-        validation_success=bool(report["success"]),
-        report_path=str(report_path),
-        violations=violations,
-        skipped=skipped,
     )
-    ensure_valid(result, report_path)
+    ensure_valid(result, Path(result.report_path))
     splits = stratified_split(manifest, settings.validation_fraction, settings.test_fraction, settings.split_seed)
     return write_splits(result, splits, output_dir)
 

@@ -30,14 +30,10 @@ def validate_data(kind: ModelKind, data_dir: Path, settings: PipelineSettings | 
     return result
 
 
-@task(name="fingerprint-dataset", cache_policy=NO_CACHE)
-def check_dataset_task(data_dir: Path) -> DatasetCheck:
-    return check_dataset(data_dir)
+check_dataset_task = task(name="fingerprint-dataset", cache_policy=NO_CACHE)(check_dataset)
 
 
-@task(name="emit-dataset-updated", cache_policy=NO_CACHE)
-def emit_dataset_updated_task(check: DatasetCheck, model_name: str = "") -> str | None:
-    return emit_dataset_updated(check, model_name)
+emit_dataset_updated_task = task(name="emit-dataset-updated", cache_policy=NO_CACHE)(emit_dataset_updated)
 
 
 @task(name="record-fingerprint", cache_policy=NO_CACHE)

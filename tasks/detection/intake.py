@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,10 +28,9 @@ from PIL import Image
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import decode_image
-from fpgaflow.tasks.data.intake import IntakeResult, Violation, ensure_valid, run_expectations, write_splits
+from fpgaflow.tasks.data.intake import IntakeResult, Violation, ensure_valid, run_expectations, write_report, write_splits
 from fpgaflow.tasks.detection.annotations import ANNOTATION_SUFFIXES, Annotation, AnnotationError, read_annotation
 from fpgaflow.tasks.errors import DataValidationError
-from fpgaflow.tasks.files import write_text_atomic
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 LABELS_FILE = "labels.txt"
@@ -293,21 +291,14 @@ def intake_detection_dataset(data_dir: Path, settings: PipelineSettings | None =
         DETAIL_COLUMNS,
         suite_prefix="fpgaflow-detection",
     )
-    report["skipped"] = [asdict(item) for item in skipped]
-    report_path = write_text_atomic(output_dir / "validation.json", json.dumps(report, indent=1, default=str))
     result = DetectionIntakeResult(
-        data_dir=str(data_dir),
-        dataset_fingerprint=fingerprint,
+        **write_report(data_dir, fingerprint, report, violations, skipped, output_dir),
         num_images=len(images),
         num_objects=len(objects),
         num_classes=len(labels),
         class_names=labels,
-        validation_success=bool(report["success"]),
-        report_path=str(report_path),
-        violations=violations,
-        skipped=skipped,
     )
-    ensure_valid(result, report_path)
+    ensure_valid(result, Path(result.report_path))
     splits = split_images(images, settings.validation_fraction, settings.test_fraction, settings.split_seed)
     return write_splits(result, splits, output_dir)
 

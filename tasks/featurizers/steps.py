@@ -9,13 +9,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.tasks.featurizers.catalog import Featurizer, build_featurizer
+from fpgaflow.tasks.featurizers.catalog import build_featurizer
 from fpgaflow.tasks.featurizers.features import FeatureExtractor, FeatureSet, feature_cache_dir, featurize_splits
 
-
-@task(name="build-featurizer", cache_policy=NO_CACHE, persist_result=False)
-def build_featurizer_task(name: str, weights: str = "none", input_size: int = 224, seed: int = 0) -> Featurizer:
-    return build_featurizer(name, weights, input_size, seed)
+build_featurizer_task = task(name="build-featurizer", cache_policy=NO_CACHE, persist_result=False)(build_featurizer)
 
 
 @task(name="featurize", cache_policy=NO_CACHE, persist_result=False)

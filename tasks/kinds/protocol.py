@@ -1,12 +1,13 @@
-"""The model-kind protocol: what a stage's step may ask of a classifier or a detector.
+"""The model kind: what a stage's step may ask of a classifier or a detector, as one record of facts and functions.
 
-The steps know a kind only through this protocol, so no stage imports a kind at run time."""
+The steps know a kind only through this record, so no stage imports a kind at run time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,59 +29,32 @@ if TYPE_CHECKING:
     SmokeOutcome: TypeAlias = SmokeResult | DetectionSmokeResult
 
 
-class ModelKind(Protocol):
+@dataclass(frozen=True)
+class ModelKind:
     name: str
+    rules: Mapping[str, Any]  # the data validation rules, by name, as the data-validation table lists them
     service_task: ServiceTask  # service.json ``task``
     default_output: str  # the output a request that names none gets
     service_title: str  # how the service-definition artifact names the service
     parity_compared: str  # what the onnx-parity artifact says was compared
     numerics_measure: str  # what the numerics artifact says was measured per format
 
-    @property
-    def rules(self) -> Mapping[str, Any]:
-        """The data validation rules, by name, as the data-validation table lists them."""
-
-    def intake(self, data_dir: Path, settings=None) -> IntakeResult:
-        """Scan, validate and split ``data_dir``: a result with ``summary()``, the class names and the split manifest."""
-
-    def intake_caption(self, result) -> str:
-        """The data-validation artifact's description of a valid dataset."""
-
-    def load_splits(self, split_path: str | Path) -> pd.DataFrame: ...
-
-    def smoke_images(self, split_path: str | Path) -> Sequence:
-        """The held-out images of the split manifest that the smoke test sends."""
-
-    def train(
-        self, splits: pd.DataFrame, class_names: Sequence[str], dataset_fingerprint: str, config: PipelineConfig, output_dir: Path
-    ) -> TrainedOutcome:
-        """Train, evaluate on the test split and export: an outcome with ``summary()``, ``evaluation``, ``model_files``."""
-
-    def publish_training(self, outcome) -> None:
-        """The train step's artifacts."""
-
-    def register(
-        self, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
-    ) -> RegisteredVersion: ...
-
-    def convert(
-        self, fpga_model_path: Path, cpu_model_path: Path, held_out_images: np.ndarray, output_dir: Path
-    ) -> ConversionReport: ...
-
-    def evaluate_numerics(
-        self,
-        fp32_fpga_onnx: Path,
-        fp32_cpu_onnx: Path,
-        splits: pd.DataFrame,
-        class_names: Sequence[str],
-        dataset_fingerprint: str,
-        spec: PreprocessSpec,
-        config: PipelineConfig,
-        output_dir: Path,
-    ) -> NumericsOutcome: ...
-
-    def smoke_test(self, endpoint: str, service_dir: Path, images: Sequence, api_key: str | None = None) -> SmokeOutcome:
-        """Compare the deployed service with its service definition run offline; the result has ``summary()`` and ``rows``."""
-
-    def smoke_caption(self, result) -> str:
-        """How the smoke-test artifact states the agreement of a smoke ``result``."""
+    # (data_dir, settings=None): scan, validate and split; a result with summary(), class names and split manifest
+    intake: Callable[..., IntakeResult]
+    intake_caption: Callable[[Any], str]  # the data-validation artifact's description of a valid dataset
+    load_splits: Callable[[str | Path], pd.DataFrame]
+    smoke_images: Callable[[str | Path], Sequence]  # the held-out images of the split manifest the smoke test sends
+    # (splits, class_names, dataset_fingerprint, config, output_dir): train, evaluate on the test split, export
+    train: Callable[[pd.DataFrame, Sequence[str], str, PipelineConfig, Path], TrainedOutcome]
+    publish_training: Callable[[Any], None]  # the train step's artifacts
+    # (run_id, model_name, fpga_model_path, cpu_model_path, class_names)
+    register: Callable[[str, str, Path, Path, Sequence[str]], RegisteredVersion]
+    # (fpga_model_path, cpu_model_path, held_out_images, output_dir): ONNX stages and their parity report
+    convert: Callable[[Path, Path, np.ndarray, Path], ConversionReport]
+    # (fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir)
+    evaluate_numerics: Callable[
+        [Path, Path, pd.DataFrame, Sequence[str], str, PreprocessSpec, PipelineConfig, Path], NumericsOutcome
+    ]
+    # (endpoint, service_dir, images, api_key=None): the deployed service vs its definition run offline
+    smoke_test: Callable[..., SmokeOutcome]
+    smoke_caption: Callable[[Any], str]  # how the smoke-test artifact states the agreement of a result

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -43,9 +42,7 @@ def evaluate_numerics_task(
     return outcome
 
 
-@task(name="prepare-numeric-format", cache_policy=NO_CACHE)
-def prepare_format_task(source: Path, name: str, output: Path, calibration: np.ndarray, block_size: int | None = None) -> Path:
-    return prepare_format_file(source, name, output, calibration, block_size)
+prepare_format_task = task(name="prepare-numeric-format", cache_policy=NO_CACHE)(prepare_format_file)
 
 
 @task(name="numerics-gate", cache_policy=NO_CACHE)
@@ -55,6 +52,4 @@ def gate_formats_task(accuracies: Mapping[str, float], max_drop: float | None = 
     return results
 
 
-@task(name="choose-serve-format", cache_policy=NO_CACHE)
-def choose_serve_format_task(results: Mapping[str, FormatGateResult], requested: str = "auto") -> str:
-    return choose_serve_format(results, requested)
+choose_serve_format_task = task(name="choose-serve-format", cache_policy=NO_CACHE)(choose_serve_format)

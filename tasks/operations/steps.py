@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.tasks.artifacts import publish_markdown, publish_table
-from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.operations.monitoring import MonitorResult, emit_model_degraded, monitor_endpoint, result_description
 from fpgaflow.tasks.operations.retraining import (
     RetrainDecision,
@@ -19,19 +17,12 @@ from fpgaflow.tasks.operations.retraining import (
     retrain_config,
     score_version,
 )
-from fpgaflow.tasks.operations.scoring import LabelledImage
-from fpgaflow.tasks.registry.lookup import ResolvedVersion
 from fpgaflow.tasks.settings import get_pipeline_settings
 
-
-@task(name="retrain-config", cache_policy=NO_CACHE)
-def retrain_config_task(data_dir: str = "", model_name: str = "", config_path: str = "") -> PipelineConfig:
-    return retrain_config(data_dir, model_name, config_path)
+retrain_config_task = task(name="retrain-config", cache_policy=NO_CACHE)(retrain_config)
 
 
-@task(name="score-version", cache_policy=NO_CACHE)
-def score_version_task(version: ResolvedVersion, images: Sequence[LabelledImage]) -> VersionScore:
-    return score_version(version, images)
+score_version_task = task(name="score-version", cache_policy=NO_CACHE)(score_version)
 
 
 @task(name="retrain-decision", cache_policy=NO_CACHE)
@@ -50,6 +41,4 @@ def monitor_endpoint_task(
     return result
 
 
-@task(name="emit-model-degraded", cache_policy=NO_CACHE)
-def emit_model_degraded_task(result: MonitorResult) -> str | None:
-    return emit_model_degraded(result)
+emit_model_degraded_task = task(name="emit-model-degraded", cache_policy=NO_CACHE)(emit_model_degraded)

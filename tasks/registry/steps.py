@@ -14,11 +14,11 @@ from fpgaflow.tasks.artifacts import publish_link, publish_markdown
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
 from fpgaflow.tasks.registry.client import mlflow_ui_url, run_url
-from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion, resolve_version
-from fpgaflow.tasks.registry.promotion import Promotion, promote
+from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
+from fpgaflow.tasks.registry.promotion import promote
 from fpgaflow.tasks.registry.publication import PublishedVersion, publish_version
 from fpgaflow.tasks.registry.registration import RegisteredVersion
-from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
+from fpgaflow.tasks.registry.run_metrics import log_conversion, log_numerics, log_training
 from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
 
 if TYPE_CHECKING:
@@ -72,9 +72,7 @@ def log_training_task(
     )
 
 
-@task(name="log-numerics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def log_numerics_task(run_id: str, outcomes: Mapping[str, Any]) -> dict[str, FormatOutcome]:
-    return log_numerics(run_id, outcomes)
+log_numerics_task = task(name="log-numerics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)(log_numerics)
 
 
 @task(name="finish-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -99,16 +97,12 @@ def publish_version_task(
     return published
 
 
-@task(name="promote-model-version", cache_policy=NO_CACHE)
-def promote_task(model_name: str, version: str) -> Promotion:
-    return promote(model_name, version)
+promote_task = task(name="promote-model-version", cache_policy=NO_CACHE)(promote)
 
 
-@task(name="resolve-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def resolve_version_task(model_name: str, alias_or_version: str) -> ResolvedVersion:
-    return resolve_version(model_name, alias_or_version)
+resolve_version_task = task(name="resolve-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)(
+    resolve_version
+)
 
 
-@task(name="find-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def find_champion_task(model_name: str) -> ResolvedVersion | None:
-    return find_champion(model_name)
+find_champion_task = task(name="find-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)(find_champion)

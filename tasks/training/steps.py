@@ -6,18 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.tasks.artifacts import publish_table
-from fpgaflow.tasks.config import PipelineConfig, TrainingConfig
-from fpgaflow.tasks.featurizers.catalog import Featurizer
+from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.training.evaluation import Evaluation, evaluate_predictions
-from fpgaflow.tasks.training.export import ModelFiles, export_model
-from fpgaflow.tasks.training.head import TrainedHead, TrainedStages, fine_tune_full, train_head
+from fpgaflow.tasks.training.export import export_model
+from fpgaflow.tasks.training.head import fine_tune_full, train_head
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.kinds import ModelKind
@@ -39,34 +37,13 @@ def train_task(
     return outcome
 
 
-@task(name="train-head", cache_policy=NO_CACHE, persist_result=False)
-def train_head_task(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    val_features: np.ndarray,
-    val_labels: np.ndarray,
-    num_classes: int,
-    config: TrainingConfig,
-    seed: int = 0,
-) -> TrainedHead:
-    return train_head(train_features, train_labels, val_features, val_labels, num_classes, config, seed)
+train_head_task = task(name="train-head", cache_policy=NO_CACHE, persist_result=False)(train_head)
 
 
-@task(name="fine-tune-full", cache_policy=NO_CACHE, persist_result=False)
-def fine_tune_full_task(
-    featurizer: Featurizer,
-    head: TrainedHead,
-    splits: pd.DataFrame,
-    class_names: Sequence[str],
-    config: TrainingConfig,
-    seed: int = 0,
-) -> TrainedStages:
-    return fine_tune_full(featurizer, head, splits, class_names, config, seed)
+fine_tune_full_task = task(name="fine-tune-full", cache_policy=NO_CACHE, persist_result=False)(fine_tune_full)
 
 
-@task(name="export-model", cache_policy=NO_CACHE, persist_result=False)
-def export_model_task(featurizer: Featurizer, head: keras.Model, class_names: Sequence[str], directory: Path) -> ModelFiles:
-    return export_model(featurizer, head, class_names, directory)
+export_model_task = task(name="export-model", cache_policy=NO_CACHE, persist_result=False)(export_model)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
