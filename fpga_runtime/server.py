@@ -68,7 +68,7 @@ class ModelServer:
             raise FpgaflowError(f"cannot listen on {address}: {error}") from None
         self._metrics_port_wanted = metrics_port
         self.metrics_port: int | None = None
-        self._pending: list[tuple[Path, str | Path | None]] = []
+        self._pending: list[tuple[Path, str | Path | None, int | None]] = []
         self._loaded = threading.Event()
         self._load_errors: list[BaseException] = []
         self.data_plane.subscribe(self._publish_readiness)
@@ -77,11 +77,14 @@ class ModelServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def add_service(self, service_dir: str | Path, device_profile: str | Path | None = None) -> ServiceDefinition:
-        """Announce a service now (its metadata is served, it is not ready); it loads on :meth:`start`."""
+    def add_service(
+        self, service_dir: str | Path, device_profile: str | Path | None = None, max_devices: int | None = None
+    ) -> ServiceDefinition:
+        """Announce a service now (its metadata is served, it is not ready); it loads on :meth:`start`, over at
+        most ``max_devices`` emulated devices (default: as many as its FPGA stage needs)."""
         service = load_service(service_dir)
         self.data_plane.register(service)
-        self._pending.append((Path(service_dir), device_profile))
+        self._pending.append((Path(service_dir), device_profile, max_devices))
         return service
 
     def start(self) -> None:
@@ -120,9 +123,9 @@ class ModelServer:
         return self._server.wait_for_termination(timeout)
 
     def _load_pending(self) -> None:
-        for service_dir, device_profile in self._pending:
+        for service_dir, device_profile, max_devices in self._pending:
             try:
-                self.data_plane.load(service_dir, device_profile)
+                self.data_plane.load(service_dir, device_profile, max_devices=max_devices)
             except Exception as error:  # reported by wait_until_ready and the health service
                 log.error("loading %s failed: %s", service_dir, error)
                 self._load_errors.append(error)
@@ -144,8 +147,9 @@ def create_server(
     device_profile: str | Path | None = None,
     metrics_port: int | None = None,
     settings: Settings | None = None,
+    max_devices: int | None = None,
 ) -> tuple[ModelServer, int]:
     """A node for one service directory, bound but not started: ``(server, port)``."""
     server = ModelServer(address, metrics_port=metrics_port, settings=settings)
-    server.add_service(service_dir, device_profile)
+    server.add_service(service_dir, device_profile, max_devices)
     return server, server.port

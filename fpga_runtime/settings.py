@@ -215,6 +215,11 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, ge=1024, description="Largest gRPC request or response a node accepts or sends."
     )
     server_max_batch_size: int = Field(default=64, ge=1, description="Most images (or preprocessed inputs) in one request.")
+    server_devices: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most emulated devices one node may chain a model over; unset: as many as the model needs.",
+    )
     server_shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight requests may run before they are cancelled."
     )
@@ -269,7 +274,9 @@ class Settings(BaseSettings):
     int8_per_channel: bool = Field(default=True, description="Quantize int8 weights with one scale per output channel.")
     int8_reduce_range: bool = Field(
         default=False,
-        description="Quantize int8 weights to 7 bits: avoids integer saturation on x86 CPUs without VNNI at a small accuracy cost.",
+        description=(
+            "Quantize int8 weights to 7 bits: avoids integer saturation on x86 CPUs without VNNI at a small accuracy cost."
+        ),
     )
 
     # -- orchestration: retraining, data watch, monitoring (Prefect flows) -------------------
