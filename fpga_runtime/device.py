@@ -102,6 +102,7 @@ class EmulatedDevice:
         self._output_names: tuple[str, ...] = ()
         self._loaded: LoadedModel | None = None
         self._cost: CostReport | None = None
+        self._last_latency: float | None = None
         self._reset_counters()
 
     def load(self, onnx_path: str | Path, numeric_format: str) -> LoadedModel:
@@ -208,7 +209,7 @@ class EmulatedDevice:
             self._since = time.perf_counter()
             self._runs = 0
             self._busy_seconds = 0.0
-            self._last_latency: float | None = None
+            self._last_latency = None
 
     def _checked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = {item.name for item in self._inputs}

@@ -96,7 +96,7 @@ def cut_candidates(model: onnx.ModelProto) -> list[tuple[int, str]]:
 
 def node_weight_bytes(model: onnx.ModelProto, numeric_format: str) -> list[int]:
     """On-chip bytes of the weights each node brings, as the device counts them (:func:`graph_cost`)."""
-    by_label = Counter()
+    by_label: Counter[str] = Counter()
     for layer in graph_cost(model, numeric_format).layers:
         by_label[layer.name] += layer.weight_bytes
     weights = []
