@@ -196,14 +196,14 @@ def _devices_in(model: onnx.ModelProto, numeric_format: str, capacity_bytes: int
 
 
 def narrower_formats(model: onnx.ModelProto, numeric_format: str, profile: DeviceProfile) -> str:
-    """'int8 needs 2 devices, msfp8 needs 1': each format of the device narrower than ``numeric_format``."""
+    """'int8 needs 2 devices, msfp8 needs 1 device': each format of the device narrower than ``numeric_format``."""
     bits = weight_bits_of(numeric_format)
     notes = []
     for name in sorted(profile.supported_formats, key=weight_bits_of, reverse=True):
         if weight_bits_of(name) < bits:
             needed = _devices_in(model, name, profile.onchip_memory_bytes)
             notes.append(f"{name} needs {needed} device{'s' if needed != 1 else ''}" if needed else f"{name} does not fit either")
-    return ", ".join(notes) or f"the device supports none narrower than {numeric_format}"
+    return ", ".join(notes)
 
 
 def plan_for_devices(
@@ -214,16 +214,22 @@ def plan_for_devices(
     try:
         plan = plan_split(model, numeric_format, profile.onchip_memory_bytes)
     except ResourceExhausted as error:
+        narrower = narrower_formats(model, numeric_format, profile)
+        way_out = (
+            f"package it in a narrower numeric format ({narrower})"
+            if narrower
+            else f"{profile.name} supports no numeric format narrower than {numeric_format}: use a larger device"
+        )
         raise ResourceExhausted(
-            f"model {label} cannot be served on {profile.name} devices in {numeric_format}: {error}. "
-            f"Package it in a narrower numeric format ({narrower_formats(model, numeric_format, profile)})"
+            f"model {label} cannot be served on {profile.name} devices in {numeric_format}: {error}; {way_out}"
         ) from None
     if max_devices is not None and plan.parts > max_devices:
+        narrower = narrower_formats(model, numeric_format, profile)
         raise ResourceExhausted(
             f"model {label} needs {plan.parts} {profile.name} devices in {numeric_format} (its weights take "
             f"{sum(plan.part_weight_bytes):,} bytes, a device holds {profile.onchip_memory_bytes:,}) but this node may use "
-            f"{max_devices}: serve it with --devices {plan.parts} or more, or package it in a narrower numeric format "
-            f"({narrower_formats(model, numeric_format, profile)})"
+            f"{max_devices}: serve it with --devices {plan.parts} or more"
+            + (f", or package it in a narrower numeric format ({narrower})" if narrower else "")
         )
     return plan
 
