@@ -220,8 +220,12 @@ def plan_for_devices(
             if narrower
             else f"{profile.name} supports no numeric format narrower than {numeric_format}: use a larger device"
         )
+        cost = graph_cost(model, numeric_format)
         raise ResourceExhausted(
-            f"model {label} cannot be served on {profile.name} devices in {numeric_format}: {error}; {way_out}"
+            f"model {label} does not fit device {profile.name}: its weights take {cost.weight_bytes:,} bytes "
+            f"({cost.weight_params:,} weights at {cost.weight_bits:g} bits in {numeric_format}) but the device has "
+            f"{profile.onchip_memory_bytes:,} bytes of on-chip memory, and no split over several devices fits either "
+            f"({error}); {way_out}"
         ) from None
     if max_devices is not None and plan.parts > max_devices:
         narrower = narrower_formats(model, numeric_format, profile)

@@ -77,7 +77,8 @@ def test_a_cap_below_what_the_model_needs_names_the_count_and_both_ways_out(serv
 def test_a_layer_no_device_holds_is_refused_with_the_narrower_formats(service_dir, tmp_path):
     tiny = small_device_profile(tmp_path, onchip_memory_bytes=1000)
     with pytest.raises(
-        ResourceExhausted, match=r"cannot be served on small-fpga devices in fp32: .*narrower numeric format \(int8"
+        ResourceExhausted,
+        match=r"does not fit device small-fpga: .*no split over several devices fits either .*narrower numeric format \(int8",
     ):
         ServiceExecutor(service_dir, tiny)
 
