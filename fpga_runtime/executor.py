@@ -16,9 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from fpgaflow.fpga_runtime.device import DeviceStats, EmulatedDevice, chain_stats
-from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.ort import make_session
-from fpgaflow.fpga_runtime.placement.cost import cost_report
 from fpgaflow.fpga_runtime.placement.split import split_for_devices
 from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
@@ -175,9 +174,13 @@ class ServiceExecutor:
     def _fpga_stage(self, stage: Stage, path: Path, intra_op_threads: int | None) -> StageRunner:
         """The stage on one device when it fits one, else its split chained over several."""
         assert self.profile is not None
-        if cost_report(path, stage.numeric_format, self.profile).fits:
-            self.device = EmulatedDevice(self.profile, intra_op_threads)
-            return FpgaStage(stage, path, self.device)
+        try:
+            runner = FpgaStage(stage, path, EmulatedDevice(self.profile, intra_op_threads))
+        except ResourceExhausted:  # the weights do not fit one device (checked before anything is loaded)
+            pass
+        else:
+            self.device = runner.device
+            return runner
         self._parts_dir = tempfile.TemporaryDirectory(prefix="fpgaflow-parts-")
         _plan, parts = split_for_devices(path, stage.numeric_format, self.profile, Path(self._parts_dir.name), self.max_devices)
         devices = [EmulatedDevice(self.profile, intra_op_threads) for _ in parts]
