@@ -94,3 +94,20 @@ def test_the_data_plane_reports_the_chain_as_one_device(service_dir, profile_pat
         assert 0 < stats.utilisation <= 1
     finally:
         plane.close()
+
+
+def test_without_a_narrower_format_the_way_out_is_a_larger_device(service_dir, tmp_path):
+    import yaml
+
+    from fpgaflow.fpga_runtime.profiles import load_profile
+
+    fp32_only = load_profile("arria10").model_copy(
+        update={"name": "fp32-part", "onchip_memory_bytes": 1000, "supported_formats": ("fp32",), "mac_units": {"fp32": 64}}
+    )
+    path = tmp_path / "fp32-part.yaml"
+    path.write_text(yaml.safe_dump(fp32_only.model_dump(mode="json"), sort_keys=False))
+    with pytest.raises(ResourceExhausted) as refused:
+        ServiceExecutor(service_dir, path)
+    message = str(refused.value)
+    assert message.startswith("model featurizer.onnx does not fit device fp32-part: its weights take 5,568 bytes")
+    assert message.endswith("fp32-part supports no numeric format narrower than fp32: use a larger device")
