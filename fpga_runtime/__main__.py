@@ -1,4 +1,4 @@
-"""``python -m fpgaflow.fpga_runtime SERVICE_DIR [--host H] [--port N] [--metrics-port N] [--device PROFILE]``.
+"""``python -m fpgaflow.fpga_runtime SERVICE_DIR [--host H] [--port N] [--metrics-port N] [--device PROFILE] [--devices N]``.
 
 The serving image's entry point: the same node as ``fpgaflow serve``, with the runtime-only install.
 """

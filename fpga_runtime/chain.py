@@ -21,7 +21,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from pathlib import Path
 
@@ -126,17 +126,20 @@ class SegmentExecutor(ServiceExecutor):
         self.segment = segment
         self.input_name = own[0].inputs[0].name
         has_fpga = any(stage.target == "FPGA" for stage in own)
-        self.device = EmulatedDevice(device_profile or settings.device_profile, intra_op_threads) if has_fpga else None
+        device = EmulatedDevice(device_profile or settings.device_profile, intra_op_threads) if has_fpga else None
+        self.device = device
         self.stages: list[StageRunner] = []
         try:
             for stage in own:
                 path = self.directory / stage.file
-                runner = (
-                    FpgaStage(stage, path, self.device) if stage.target == "FPGA" else CpuStage(stage, path, intra_op_threads)
+                runner: StageRunner = (
+                    FpgaStage(stage, path, device)
+                    if stage.target == "FPGA" and device is not None
+                    else CpuStage(stage, path, intra_op_threads)
                 )
                 self.stages.append(runner)
                 _check_graph_matches(runner)
-            if not last:
+            if next_address:  # every segment but the last hands its tensors on
                 rest = parts[segment]
                 handoff = rest[0].model_copy(
                     update={"name": f"segments {segment + 1}-{len(parts)}", "outputs": self.service.outputs}
@@ -204,6 +207,7 @@ def serve(args: argparse.Namespace) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop_requested.set())
 
+    stop: Callable[[], object]
     if args.segment == 1:
         server = ModelServer(_address(host, port), settings=settings)
         executor = SegmentExecutor(args.service_dir, 1, args.next, args.device, settings=settings)

@@ -199,11 +199,13 @@ class DataPlane:
         """(model, version, stats) of every loaded model that runs on a device."""
         with self._lock:
             entries = list(self._models.values())
-        return [
-            (entry.service.name, entry.service.version, entry.executor.device.stats())
-            for entry in entries
-            if entry.executor is not None and entry.executor.device is not None
-        ]
+        found = [(entry.service, entry.executor.device_stats()) for entry in entries if entry.executor is not None]
+        return [(service.name, service.version, stats) for service, stats in found if stats is not None]
+
+    def executors(self) -> list[ServiceExecutor]:
+        """The executors of every loaded model."""
+        with self._lock:
+            return [entry.executor for entry in self._models.values() if entry.executor is not None]
 
     # -- inference -------------------------------------------------------------------------------
 

@@ -65,6 +65,30 @@ class DeviceInput:
     shape: tuple[int | None, ...]
 
 
+def chain_stats(chain: list[DeviceStats]) -> DeviceStats:
+    """The statistics of devices a request passes in turn, taken as one device.
+
+    Runs are the first device's (each request runs once on every device), busy and measured times add
+    up along the chain, utilisation is the devices' mean and the modelled latency is the chain's.
+    """
+    if len(chain) == 1:
+        return chain[0]
+    first = chain[0]
+    wall = max(stats.wall_seconds for stats in chain)
+    measured = [stats.last_latency_seconds for stats in chain]
+    modelled = [stats.modelled_latency_seconds for stats in chain]
+    return DeviceStats(
+        profile=first.profile,
+        model=first.model,
+        runs=first.runs,
+        busy_seconds=sum(stats.busy_seconds for stats in chain),
+        wall_seconds=wall,
+        utilisation=sum(stats.utilisation for stats in chain) / len(chain),
+        last_latency_seconds=None if None in measured else sum(value for value in measured if value is not None),
+        modelled_latency_seconds=None if None in modelled else sum(value for value in modelled if value is not None),
+    )
+
+
 class EmulatedDevice:
     """One FPGA: ``load`` a model, ``run`` batches through it, read ``stats()``."""
 
@@ -78,6 +102,7 @@ class EmulatedDevice:
         self._output_names: tuple[str, ...] = ()
         self._loaded: LoadedModel | None = None
         self._cost: CostReport | None = None
+        self._last_latency: float | None = None
         self._reset_counters()
 
     def load(self, onnx_path: str | Path, numeric_format: str) -> LoadedModel:
@@ -184,7 +209,7 @@ class EmulatedDevice:
             self._since = time.perf_counter()
             self._runs = 0
             self._busy_seconds = 0.0
-            self._last_latency: float | None = None
+            self._last_latency = None
 
     def _checked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = {item.name for item in self._inputs}

@@ -7,6 +7,7 @@ a small plug-in (``load`` + ``run``) chosen by its target.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
-from fpgaflow.fpga_runtime.device import EmulatedDevice
-from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.device import DeviceStats, EmulatedDevice, chain_stats
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.ort import make_session
+from fpgaflow.fpga_runtime.placement.split import split_for_devices
 from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess
+from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, load_service
 from fpgaflow.fpga_runtime.settings import get_settings
 
@@ -45,6 +48,7 @@ class FpgaStage:
     def __init__(self, stage: Stage, path: Path, device: EmulatedDevice) -> None:
         self.stage = stage
         self.device = device
+        self.devices = (device,)
         device.load(path, stage.numeric_format)
         self.input_names = device.input_names
         self.output_names = device.output_names
@@ -54,6 +58,38 @@ class FpgaStage:
 
     def close(self) -> None:
         self.device.unload()
+
+
+class ChainedFpgaStage:
+    """A stage too large for one device, cut into consecutive parts (one per device) chained in this process.
+
+    Each request runs part 1 on device 1, hands the tensor it ends with to device 2, and so on; the
+    last device's outputs are the stage's outputs.
+    """
+
+    timing = FPGA
+
+    def __init__(self, stage: Stage, parts: Sequence[Path], devices: Sequence[EmulatedDevice]) -> None:
+        if len(parts) != len(devices) or not parts:
+            raise ValueError(f"one device per part: {len(parts)} parts, {len(devices)} devices")
+        self.stage = stage
+        self.devices = tuple(devices)
+        for path, device in zip(parts, devices):
+            device.load(path, stage.numeric_format)
+        self.input_names = self.devices[0].input_names
+        self.output_names = self.devices[-1].output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = dict(feeds)
+        outputs: dict[str, np.ndarray] = {}
+        for device in self.devices:
+            outputs = device.run({name: tensors[name] for name in device.input_names})
+            tensors.update(outputs)
+        return outputs
+
+    def close(self) -> None:
+        for device in self.devices:
+            device.unload()
 
 
 class CpuStage:
@@ -81,9 +117,11 @@ class CpuStage:
 class ServiceExecutor:
     """A loaded service: ``predict_encoded`` for image bytes, ``predict_preprocessed`` for float batches.
 
-    The service may have at most one FPGA stage: a node has one device, and a device holds one
-    model. ``on_timing(kind, seconds)`` is told the time each request spends in
-    :data:`PREPROCESS`, :data:`FPGA` and :data:`CPU` work.
+    The service may have at most one FPGA stage. It runs on one emulated device when its weights fit
+    one; otherwise it is split as the cluster splits it (:func:`~fpgaflow.fpga_runtime.placement.split.plan_split`)
+    and its parts are chained over as many devices as it needs, at most ``max_devices`` (default: the
+    ``server_devices`` setting, unset = no cap). ``on_timing(kind, seconds)`` is told the time each request
+    spends in :data:`PREPROCESS`, :data:`FPGA` and :data:`CPU` work.
     """
 
     def __init__(
@@ -95,6 +133,7 @@ class ServiceExecutor:
         max_batch_size: int | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         on_timing: TimingObserver | None = None,
+        max_devices: int | None = None,
     ) -> None:
         settings = get_settings()
         self.directory = Path(service_dir)
@@ -113,19 +152,68 @@ class ServiceExecutor:
                 f"the first stage {first.name!r} must take one input (the image batch), it takes {[t.name for t in first.inputs]}"
             )
         self.input_name = first.inputs[0].name
-        self.device = EmulatedDevice(device_profile or settings.device_profile, intra_op_threads) if fpga_stages else None
+        if max_devices is not None and max_devices < 1:
+            raise InvalidInput(f"a node needs at least one device, not {max_devices}")
+        self.max_devices = max_devices or settings.server_devices
+        self.profile: DeviceProfile | None = load_profile(device_profile or settings.device_profile) if fpga_stages else None
+        self.device: EmulatedDevice | None = None
         self.stages: list[StageRunner] = []
+        self._parts_dir: tempfile.TemporaryDirectory[str] | None = None
         try:
             for stage in self.service.stages:
                 path = self.directory / stage.file
                 if stage.target == "FPGA":
-                    self.stages.append(FpgaStage(stage, path, self.device))
+                    self.stages.append(self._fpga_stage(stage, path, intra_op_threads))
                 else:
                     self.stages.append(CpuStage(stage, path, intra_op_threads))
                 _check_graph_matches(self.stages[-1])
         except BaseException:
             self.close()
             raise
+
+    def _fpga_stage(self, stage: Stage, path: Path, intra_op_threads: int | None) -> StageRunner:
+        """The stage on one device when it fits one, else its split chained over several."""
+        assert self.profile is not None  # set whenever the service has an FPGA stage
+        try:
+            runner = FpgaStage(stage, path, EmulatedDevice(self.profile, intra_op_threads))
+        except ResourceExhausted:  # the weights do not fit one device (checked before anything is loaded)
+            pass
+        else:
+            self.device = runner.device
+            return runner
+        self._parts_dir = tempfile.TemporaryDirectory(prefix="fpgaflow-parts-")
+        _plan, parts = split_for_devices(path, stage.numeric_format, self.profile, Path(self._parts_dir.name), self.max_devices)
+        devices = [EmulatedDevice(self.profile, intra_op_threads) for _ in parts]
+        self.device = devices[0]
+        return ChainedFpgaStage(stage, parts, devices)
+
+    @property
+    def devices(self) -> tuple[EmulatedDevice, ...]:
+        """The emulated devices this executor holds, in the order a request passes them."""
+        return tuple(
+            device for runner in self.stages if isinstance(runner, FpgaStage | ChainedFpgaStage) for device in runner.devices
+        )
+
+    def device_stats(self) -> DeviceStats | None:
+        """Statistics of the device, or of the chain of devices taken as one; None without devices."""
+        devices = self.devices
+        return chain_stats([device.stats() for device in devices]) if devices else None
+
+    @property
+    def modelled_latency_seconds(self) -> float:
+        """Modelled device time of one image through every device in turn."""
+        return sum(device.cost.latency.seconds for device in self.devices)
+
+    def describe(self) -> str:
+        """What this executor serves on: ``serving digits v1 in fp32 over 4 × stratix10, modelled ...``."""
+        service = self.service
+        devices = self.devices
+        if not devices:
+            return f"serving {service.name} v{service.version} on the CPU"
+        return (
+            f"serving {service.name} v{service.version} in {service.numeric_format} over {len(devices)} × "
+            f"{devices[0].profile.name}, modelled device latency {self.modelled_latency_seconds * 1e3:.3f} ms per image"
+        )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -156,6 +244,10 @@ class ServiceExecutor:
         for runner in self.stages:
             runner.close()
         self.stages = []
+        parts_dir = getattr(self, "_parts_dir", None)
+        if parts_dir is not None:
+            parts_dir.cleanup()
+            self._parts_dir = None
 
     def _preprocess_one(self, index: int, data: bytes) -> np.ndarray:
         try:

@@ -1,7 +1,10 @@
 """Run one node from the command line: ``fpgaflow serve`` and ``python -m fpgaflow.fpga_runtime`` share this.
 
-Prints ``listening on HOST:PORT`` on stdout once the model is loaded and calls are answered
-(and ``metrics on http://HOST:PORT/metrics`` when metrics are on); SIGTERM or SIGINT stop it
+Prints ``listening on HOST:PORT`` on stdout once the model is loaded and calls are answered, then
+what it serves on (``serving digits v1 in fp32 over 4 × stratix10, modelled device latency ...``: a
+featurizer too large for one device is split as the cluster splits it and chained over as many
+emulated devices as it needs, at most ``--devices``), and ``metrics on http://HOST:PORT/metrics``
+when metrics are on; SIGTERM or SIGINT stop it
 gracefully: in-flight calls finish (up to the shutdown grace), then exit code 0.
 """
 
@@ -24,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port; 0 picks a free one (default: off)."
     )
     parser.add_argument("--device", default=None, help="Device profile name or YAML path (default: the device_profile setting).")
+    parser.add_argument(
+        "--devices",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="Most emulated devices to chain the model over (default: the server_devices setting, else as many as it needs).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal_number, lambda *_: stop_requested.set())
 
     server, bound_port = create_server(
-        args.service_dir, _address(host, port), device_profile=args.device, metrics_port=metrics_port, settings=settings
+        args.service_dir,
+        _address(host, port),
+        device_profile=args.device,
+        metrics_port=metrics_port,
+        settings=settings,
+        max_devices=args.devices,
     )
     server.start()
     try:
@@ -49,12 +64,20 @@ def run(args: argparse.Namespace) -> int:
         server.stop(0).wait()
         raise
     print(f"listening on {_address(host, bound_port)}", flush=True)
+    for executor in server.data_plane.executors():
+        print(executor.describe(), flush=True)
     if server.metrics_port is not None:
         print(f"metrics on http://{_address(host, server.metrics_port)}/metrics", flush=True)
     stop_requested.wait()
     logging.getLogger(__name__).info("stopping: draining in-flight calls for up to %s s", settings.server_shutdown_grace_seconds)
     server.stop().wait()
     return 0
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def _address(host: str, port: int) -> str:

@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 OVERALL = ""  # the health service name that stands for the whole server
 
 
+def publish_readiness(ready: bool, health_servicer: health.HealthServicer, metrics: ServerMetrics) -> None:
+    """Readiness as gRPC health (the server and both APIs) and as the ``ready`` gauge."""
+    metrics.ready.set(1 if ready else 0)
+    status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in (OVERALL, TF_SERVICE, OIP_SERVICE):
+        health_servicer.set(name, status)
+
+
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -68,7 +76,7 @@ class ModelServer:
             raise FpgaflowError(f"cannot listen on {address}: {error}") from None
         self._metrics_port_wanted = metrics_port
         self.metrics_port: int | None = None
-        self._pending: list[tuple[Path, str | Path | None]] = []
+        self._pending: list[tuple[Path, str | Path | None, int | None]] = []
         self._loaded = threading.Event()
         self._load_errors: list[BaseException] = []
         self.data_plane.subscribe(self._publish_readiness)
@@ -77,11 +85,14 @@ class ModelServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def add_service(self, service_dir: str | Path, device_profile: str | Path | None = None) -> ServiceDefinition:
-        """Announce a service now (its metadata is served, it is not ready); it loads on :meth:`start`."""
+    def add_service(
+        self, service_dir: str | Path, device_profile: str | Path | None = None, max_devices: int | None = None
+    ) -> ServiceDefinition:
+        """Announce a service now (its metadata is served, it is not ready); it loads on :meth:`start`, over at
+        most ``max_devices`` emulated devices (default: as many as its FPGA stage needs)."""
         service = load_service(service_dir)
         self.data_plane.register(service)
-        self._pending.append((Path(service_dir), device_profile))
+        self._pending.append((Path(service_dir), device_profile, max_devices))
         return service
 
     def start(self) -> None:
@@ -120,9 +131,9 @@ class ModelServer:
         return self._server.wait_for_termination(timeout)
 
     def _load_pending(self) -> None:
-        for service_dir, device_profile in self._pending:
+        for service_dir, device_profile, max_devices in self._pending:
             try:
-                self.data_plane.load(service_dir, device_profile)
+                self.data_plane.load(service_dir, device_profile, max_devices=max_devices)
             except Exception as error:  # reported by wait_until_ready and the health service
                 log.error("loading %s failed: %s", service_dir, error)
                 self._load_errors.append(error)
@@ -130,11 +141,7 @@ class ModelServer:
         self._loaded.set()
 
     def _publish_readiness(self) -> None:
-        ready = self.data_plane.ready()
-        self.metrics.ready.set(1 if ready else 0)
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in (OVERALL, TF_SERVICE, OIP_SERVICE):
-            self.health.set(name, status)
+        publish_readiness(self.data_plane.ready(), self.health, self.metrics)
 
 
 def create_server(
@@ -144,8 +151,9 @@ def create_server(
     device_profile: str | Path | None = None,
     metrics_port: int | None = None,
     settings: Settings | None = None,
+    max_devices: int | None = None,
 ) -> tuple[ModelServer, int]:
     """A node for one service directory, bound but not started: ``(server, port)``."""
     server = ModelServer(address, metrics_port=metrics_port, settings=settings)
-    server.add_service(service_dir, device_profile)
+    server.add_service(service_dir, device_profile, max_devices)
     return server, server.port

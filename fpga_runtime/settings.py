@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, ge=1024, description="Largest gRPC request or response a node accepts or sends."
     )
     server_max_batch_size: int = Field(default=64, ge=1, description="Most images (or preprocessed inputs) in one request.")
+    server_devices: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most emulated devices one node may chain a model over; unset: as many as the model needs.",
+    )
     server_shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight requests may run before they are cancelled."
     )

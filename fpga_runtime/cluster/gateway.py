@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from fpgaflow.fpga_runtime import kserve, tfserving
 from fpgaflow.fpga_runtime.cluster.router import Router
@@ -26,7 +26,7 @@ from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip_pb
 from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tf_pb
 from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, OIP_SERVICE, TF_PREDICT, TF_SERVICE, oip_method
 from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
-from fpgaflow.fpga_runtime.server import OVERALL, grpc_options
+from fpgaflow.fpga_runtime.server import grpc_options, publish_readiness
 from fpgaflow.fpga_runtime.service import ServiceDefinition
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
 
@@ -230,8 +230,4 @@ class Gateway:
         self.data_plane.changed()
 
     def _publish_readiness(self) -> None:
-        ready = self.data_plane.ready()
-        self.metrics.ready.set(1 if ready else 0)
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in (OVERALL, TF_SERVICE, OIP_SERVICE):
-            self.health.set(name, status)
+        publish_readiness(self.data_plane.ready(), self.health, self.metrics)

@@ -16,7 +16,11 @@ from fpgaflow.fpga_runtime.settings import Settings
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """What one node is to run: a whole service, or segment ``segment`` of a split one."""
+    """What one node is to run: a whole service, or segment ``segment`` of a split one.
+
+    ``devices``: the emulated devices a node running a whole service may chain its model over (the
+    cluster counts each node as one device, and splits a model too large for one across nodes instead).
+    """
 
     node_id: str
     model: str
@@ -26,6 +30,7 @@ class NodeSpec:
     device_profile: str
     segment: int | None = None
     next_hop: str | None = None
+    devices: int = 1
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from onnx import shape_inference
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.ort import make_session
-from fpgaflow.fpga_runtime.placement.cost import constant_tensors, graph_cost
+from fpgaflow.fpga_runtime.placement.cost import constant_tensors, graph_cost, weight_bits_of
+from fpgaflow.fpga_runtime.profiles import DeviceProfile
 from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage
 
 PARITY_BATCH = 2
@@ -184,3 +185,65 @@ def chained_parity(model_path: Path, part_paths: list[Path], stage: Stage) -> tu
     got = [tensors[item.name] for item in whole.get_outputs()]
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, got))
     return difference, max(1.0, *(float(np.max(np.abs(a))) for a in expected))
+
+
+def _devices_in(model: onnx.ModelProto, numeric_format: str, capacity_bytes: int) -> int | None:
+    """Devices the graph needs with weights in ``numeric_format``, or None when no split fits a device."""
+    try:
+        return plan_split(model, numeric_format, capacity_bytes).parts
+    except ResourceExhausted:
+        return None
+
+
+def narrower_formats(model: onnx.ModelProto, numeric_format: str, profile: DeviceProfile) -> str:
+    """'int8 needs 2 devices, msfp8 needs 1 device': each format of the device narrower than ``numeric_format``."""
+    bits = weight_bits_of(numeric_format)
+    notes = []
+    for name in sorted(profile.supported_formats, key=weight_bits_of, reverse=True):
+        if weight_bits_of(name) < bits:
+            needed = _devices_in(model, name, profile.onchip_memory_bytes)
+            notes.append(f"{name} needs {needed} device{'s' if needed != 1 else ''}" if needed else f"{name} does not fit either")
+    return ", ".join(notes)
+
+
+def plan_for_devices(
+    model: onnx.ModelProto, label: str, numeric_format: str, profile: DeviceProfile, max_devices: int | None = None
+) -> SplitPlan:
+    """The cluster's split of ``model`` for ``profile`` devices, refused (ResourceExhausted) when it needs more than
+    ``max_devices``: the message gives the number needed and both ways out, more devices or a narrower format."""
+    try:
+        plan = plan_split(model, numeric_format, profile.onchip_memory_bytes)
+    except ResourceExhausted as error:
+        narrower = narrower_formats(model, numeric_format, profile)
+        way_out = (
+            f"package it in a narrower numeric format ({narrower})"
+            if narrower
+            else f"{profile.name} supports no numeric format narrower than {numeric_format}: use a larger device"
+        )
+        cost = graph_cost(model, numeric_format)
+        raise ResourceExhausted(
+            f"model {label} does not fit device {profile.name}: its weights take {cost.weight_bytes:,} bytes "
+            f"({cost.weight_params:,} weights at {cost.weight_bits:g} bits in {numeric_format}) but the device has "
+            f"{profile.onchip_memory_bytes:,} bytes of on-chip memory, and no split over several devices fits either "
+            f"({error}); {way_out}"
+        ) from None
+    if max_devices is not None and plan.parts > max_devices:
+        narrower = narrower_formats(model, numeric_format, profile)
+        raise ResourceExhausted(
+            f"model {label} needs {plan.parts} {profile.name} devices in {numeric_format} (its weights take "
+            f"{sum(plan.part_weight_bytes):,} bytes, a device holds {profile.onchip_memory_bytes:,}) but this node may use "
+            f"{max_devices}: serve it with --devices {plan.parts} or more"
+            + (f", or package it in a narrower numeric format ({narrower})" if narrower else "")
+        )
+    return plan
+
+
+def split_for_devices(
+    model_path: Path, numeric_format: str, profile: DeviceProfile, directory: Path, max_devices: int | None = None
+) -> tuple[SplitPlan, list[Path]]:
+    """Plan the split of the graph at ``model_path`` for ``profile`` devices and write its parts into ``directory``."""
+    model = onnx.load(str(model_path))
+    plan = plan_for_devices(model, model_path.name, numeric_format, profile, max_devices)
+    if plan.parts == 1:
+        return plan, [model_path]
+    return plan, extract_parts(model_path, model, plan, directory, model_path.stem)

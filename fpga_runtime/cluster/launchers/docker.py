@@ -90,7 +90,7 @@ class DockerLauncher:
     def command(self, spec: NodeSpec) -> tuple[list[str] | None, list[str]]:
         """(entrypoint override, arguments) of a node's container."""
         device = spec.device_profile if spec.device_profile in known_profiles() else PROFILE_MOUNT
-        return node_command(spec.segment, spec.next_hop, self.port, device)
+        return node_command(spec.segment, spec.next_hop, self.port, device, spec.devices)
 
     def start(self, spec: NodeSpec) -> NodeProcess:
         from docker.errors import APIError, ImageNotFound

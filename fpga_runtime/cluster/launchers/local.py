@@ -33,7 +33,7 @@ class LocalLauncher:
     def command(self, spec: NodeSpec) -> list[str]:
         where = ["--host", NODE_HOST, "--port", "0", "--device", spec.device_profile]
         if spec.segment is None:
-            return [sys.executable, "-m", RUNTIME_MODULE, spec.service_dir, *where]
+            return [sys.executable, "-m", RUNTIME_MODULE, spec.service_dir, *where, "--devices", str(spec.devices)]
         hop = ["--next", spec.next_hop] if spec.next_hop else []
         return [sys.executable, "-m", f"{RUNTIME_MODULE}.chain", spec.service_dir, "--segment", str(spec.segment), *hop, *where]
 
