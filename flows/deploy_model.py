@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from fpgaflow.tasks.deployment.deploy import deploy_task
+from fpgaflow.tasks.deployment.steps import deploy_task
 from fpgaflow.tasks.registry.steps import resolve_version_task
 from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
 

@@ -24,8 +24,7 @@ from fpgaflow.tasks.config import STEPS, PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import ParityError, load_held_out_images
 from fpgaflow.tasks.conversion.steps import convert_task
 from fpgaflow.tasks.data.steps import validate_data
-from fpgaflow.tasks.deployment.deploy import deploy_task
-from fpgaflow.tasks.deployment.steps import smoke_test_task
+from fpgaflow.tasks.deployment.steps import deploy_task, smoke_test_task
 from fpgaflow.tasks.kinds import kind_of
 from fpgaflow.tasks.numerics.steps import evaluate_numerics_task
 from fpgaflow.tasks.packaging.image_build import ImageBuildFailed

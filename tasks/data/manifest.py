@@ -25,22 +25,25 @@ MANIFEST_COLUMNS = (
 SPLITS = ("train", "val", "test")
 
 
-def _describe_file(path: Path) -> dict:
-    """Size, hash and image properties; properties stay None where the file is empty or undecodable,
-    so each problem is reported once, by the rule that names it."""
-    data = path.read_bytes()
-    row = {
+def undecoded_row(data: bytes, properties: tuple[str, ...]) -> dict:
+    """A file's size and hash with its image ``properties`` still None (and, when it is empty, why it does not decode).
+
+    Properties stay None where the file is empty or undecodable, so each problem is reported once, by the rule
+    that names it."""
+    return {
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
-        "width": None,
-        "height": None,
-        "mode": None,
-        "format": None,
+        **dict.fromkeys(properties),
         "decodes": None,
-        "decode_error": "",
+        "decode_error": "" if data else "empty file",
     }
+
+
+def _describe_file(path: Path) -> dict:
+    """Size, hash and image properties (see :func:`undecoded_row`)."""
+    data = path.read_bytes()
+    row = undecoded_row(data, ("width", "height", "mode", "format"))
     if not data:
-        row["decode_error"] = "empty file"
         return row
     try:
         with Image.open(io.BytesIO(data)) as image:

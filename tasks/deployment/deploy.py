@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from fpgaflow.fpga_runtime.cluster.daemon import gateway_running, running_state
 from fpgaflow.fpga_runtime.cluster.launchers import LAUNCHERS
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.deployment.targets import TARGETS, DeployFailed, DeployResult
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
@@ -57,30 +53,3 @@ def deploy(
     if target not in TARGETS:
         raise DeployFailed(f"a cluster runs on the targets {sorted(LAUNCHERS)}, not {target!r}")
     return TARGETS[target].deploy(service_dir, replicas, image, base_image, device, settings)
-
-
-def _markdown(result: DeployResult) -> str:
-    rows = [
-        ("model", f"{result.model} {result.version}"),
-        ("target", result.target),
-        ("endpoint", result.endpoint),
-        ("replicas", result.replicas),
-        ("devices per replica", result.parts),
-        ("image", result.image or result.image_reason),
-        ("service", result.service_dir),
-    ]
-    if result.nodes:
-        rows.append(("nodes", "; ".join(" → ".join(chain) for chain in result.nodes)))
-    if not result.applied:
-        rows.append(("not applied", result.reason))
-    return "| | |\n|---|---|\n" + "\n".join(f"| {key} | `{value}` |" for key, value in rows)
-
-
-@task(name="deploy", cache_policy=NO_CACHE)
-def deploy_task(
-    service_dir: str | Path, target: str = "local", replicas: int = 1, image: str | None = None, base_image: str | None = None
-) -> DeployResult:
-    """Prefect step: :func:`deploy`, with the deployment as an artifact."""
-    result = deploy(service_dir, target=target, replicas=replicas, image=image, base_image=base_image)
-    publish_markdown("deployment", _markdown(result), description=f"{result.model} {result.version} on {result.target}")
-    return result

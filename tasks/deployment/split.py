@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.placement.cost import cost_report
@@ -26,7 +24,6 @@ from fpgaflow.fpga_runtime.placement.fit import fpga_stage_reports
 from fpgaflow.fpga_runtime.placement.split import chained_parity, extract_parts, plan_split, single_fpga_stage
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
-from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.packaging.service_dir import stage_from_onnx
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
@@ -160,23 +157,3 @@ def fit_to_device(service_dir: str | Path, device_profile: str | Path, settings:
                 part_weight_bytes=weights,
             )
     return split_service(service_dir, target, profile, settings)
-
-
-def _markdown(result: SplitResult) -> str:
-    rows = "\n".join(
-        f"| {index} | {weight / 1e6:.2f} MB | {cut} |"
-        for index, (weight, cut) in enumerate(zip(result.part_weight_bytes, (*result.cuts, "(outputs)")), start=1)
-    )
-    return (
-        f"Split across **{result.parts}** {result.device_profile} devices "
-        f"({result.onchip_memory_bytes / 1e6:.2f} MB on chip each); chained parts vs whole graph: max abs diff "
-        f"{result.max_abs_diff:.3g}.\n\n| part | weights | hands on |\n|---|---|---|\n{rows}\n"
-    )
-
-
-@task(name="fit-to-device", cache_policy=NO_CACHE)
-def fit_to_device_task(service_dir: str | Path, device_profile: str) -> SplitResult:
-    result = fit_to_device(service_dir, device_profile)
-    if result.split:
-        publish_markdown("model-split", _markdown(result), description="FPGA stage split across devices")
-    return result

@@ -29,6 +29,7 @@ from PIL import Image
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import decode_image
 from fpgaflow.tasks.data.intake import IntakeResult, Violation, ensure_valid, run_expectations, write_report, write_splits
+from fpgaflow.tasks.data.manifest import undecoded_row
 from fpgaflow.tasks.detection.annotations import ANNOTATION_SUFFIXES, Annotation, AnnotationError, read_annotation
 from fpgaflow.tasks.errors import DataValidationError
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
@@ -113,17 +114,8 @@ def read_labels(data_dir: Path) -> list[str]:
 def _describe_image(path: Path) -> dict:
     """Size as the model sees it (EXIF orientation applied), format and hash; properties stay None when it does not decode."""
     data = path.read_bytes()
-    row = {
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "width": None,
-        "height": None,
-        "format": None,
-        "decodes": None,
-        "decode_error": "",
-    }
+    row = undecoded_row(data, ("width", "height", "format"))
     if not data:
-        row["decode_error"] = "empty file"
         return row
     try:
         image = decode_image(data)
