@@ -8,8 +8,7 @@ import pytest
 from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 from fpgaflow.fpga_runtime.cluster.launchers.docker import CLUSTER_LABEL, network_name
 from fpgaflow.tasks.deployment.deploy import deploy
-from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, build_image
-from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.docker_engine import serving_image
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities, write_tiny_service
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status
 
@@ -21,11 +20,8 @@ TAG = "fpgaflow-test/cluster-tiny:1"
 def served_image(docker_client, local_base_image, tmp_path_factory):
     home = tmp_path_factory.mktemp("docker-image-home")
     service_dir = write_tiny_service(home / "service", name="tiny", version="1")
-    result = build_image(service_dir, base_image=local_base_image, tag=TAG, settings=PipelineSettings(home=home))
-    assert result.built, result.reason
-    yield service_dir, result.tag
-    docker_client.images.remove(result.tag, force=True)
-    docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})
+    with serving_image(docker_client, service_dir, TAG, local_base_image, home) as tag:
+        yield service_dir, tag
 
 
 def cluster_leftovers(docker_client, cluster: str) -> tuple[list, list]:

@@ -11,8 +11,8 @@ from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.cluster.launcher import NodeSpec
 from fpgaflow.fpga_runtime.cluster.launchers.docker import DockerLauncher
 from fpgaflow.fpga_runtime.errors import FpgaflowError
-from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, build_image
 from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.docker_engine import serving_image
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
 
@@ -24,11 +24,8 @@ TAG = "fpgaflow-test/multi-device-deep:1"
 def served_image(docker_client, local_base_image, tmp_path_factory):
     home = tmp_path_factory.mktemp("docker-multi-home")
     service_dir = write_residual_service(home / "service", name="deep", version="1")
-    result = build_image(service_dir, base_image=local_base_image, tag=TAG, settings=PipelineSettings(home=home))
-    assert result.built, result.reason
-    yield service_dir, result.tag
-    docker_client.images.remove(result.tag, force=True)
-    docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})
+    with serving_image(docker_client, service_dir, TAG, local_base_image, home) as tag:
+        yield service_dir, tag
 
 
 def test_a_container_asked_for_two_devices_serves_the_model_they_hold_together(docker_client, served_image, tmp_path):
