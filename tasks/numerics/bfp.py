@@ -31,10 +31,11 @@ A tensor that cannot hold negative values (a Relu output, also through max pooli
 padding: :func:`non_negative_tensors`) skips ``Abs`` and rounds in float32's own addition,
 two full-size passes fewer:
 
-    y    = (Min(xb, L*s) + 2**23*1.5*s) - 2**23*1.5*s
+    y    = (Min(xb, L*s) + 2**23*s) - 2**23*s             (2**23*s from the splitting, scaled)
 
-Adding ``1.5 * 2**23 * s`` lands every value where float32's spacing is exactly ``s``, so the
-addition rounds to a multiple of ``s``, half to even, and the subtraction is exact. Every step
+Adding ``2**23 * s`` to a value in ``[0, L*s]`` lands it in ``[2**23, 2**24) * s``, where
+float32's spacing is exactly ``s``, so the addition rounds to a multiple of ``s``, half to even,
+and the subtraction is exact. Every step
 is exact, so the graph reproduces the numpy reference bit for bit (a ``-0.0`` input of the
 non-negative quantizer comes out ``+0.0``). A ``NaN`` stays ``NaN``; the other values of its
 block come out either as the reference computes them or as ``NaN`` (onnxruntime's ReduceMax does
@@ -191,9 +192,9 @@ def add_block_quantizer(
         reduce_axis = axis + 1
 
     magnitudes = blocks if non_negative else editor.node("Abs", [blocks], f"{base}/abs")
-    step = _block_step(editor, editor.reduce_max(magnitudes, reduce_axis, f"{base}/block_max"), fmt, base)
+    block_max = editor.reduce_max(magnitudes, reduce_axis, f"{base}/block_max")
     round_blocks = _round_non_negative if non_negative else _round_signed
-    quantized = round_blocks(editor, blocks, step, float(2**fmt.mantissa_bits - 1), base)
+    quantized = round_blocks(editor, blocks, block_max, fmt, base)
 
     if block != length:
         if static_trailing:
@@ -215,7 +216,7 @@ def add_block_quantizer(
 MAX_EMULATED_EXPONENT_BITS = 7
 MAX_EMULATED_MANTISSA_BITS = 20
 SPLITTER = float(2**23 + 1)  # Veltkamp's constant for float32: keeps the leading bit of a product
-ROUNDING_OFFSET = 1.5 * 2.0**23  # x + offset * s lands where float32's spacing is exactly s
+FLOAT32_FRACTION_BITS = 23  # in [2**23 * s, 2**24 * s) float32's spacing is exactly s
 
 
 def _check_emulated_range(fmt: NumericFormat) -> None:
@@ -227,18 +228,23 @@ def _check_emulated_range(fmt: NumericFormat) -> None:
         )
 
 
-def _block_step(editor: _GraphEditor, block_max: str, fmt: NumericFormat, base: str) -> str:
-    """``s = 2 ** (E - (m - 1))`` per block from its largest magnitude, in five small element-wise ops."""
+def _block_step(editor: _GraphEditor, block_max: str, fmt: NumericFormat, base: str, times_power: int = 0) -> str:
+    """``2**times_power * s`` with ``s = 2 ** (E - (m - 1))`` per block from its largest magnitude, in five
+    small element-wise ops."""
     e_min, e_max = shared_exponent_range(fmt.exponent_bits)
     clipped = editor.node("Clip", [block_max, editor.constant(2.0**e_min), editor.constant(2.0**e_max)], f"{base}/clipped_max")
-    scaled = editor.node("Mul", [clipped, editor.constant(0.75 * 2.0 ** (1 - fmt.mantissa_bits))], f"{base}/scaled_max")
+    scaled = editor.node(
+        "Mul", [clipped, editor.constant(0.75 * 2.0 ** (1 - fmt.mantissa_bits + times_power))], f"{base}/scaled_max"
+    )
     split = editor.node("Mul", [scaled, editor.constant(SPLITTER)], f"{base}/split")
     excess = editor.node("Sub", [split, scaled], f"{base}/split_excess")
     return editor.node("Sub", [split, excess], f"{base}/step")
 
 
-def _round_signed(editor: _GraphEditor, blocks: str, step: str, largest_code: float, base: str) -> str:
+def _round_signed(editor: _GraphEditor, blocks: str, block_max: str, fmt: NumericFormat, base: str) -> str:
     """``s * Clip(Round(x * (1/s)), -L, L)``: any sign, ``-0.0`` kept."""
+    largest_code = float(2**fmt.mantissa_bits - 1)
+    step = _block_step(editor, block_max, fmt, base)
     inverse_step = editor.node("Reciprocal", [step], f"{base}/inverse_step")
     scaled = editor.node("Mul", [blocks, inverse_step], f"{base}/scaled")
     codes = editor.node(
@@ -249,11 +255,12 @@ def _round_signed(editor: _GraphEditor, blocks: str, step: str, largest_code: fl
     return editor.node("Mul", [codes, step], f"{base}/quantized")
 
 
-def _round_non_negative(editor: _GraphEditor, blocks: str, step: str, largest_code: float, base: str) -> str:
-    """``(Min(x, L*s) + 1.5*2**23*s) - 1.5*2**23*s``: rounds to a multiple of ``s``, half to even, in float32's
-    own addition; two full-size passes fewer than :func:`_round_signed`."""
-    ceiling = editor.node("Mul", [step, editor.constant(largest_code)], f"{base}/ceiling")
-    offset = editor.node("Mul", [step, editor.constant(ROUNDING_OFFSET)], f"{base}/offset")
+def _round_non_negative(editor: _GraphEditor, blocks: str, block_max: str, fmt: NumericFormat, base: str) -> str:
+    """``(Min(x, L*s) + 2**23*s) - 2**23*s``: rounds to a multiple of ``s``, half to even, in float32's own
+    addition; two full-size passes fewer than :func:`_round_signed`."""
+    offset = _block_step(editor, block_max, fmt, base, times_power=FLOAT32_FRACTION_BITS)
+    largest_code = float(2**fmt.mantissa_bits - 1)
+    ceiling = editor.node("Mul", [offset, editor.constant(largest_code * 2.0**-FLOAT32_FRACTION_BITS)], f"{base}/ceiling")
     saturated = editor.node("Min", [blocks, ceiling], f"{base}/saturated")
     shifted = editor.node("Add", [saturated, offset], f"{base}/shifted")
     return editor.node("Sub", [shifted, offset], f"{base}/quantized")
