@@ -35,15 +35,15 @@ two full-size passes fewer:
 
 Adding ``2**23 * s`` to a value in ``[0, L*s]`` lands it in ``[2**23, 2**24) * s``, where
 float32's spacing is exactly ``s``, so the addition rounds to a multiple of ``s``, half to even,
-and the subtraction is exact. Every step
-is exact, so the graph reproduces the numpy reference bit for bit (a ``-0.0`` input of the
-non-negative quantizer comes out ``+0.0``). A ``NaN`` stays ``NaN``; the other values of its
-block come out either as the reference computes them or as ``NaN`` (onnxruntime's ReduceMax does
-not define NaN propagation), never as another number.
+and the subtraction is exact. Every step is exact, so the graph reproduces the numpy reference
+bit for bit (a ``-0.0`` input of the non-negative quantizer comes out ``+0.0``). A ``NaN`` stays
+``NaN``; the other values of its block come out either as the reference computes them or as
+``NaN`` (onnxruntime's ReduceMax does not define NaN propagation), never as another number.
 
 The quantizer is kept to few, cheap operators because its cost decides how close the emulation
-runs to fp32 (``fpgaflow bench``, "msfp emulation" rows): onnxruntime runs each as a separate pass,
-and a reshape whose target it cannot see stops it from fusing the next Conv with its residual Add.
+runs to fp32 (``fpgaflow bench`` targets "msfp9/msfp8 emulation speed"): onnxruntime runs each
+op as a separate pass, and a reshape whose target it cannot see stops it from fusing the next
+Conv with its residual Add.
 """
 
 from __future__ import annotations

@@ -130,12 +130,16 @@ def test_in_graph_quantizer_handles_infinities_like_the_reference():
     assert np.array_equal(actual, bfp_quantize(values, 2, block_size=4))
 
 
-def test_nan_stays_nan_and_never_turns_its_block_into_other_numbers():
+@pytest.mark.parametrize("non_negative", [False, True])
+def test_nan_stays_nan_and_never_turns_its_block_into_other_numbers(non_negative):
     fmt = numeric_format("msfp9", 16)
     rng = np.random.default_rng(11)
     values = rng.standard_normal((4, 64)).astype(np.float32)
+    if non_negative:
+        values = np.abs(values)
     values[0, 0] = values[1, 20] = values[2, 47] = np.nan  # first, middle and last position of a block
-    actual = run(block_quantizer_model((4, 64), 1, fmt, ir_version=IR_VERSION), x=values)
+    model = block_quantizer_model((4, 64), 1, fmt, ir_version=IR_VERSION, non_negative=non_negative)
+    actual = run(model, x=values)
     expected = bfp_quantize(values, fmt.mantissa_bits, block_size=16)
     assert np.all(np.isnan(actual[np.isnan(values)]))
     blocks_with_nan = np.isnan(values.reshape(4, 4, 16)).any(axis=-1)
