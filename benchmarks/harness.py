@@ -34,7 +34,7 @@ FULL = RunPlan(
     windows=WindowPlan(warmup_seconds=3.0, window_seconds=5.0, max_windows=8),
     peak_matrix=1024,
     calibration_images=16,
-    emulation_repeats=20,
+    emulation_repeats=40,
     side_by_side_rounds=30,
     pipeline=True,
 )
@@ -64,6 +64,10 @@ class Target:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "pass": self.passed}
+
+
+EMULATED_FORMATS = ("msfp9", "msfp8")
+EMULATION_SPEED_LIMIT = 1.3  # an msfp featurizer's batch-1 latency over the same graph's in fp32
 
 
 def _same_request(request: Callable[[], object]) -> Callable[[], Callable[[], object]]:
@@ -111,6 +115,16 @@ def judge_targets(results: dict) -> list[Target]:
             "<=",
             "msfp9 gateway p50 / fp32 gateway p50",
         ),
+        *[
+            Target(
+                f"{name} emulation speed",
+                results["fpga_emulation"][name]["vs_fp32"],
+                EMULATION_SPEED_LIMIT,
+                "<=",
+                f"{name} featurizer p50 / fp32 featurizer p50 (batch 1, in-process onnxruntime, interleaved runs)",
+            )
+            for name in EMULATED_FORMATS
+        ],
         Target("int8 node memory", memory["node int8"], 500.0, "<=", "peak RSS of the ResNet-50 int8 node, MB"),
         Target("gateway memory", memory["gateway"], 200.0, "<=", "peak RSS of the gateway, MB"),
     ]
@@ -194,6 +208,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
         emulation[name] = {
             "modelled_device_ms": report.latency.seconds * 1000,
             "measured_emulation_ms": measured[name],
+            "vs_fp32": measured[name] / measured["fp32"],
             "fits_one_device": report.fits,
             "weight_mb": report.graph.weight_bytes / 1e6,
         }

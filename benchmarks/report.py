@@ -94,8 +94,10 @@ def markdown(results: dict) -> str:
     lines += [_row([name, f"{value:.0f}"]) for name, value in results["memory_mb"].items()]
     lines += [
         "",
-        _row(["format", "devices", "modelled FPGA ms", "measured emulation ms (featurizer, in-process)", "weights MB"]),
-        _row(["---"] * 5),
+        _row(
+            ["format", "devices", "modelled FPGA ms", "measured emulation ms (featurizer, in-process)", "vs fp32", "weights MB"]
+        ),
+        _row(["---"] * 6),
     ]
     for name, row in results["fpga_emulation"].items():
         devices = results["deployment"].get(name, {}).get("devices", "")
@@ -106,6 +108,7 @@ def markdown(results: dict) -> str:
                     devices,
                     f"{row['modelled_device_ms']:.3f}",
                     f"{row['measured_emulation_ms']:.1f}",
+                    f"{row['vs_fp32']:.2f}",
                     f"{row['weight_mb']:.1f}",
                 ]
             )

@@ -10,21 +10,40 @@ units:
   (no custom op, so any onnxruntime executes the graph). A tensor feeding several consumers is
   quantized once.
 
-The inserted subgraph for a tensor ``x`` blocked along ``axis`` (``C`` values long):
+The inserted subgraph for a tensor ``x`` blocked along ``axis`` (``C`` values long), ``m`` mantissa
+bits, ``L = 2**m - 1``:
 
-    xb   = Reshape(x, [0]*axis + [C/B, B, -1])            (Pad first when B does not divide C)
-    m    = ReduceMax(Abs(xb), axis + 1, keepdims)          block maxima
-    e0   = Clip(Floor(Log(m) / ln 2), E_min - 1, E_max + 1) estimate of floor(log2 m), within 1
-    e    = e0 + Floor(Clip(m / 2**e0, 0, 2))               exact floor(log2 m) + 1
-    s    = 2 ** (Clip(e, E_min + 1, E_max + 1) - mantissa_bits)   = 2 ** (E - (m - 1))
-    y    = Reshape(s * Clip(Round(xb * (1/s)), -(2**m - 1), 2**m - 1), Shape(x))
+    xb   = Reshape(x, [0]*axis + [C/B, B, ...])            (Pad first when B does not divide C)
+    M    = Clip(ReduceMax(Abs(xb), axis + 1), 2**E_min, 2**E_max)      block maxima, clipped
+    a    = M * (0.75 * 2**(1 - m))
+    c    = a * (2**23 + 1)
+    s    = c - (c - a)                                     = 2 ** (E - (m - 1)), the step
+    y    = s * Clip(Round(xb * (1/s)), -L, L)              then Reshape back (and Slice off the pad)
 
-``Log`` is only accurate to a few ulp, so ``Floor(Log(m)/ln 2)`` can miss by one next to a power
-of two; the ``m / 2**e0`` term (exact: a division by a power of two) corrects it, which makes
-the shared exponent exact. Every other step is a multiplication by a power of two or ONNX
-``Round`` (half to even), so the graph reproduces the numpy reference bit for bit. A ``NaN``
-stays ``NaN``; the other values of its block come out either as the reference computes them or
-as ``NaN`` (onnxruntime's ReduceMax does not define NaN propagation), never as another number.
+``c - (c - a)`` is Veltkamp's splitting: it rounds ``a`` to one significant bit, to nearest. For
+``M`` in ``[2**e, 2**(e+1))``, ``0.75 * M`` lies in ``[0.75, 1.5) * 2**e``, whose nearest one-bit
+number is ``2**e``; so ``s`` is exactly ``2 ** (floor(log2 M) - (m - 1))`` (checked for every
+float32 from ``2**-15`` to ``2**16``; scaling by powers of two keeps it exact in any binade).
+Clipping ``M`` first clips the exponent: an all-zero block gets ``E_min``, an infinite maximum
+``E_max``.
+
+A tensor that cannot hold negative values (a Relu output, also through max pooling and zero
+padding: :func:`non_negative_tensors`) skips ``Abs`` and rounds in float32's own addition,
+two full-size passes fewer:
+
+    y    = (Min(xb, L*s) + 2**23*s) - 2**23*s             (2**23*s from the splitting, scaled)
+
+Adding ``2**23 * s`` to a value in ``[0, L*s]`` lands it in ``[2**23, 2**24) * s``, where
+float32's spacing is exactly ``s``, so the addition rounds to a multiple of ``s``, half to even,
+and the subtraction is exact. Every step is exact, so the graph reproduces the numpy reference
+bit for bit (a ``-0.0`` input of the non-negative quantizer comes out ``+0.0``). A ``NaN`` stays
+``NaN``; the other values of its block come out either as the reference computes them or as
+``NaN`` (onnxruntime's ReduceMax does not define NaN propagation), never as another number.
+
+The quantizer is kept to few, cheap operators because its cost decides how close the emulation
+runs to fp32 (``fpgaflow bench`` targets "msfp9/msfp8 emulation speed"): onnxruntime runs each
+op as a separate pass, and a reshape whose target it cannot see stops it from fusing the next
+Conv with its residual Add.
 """
 
 from __future__ import annotations
@@ -134,10 +153,26 @@ class _GraphEditor:
         return nodes
 
 
-def add_block_quantizer(editor: _GraphEditor, tensor: str, rank: int, axis: int, length: int, fmt: NumericFormat) -> str:
-    """Queue in ``editor`` the nodes that round ``tensor`` to ``fmt``; return the output name."""
-    e_min, e_max = shared_exponent_range(fmt.exponent_bits)
-    largest_code = float(2**fmt.mantissa_bits - 1)
+def add_block_quantizer(
+    editor: _GraphEditor,
+    tensor: str,
+    shape: tuple[int | None, ...],
+    axis: int,
+    length: int,
+    fmt: NumericFormat,
+    non_negative: bool = False,
+) -> str:
+    """Queue in ``editor`` the nodes that round ``tensor`` (of ``shape``, ``None`` for unknown dimensions) to
+    ``fmt``; return the output name.
+
+    ``non_negative`` says that ``tensor`` holds no value below zero (it comes out of a Relu):
+    the quantizer then skips ``Abs`` and rounds with the shorter :func:`_round_non_negative`.
+    When the dimensions after ``axis`` are known, both reshapes use constant shapes, so onnxruntime
+    still knows every shape downstream (its layout optimisations fuse a Conv with its residual Add
+    only when it can prove both have the same shape).
+    """
+    rank = len(shape)
+    _check_emulated_range(fmt)
     block = min(fmt.block_size, length)
     padded_length = math.ceil(length / block) * block
     base = tensor.replace("/", "_")
@@ -147,59 +182,26 @@ def add_block_quantizer(editor: _GraphEditor, tensor: str, rank: int, axis: int,
         pads = [0] * (2 * rank)
         pads[rank + axis] = padded_length - length
         data = editor.node("Pad", [tensor, editor.constant(pads, np.int64)], f"{base}/padded", mode="constant")
+    trailing = shape[axis + 1 :]
+    static_trailing = all(trailing)
     if block == length:
         blocks, reduce_axis = data, axis
     else:
-        target = [0] * axis + [padded_length // block, block, -1]
+        target = [0] * axis + [padded_length // block, block, *(trailing if static_trailing else [-1])]
         blocks = editor.node("Reshape", [data, editor.constant(target, np.int64)], f"{base}/blocks")
         reduce_axis = axis + 1
 
-    block_max = editor.reduce_max(editor.node("Abs", [blocks], f"{base}/abs"), reduce_axis, f"{base}/block_max")
-    log2_estimate = editor.node(
-        "Mul", [editor.node("Log", [block_max], f"{base}/log"), editor.constant(1 / math.log(2))], f"{base}/log2"
-    )
-    estimate = editor.node(
-        "Clip",
-        [editor.node("Floor", [log2_estimate], f"{base}/floor_log2"), editor.constant(e_min - 1), editor.constant(e_max + 1)],
-        f"{base}/exponent_estimate",
-    )
-    ratio = editor.node(
-        "Div", [block_max, editor.node("Pow", [editor.constant(2.0), estimate], f"{base}/estimate_power")], f"{base}/ratio"
-    )
-    correction = editor.node(
-        "Floor",
-        [editor.node("Clip", [ratio, editor.constant(0.0), editor.constant(2.0)], f"{base}/ratio_clipped")],
-        f"{base}/correction",
-    )
-    exponent_plus_one = editor.node(
-        "Clip",
-        [
-            editor.node("Add", [estimate, correction], f"{base}/exponent_raw"),
-            editor.constant(e_min + 1),
-            editor.constant(e_max + 1),
-        ],
-        f"{base}/exponent_plus_one",
-    )
-    step = editor.node(
-        "Pow",
-        [
-            editor.constant(2.0),
-            editor.node("Sub", [exponent_plus_one, editor.constant(float(fmt.mantissa_bits))], f"{base}/step_exponent"),
-        ],
-        f"{base}/step",
-    )
-    inverse_step = editor.node("Reciprocal", [step], f"{base}/inverse_step")
-
-    scaled = editor.node("Mul", [blocks, inverse_step], f"{base}/scaled")
-    codes = editor.node(
-        "Clip",
-        [editor.node("Round", [scaled], f"{base}/rounded"), editor.constant(-largest_code), editor.constant(largest_code)],
-        f"{base}/codes",
-    )
-    quantized = editor.node("Mul", [codes, step], f"{base}/quantized")
+    magnitudes = blocks if non_negative else editor.node("Abs", [blocks], f"{base}/abs")
+    block_max = editor.reduce_max(magnitudes, reduce_axis, f"{base}/block_max")
+    round_blocks = _round_non_negative if non_negative else _round_signed
+    quantized = round_blocks(editor, blocks, block_max, fmt, base)
 
     if block != length:
-        quantized = editor.node("Reshape", [quantized, editor.node("Shape", [data], f"{base}/shape")], f"{base}/unblocked")
+        if static_trailing:
+            original = editor.constant([0] * axis + [padded_length, *trailing], np.int64)
+        else:
+            original = editor.node("Shape", [data], f"{base}/shape")
+        quantized = editor.node("Reshape", [quantized, original], f"{base}/unblocked")
     if padded_length != length:
         quantized = editor.node(
             "Slice",
@@ -207,6 +209,103 @@ def add_block_quantizer(editor: _GraphEditor, tensor: str, rank: int, axis: int,
             f"{base}/unpadded",
         )
     return quantized
+
+
+# Largest shared-exponent and mantissa widths whose steps, splitter products and rounding constants all
+# stay normal, finite float32 numbers.
+MAX_EMULATED_EXPONENT_BITS = 7
+MAX_EMULATED_MANTISSA_BITS = 20
+SPLITTER = float(2**23 + 1)  # Veltkamp's constant for float32: keeps the leading bit of a product
+FLOAT32_FRACTION_BITS = 23  # in [2**23 * s, 2**24 * s) float32's spacing is exactly s
+
+
+def _check_emulated_range(fmt: NumericFormat) -> None:
+    if fmt.exponent_bits > MAX_EMULATED_EXPONENT_BITS or fmt.mantissa_bits > MAX_EMULATED_MANTISSA_BITS:
+        raise ValueError(
+            f"format {fmt.name!r} ({fmt.exponent_bits} exponent, {fmt.mantissa_bits} mantissa bits): the in-graph "
+            f"emulation rounds activations in float32 and supports at most {MAX_EMULATED_EXPONENT_BITS} shared exponent "
+            f"and {MAX_EMULATED_MANTISSA_BITS} mantissa bits"
+        )
+
+
+def _block_step(editor: _GraphEditor, block_max: str, fmt: NumericFormat, base: str, times_power: int = 0) -> str:
+    """``2**times_power * s`` with ``s = 2 ** (E - (m - 1))`` per block from its largest magnitude, in five
+    small element-wise ops."""
+    e_min, e_max = shared_exponent_range(fmt.exponent_bits)
+    clipped = editor.node("Clip", [block_max, editor.constant(2.0**e_min), editor.constant(2.0**e_max)], f"{base}/clipped_max")
+    scaled = editor.node(
+        "Mul", [clipped, editor.constant(0.75 * 2.0 ** (1 - fmt.mantissa_bits + times_power))], f"{base}/scaled_max"
+    )
+    split = editor.node("Mul", [scaled, editor.constant(SPLITTER)], f"{base}/split")
+    excess = editor.node("Sub", [split, scaled], f"{base}/split_excess")
+    return editor.node("Sub", [split, excess], f"{base}/step")
+
+
+def _round_signed(editor: _GraphEditor, blocks: str, block_max: str, fmt: NumericFormat, base: str) -> str:
+    """``s * Clip(Round(x * (1/s)), -L, L)``: any sign, ``-0.0`` kept."""
+    largest_code = float(2**fmt.mantissa_bits - 1)
+    step = _block_step(editor, block_max, fmt, base)
+    inverse_step = editor.node("Reciprocal", [step], f"{base}/inverse_step")
+    scaled = editor.node("Mul", [blocks, inverse_step], f"{base}/scaled")
+    codes = editor.node(
+        "Clip",
+        [editor.node("Round", [scaled], f"{base}/rounded"), editor.constant(-largest_code), editor.constant(largest_code)],
+        f"{base}/codes",
+    )
+    return editor.node("Mul", [codes, step], f"{base}/quantized")
+
+
+def _round_non_negative(editor: _GraphEditor, blocks: str, block_max: str, fmt: NumericFormat, base: str) -> str:
+    """``(Min(x, L*s) + 2**23*s) - 2**23*s``: rounds to a multiple of ``s``, half to even, in float32's own
+    addition; two full-size passes fewer than :func:`_round_signed`."""
+    offset = _block_step(editor, block_max, fmt, base, times_power=FLOAT32_FRACTION_BITS)
+    largest_code = float(2**fmt.mantissa_bits - 1)
+    ceiling = editor.node("Mul", [offset, editor.constant(largest_code * 2.0**-FLOAT32_FRACTION_BITS)], f"{base}/ceiling")
+    saturated = editor.node("Min", [blocks, ceiling], f"{base}/saturated")
+    shifted = editor.node("Add", [saturated, offset], f"{base}/shifted")
+    return editor.node("Sub", [shifted, offset], f"{base}/quantized")
+
+
+# Ops that never turn non-negative input into a negative output (their first input is the data).
+_SIGN_KEEPING_OPS = frozenset(
+    {
+        "MaxPool",
+        "GlobalMaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+    }
+)
+
+
+def non_negative_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Names of the tensors no value of which can be below zero: Relu outputs and what sign-keeping ops and
+    zero-padding make of them (a ``-0.0`` can come out of a Relu; it rounds to ``+0.0``)."""
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    found: set[str] = set()
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or not node.output:
+            continue
+        if node.op_type == "Relu" or (node.input and node.input[0] in found and _keeps_sign(node, constants)):
+            found.add(node.output[0])
+    return found
+
+
+def _keeps_sign(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    """Whether ``node`` turns non-negative data into non-negative output."""
+    if node.op_type != "Pad":
+        return node.op_type in _SIGN_KEEPING_OPS
+    if _attributes(node).get("mode", b"constant") not in (b"constant", "constant"):
+        return False
+    if len(node.input) < 3 or not node.input[2]:
+        return True
+    value = constants.get(node.input[2])
+    return value is not None and bool(np.all(numpy_helper.to_array(value) >= 0))
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -233,6 +332,7 @@ def apply_block_float(model: onnx.ModelProto, fmt: NumericFormat) -> onnx.ModelP
     types = _tensor_types(model)
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     editor = _GraphEditor(graph, opset, fmt.name)
+    non_negative = non_negative_tensors(graph)
     quantized_names: dict[tuple[str, int], str] = {}
     new_nodes: list[onnx.NodeProto] = []
 
@@ -265,7 +365,9 @@ def apply_block_float(model: onnx.ModelProto, fmt: NumericFormat) -> onnx.ModelP
                     else:
                         _check_float32(types.get(name), name, node)
                         length = reduction * operand.factor
-                        quantized_names[key] = add_block_quantizer(editor, name, len(shape), axis, length, fmt)
+                        quantized_names[key] = add_block_quantizer(
+                            editor, name, shape, axis, length, fmt, non_negative=name in non_negative
+                        )
                 node.input[operand.index] = quantized_names[key]
         new_nodes.extend(editor.take_pending())
         new_nodes.append(node)
@@ -314,11 +416,17 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
 
 
 def block_quantizer_model(
-    shape: tuple[int | None, ...], axis: int, fmt: NumericFormat, ir_version: int = 8, opset: int = 17
+    shape: tuple[int | None, ...],
+    axis: int,
+    fmt: NumericFormat,
+    ir_version: int = 8,
+    opset: int = 17,
+    non_negative: bool = False,
 ) -> onnx.ModelProto:
     """A model ``x -> y`` that is only the in-graph activation quantizer (for checks and tests).
 
-    ``shape`` may hold ``None`` for free dimensions except at ``axis``.
+    ``shape`` may hold ``None`` for free dimensions except at ``axis``; ``non_negative`` builds the
+    quantizer for input that is never below zero.
     """
     axis = axis % len(shape)
     blocked_length = shape[axis]
@@ -326,7 +434,7 @@ def block_quantizer_model(
         raise ValueError("the blocked axis needs a known length")
     graph = helper.make_graph([], "block_quantizer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], [])
     editor = _GraphEditor(graph, opset, fmt.name)
-    output = add_block_quantizer(editor, "x", len(shape), axis, blocked_length, fmt)
+    output = add_block_quantizer(editor, "x", shape, axis, blocked_length, fmt, non_negative=non_negative)
     graph.node.extend(editor.take_pending())
     graph.node.append(helper.make_node("Identity", [output], ["y"], name="output"))
     graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape)))

@@ -45,7 +45,11 @@ def test_quick_bench_writes_results_markdown_and_charts(tmp_path, capsys):
         "ahead of TensorFlow",
         "near the limit",
         "gateway memory",
+        "msfp9 emulation speed",
+        "msfp8 emulation speed",
     }
+    emulation = results["fpga_emulation"]
+    assert emulation["fp32"]["vs_fp32"] == 1.0 and emulation["msfp9"]["vs_fp32"] > 0
     assert all(set(target) >= {"name", "value", "limit", "pass"} and isinstance(target["pass"], bool) for target in targets)
 
     markdown = (out / "results.md").read_text()

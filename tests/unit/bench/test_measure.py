@@ -67,6 +67,7 @@ def test_targets_are_ratios_of_the_measured_numbers():
         },
         "machine_limit": {"int8_floor_ms": 20.0},
         "memory_mb": {"node int8": 300.0, "gateway": 250.0},
+        "fpga_emulation": {"fp32": {"vs_fp32": 1.0}, "msfp9": {"vs_fp32": 1.25}, "msfp8": {"vs_fp32": 1.5}},
     }
     verdicts = {target.name: target for target in judge_targets(results)}
     assert verdicts["serving overhead"].value == pytest.approx(1.1) and verdicts["serving overhead"].passed
@@ -75,6 +76,8 @@ def test_targets_are_ratios_of_the_measured_numbers():
     assert verdicts["throughput under load"].value == pytest.approx(20 / 22) and not verdicts["throughput under load"].passed
     assert verdicts["tail at concurrency 1"].value == pytest.approx(114 / 50) and not verdicts["tail at concurrency 1"].passed
     assert verdicts["msfp9 emulation usable"].value == pytest.approx(2.0)
+    assert verdicts["msfp9 emulation speed"].value == 1.25 and verdicts["msfp9 emulation speed"].passed
+    assert verdicts["msfp8 emulation speed"].value == 1.5 and not verdicts["msfp8 emulation speed"].passed
     assert verdicts["int8 node memory"].passed and not verdicts["gateway memory"].passed
     assert Target("x", 1.0, 1.0, ">=", "").to_dict()["pass"] is True
 

@@ -8,8 +8,8 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fpgaflow.fpga_runtime.numerics import bfp_quantize, numeric_format
-from fpgaflow.tasks.numerics.bfp import apply_block_float, block_quantizer_model
+from fpgaflow.fpga_runtime.numerics import NumericFormat, bfp_quantize, numeric_format
+from fpgaflow.tasks.numerics.bfp import apply_block_float, block_quantizer_model, non_negative_tensors
 
 IR_VERSION = 10  # onnxruntime 1.31 loads IR <= 13; onnx.helper defaults to a newer one
 
@@ -68,6 +68,61 @@ def test_in_graph_quantizer_equals_reference_bit_for_bit(name, shape, axis, bloc
         assert np.array_equal(actual.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("name", ["msfp8", "msfp9"])
+@pytest.mark.parametrize(("shape", "axis", "block_size"), CASES)
+def test_non_negative_quantizer_equals_reference_bit_for_bit(name, shape, axis, block_size):
+    fmt = numeric_format(name, block_size)
+    model = block_quantizer_model(shape, axis, fmt, ir_version=IR_VERSION, non_negative=True)
+    rng = np.random.default_rng(abs(hash((name, shape, axis))) % 2**32)
+    for values in (np.abs(edge_case_tensor(shape, axis, rng)), np.abs(rng.standard_normal(shape).astype(np.float32) * 40)):
+        values[(0,) * len(shape)] = np.inf
+        expected = bfp_quantize(values, fmt.mantissa_bits, fmt.exponent_bits, fmt.block_size, axis=axis)
+        actual = run(model, x=values)
+        assert np.array_equal(actual.view(np.uint32), expected.view(np.uint32))
+
+
+def every_binade_blocks(block_size: int) -> np.ndarray:
+    """One block per block maximum: every power of two from 2**-20 to 2**20, its float32 neighbours, 1.5 and
+    almost 2 times it; the other values of a block sit just around the rounding thresholds below it."""
+    powers = np.exp2(np.arange(-20, 21)).astype(np.float32)
+    maxima = np.concatenate(
+        [
+            powers,
+            np.nextafter(powers, np.float32(0)),
+            np.nextafter(powers, np.float32(np.inf)),
+            powers * np.float32(1.5),
+            np.nextafter(powers * np.float32(2), np.float32(0)),
+        ]
+    )
+    fractions = np.linspace(0.0, 1.0, block_size, dtype=np.float32)
+    return (maxima[:, None] * fractions[None, :]).astype(np.float32)
+
+
+@pytest.mark.parametrize("non_negative", [False, True])
+@pytest.mark.parametrize("name", ["msfp8", "msfp9"])
+def test_shared_exponent_is_exact_next_to_every_power_of_two(name, non_negative):
+    fmt = numeric_format(name, 16)
+    values = every_binade_blocks(16)
+    model = block_quantizer_model(values.shape, 1, fmt, ir_version=IR_VERSION, non_negative=non_negative)
+    expected = bfp_quantize(values, fmt.mantissa_bits, block_size=16, axis=1)
+    assert np.array_equal(run(model, x=values).view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("non_negative", [False, True])
+def test_quantizer_with_unknown_spatial_size_equals_reference(non_negative):
+    fmt = numeric_format("msfp9", 16)
+    model = block_quantizer_model((None, 40, None, None), 1, fmt, ir_version=IR_VERSION, non_negative=non_negative)
+    values = np.abs(np.random.default_rng(3).standard_normal((2, 40, 5, 7)).astype(np.float32)) * 9
+    expected = bfp_quantize(values, fmt.mantissa_bits, block_size=16, axis=1)
+    assert np.array_equal(run(model, x=values).view(np.uint32), expected.view(np.uint32))
+
+
+def test_quantizer_refuses_formats_float32_cannot_emulate():
+    wide = NumericFormat("wide", "block_float", "8-bit shared exponents", mantissa_bits=3, exponent_bits=8)
+    with pytest.raises(ValueError, match="'wide'.*at most 7 shared exponent"):
+        block_quantizer_model((1, 16), 1, wide)
+
+
 def test_in_graph_quantizer_handles_infinities_like_the_reference():
     fmt = numeric_format("msfp8", 4)
     values = np.array([[np.inf, 1.0, -np.inf, 5e4, 2.0, 0.5, 0.0, 0.25]], np.float32)
@@ -75,12 +130,16 @@ def test_in_graph_quantizer_handles_infinities_like_the_reference():
     assert np.array_equal(actual, bfp_quantize(values, 2, block_size=4))
 
 
-def test_nan_stays_nan_and_never_turns_its_block_into_other_numbers():
+@pytest.mark.parametrize("non_negative", [False, True])
+def test_nan_stays_nan_and_never_turns_its_block_into_other_numbers(non_negative):
     fmt = numeric_format("msfp9", 16)
     rng = np.random.default_rng(11)
     values = rng.standard_normal((4, 64)).astype(np.float32)
+    if non_negative:
+        values = np.abs(values)
     values[0, 0] = values[1, 20] = values[2, 47] = np.nan  # first, middle and last position of a block
-    actual = run(block_quantizer_model((4, 64), 1, fmt, ir_version=IR_VERSION), x=values)
+    model = block_quantizer_model((4, 64), 1, fmt, ir_version=IR_VERSION, non_negative=non_negative)
+    actual = run(model, x=values)
     expected = bfp_quantize(values, fmt.mantissa_bits, block_size=16)
     assert np.all(np.isnan(actual[np.isnan(values)]))
     blocks_with_nan = np.isnan(values.reshape(4, 4, 16)).any(axis=-1)
@@ -120,6 +179,49 @@ def conv_branches_model(rng: np.random.Generator) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
         [numpy_helper.from_array(array, name) for name, array in (("w1", w1), ("w2", w2), ("w3", w3), ("w4", w4))],
     )
+
+
+def test_relu_outputs_and_what_keeps_their_sign_are_known_non_negative():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["relu"]),
+        helper.make_node("Pad", ["relu", "pads"], ["zero_padded"]),
+        helper.make_node("MaxPool", ["zero_padded"], ["pooled"], kernel_shape=[2, 2]),
+        helper.make_node("Pad", ["relu", "pads", "minus_one"], ["minus_one_padded"]),
+        helper.make_node("Neg", ["relu"], ["negated"]),
+        helper.make_node("Reshape", ["negated", "flat"], ["negated_flat"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "signs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [],
+        initializer=[
+            numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+            numpy_helper.from_array(np.array(-1.0, np.float32), "minus_one"),
+            numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+        ],
+    )
+    assert non_negative_tensors(graph) == {"relu", "zero_padded", "pooled"}
+
+
+def relu_matmul_model(weights: np.ndarray) -> onnx.ModelProto:
+    return _model(
+        [helper.make_node("Relu", ["x"], ["relu"]), helper.make_node("MatMul", ["relu", "w"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weights.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weights.shape[1]])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+
+
+def test_a_relu_output_is_rounded_without_abs_and_like_the_reference():
+    rng = np.random.default_rng(8)
+    weights = rng.normal(0, 1, (40, 6)).astype(np.float32)
+    prepared = apply_block_float(relu_matmul_model(weights), numeric_format("msfp9", 16))
+    assert "Abs" not in [node.op_type for node in prepared.graph.node]
+    values = rng.normal(0, 3, (7, 40)).astype(np.float32)
+    relu = np.maximum(values, 0)
+    expected = bfp_quantize(relu, 3, block_size=16, axis=1) @ bfp_quantize(weights, 3, block_size=16, axis=0)
+    np.testing.assert_allclose(run(prepared, x=values), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_weights_are_rounded_offline_along_the_input_channels():
