@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.protocol import (
+    CLASS_NAMES_OUTPUT,
+    CLASSES_OUTPUT,
     DETECTION_OUTPUTS,
     ENCODED_INPUT_TENSOR,
     IMAGES_INPUT,
@@ -170,9 +172,12 @@ class ServiceDefinition(BaseModel):
         repeated = sorted({name for name in tensors if tensors.count(name) > 1})
         if repeated:
             raise ValueError(f"tensor_names gives {repeated} to more than one tensor")
-        clashing = sorted(set(tensors) & {IMAGES_INPUT, PREPROCESSED_INPUT, *outputs})
+        recorded = {IMAGES_INPUT: self.tensor_names.input, **self.tensor_names.outputs}
+        plain = {IMAGES_INPUT, PREPROCESSED_INPUT, *outputs, CLASSES_OUTPUT, CLASS_NAMES_OUTPUT}
+        taken = {name: other for other in plain for name in (other, other + TENSOR_INDEX_SUFFIX)}
+        clashing = sorted(tensor for owner, tensor in recorded.items() if taken.get(tensor, owner) != owner)
         if clashing:
-            raise ValueError(f"tensor_names {clashing} are plain input or output names already")
+            raise ValueError(f"tensor_names {clashing} already name other inputs or outputs (a plain name or its ':0')")
         return self
 
     @property

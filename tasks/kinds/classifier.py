@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fpgaflow.fpga_runtime.service import TensorNames
 from fpgaflow.tasks.artifacts import publish_markdown, publish_table
 from fpgaflow.tasks.conversion.onnx_stages import PROBABILITIES, convert_stages
 from fpgaflow.tasks.data.expectations import RULES
@@ -11,17 +10,9 @@ from fpgaflow.tasks.deployment.smoke import SmokeResult, smoke_test
 from fpgaflow.tasks.kinds.protocol import ModelKind
 from fpgaflow.tasks.numerics.accuracy import evaluate_numerics
 from fpgaflow.tasks.operations.scoring import split_images
+from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names
 from fpgaflow.tasks.registry.registration import register_trained_model
 from fpgaflow.tasks.training.train_step import TrainingOutcome, evaluation_markdown, featurizer_markdown, train_step
-
-# The scope of each featurizer's classifier in the original service's graphs.
-ORIGINAL_SCOPES = {"resnet50": "resnet_v1_50", "resnet152": "resnet_v1_152", "densenet121": "densenet121", "vgg16": "vgg_16"}
-
-
-def classifier_tensor_names(featurizer: str) -> TensorNames:
-    """The original quick start's names: ``Placeholder:0`` in, ``classifier/<scope>/predictions/Softmax:0`` out."""
-    scope = ORIGINAL_SCOPES.get(featurizer, featurizer)
-    return TensorNames(outputs={PROBABILITIES: f"classifier/{scope}/predictions/Softmax:0"})
 
 
 def _intake_caption(result: IntakeResult) -> str:

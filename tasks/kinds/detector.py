@@ -5,8 +5,7 @@ The detector's own code is the package :mod:`fpgaflow.tasks.detection`; this mod
 
 from __future__ import annotations
 
-from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT, DETECTION_OUTPUTS
-from fpgaflow.fpga_runtime.service import TensorNames
+from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT
 from fpgaflow.tasks.artifacts import publish_markdown, publish_table
 from fpgaflow.tasks.detection.conversion import convert_detector
 from fpgaflow.tasks.detection.intake import (
@@ -21,16 +20,7 @@ from fpgaflow.tasks.detection.registration import register_trained_detector
 from fpgaflow.tasks.detection.smoke import DetectionSmokeResult, detection_smoke_test
 from fpgaflow.tasks.detection.train_step import DetectionTrainingOutcome, detection_train_step, training_markdown
 from fpgaflow.tasks.kinds.protocol import ModelKind
-
-# TensorFlow's object-detection names for the four outputs, under the original SSD's scope.
-DETECTION_TENSORS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-
-
-def detector_tensor_names(featurizer: str) -> TensorNames:
-    """``Placeholder:0`` in; ``ssd_300_vgg/detection_boxes:0``, ``..._scores:0``, ``..._classes:0``, ``num_detections:0`` out."""
-    return TensorNames(
-        outputs={output: f"ssd_300_vgg/{tensor}:0" for output, tensor in zip(DETECTION_OUTPUTS, DETECTION_TENSORS, strict=True)}
-    )
+from fpgaflow.tasks.packaging.tensor_names import detector_tensor_names
 
 
 def _intake_caption(result: DetectionIntakeResult) -> str:
