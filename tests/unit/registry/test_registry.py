@@ -17,6 +17,7 @@ from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_stages, run_onnx
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.kinds import CLASSIFIER
 from fpgaflow.tasks.packaging.service_dir import package_service
 from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names, detector_tensor_names
 from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
@@ -24,6 +25,7 @@ from fpgaflow.tasks.registry.publication import pipeline_summary, publish_versio
 from fpgaflow.tasks.registry.registration import RegisteredVersion, register_trained_model, tensor_name_tags
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
 from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
+from fpgaflow.tasks.registry.steps import register_task
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
@@ -158,6 +160,21 @@ def test_version_and_service_carry_the_tensor_names_clients_use(chain, client):
     assert tags["fpgaflow.input_tensors"] == "Placeholder:0"
     assert tags["fpgaflow.output_tensors"] == "classifier/resnet_v1_50/predictions/Softmax:0"
     assert load_service(chain.published.service_dir).tensor_names == TENSOR_NAMES
+
+
+def test_the_register_step_prints_the_tensor_names_and_tags_them(registry_settings, client, stage_files, monkeypatch, capsys):
+    monkeypatch.setenv("FPGAFLOW_HOME", str(registry_settings.home))
+    reload_settings()
+    config = PipelineConfig(data_dir=registry_settings.home, model_name="pets-named", featurizer="resnet50", weights="none")
+    run_id = start_pipeline_run(config, FINGERPRINT, registry_settings)
+    registered = register_task.fn(
+        CLASSIFIER, run_id, "pets-named", *stage_files, CLASS_NAMES, CLASSIFIER.tensor_names("resnet50")
+    )
+    printed = capsys.readouterr().out
+    assert f"registered pets-named version {registered.version}; its service's tensor names:" in printed
+    assert "input_tensors = 'Placeholder:0'\noutput_tensors = 'classifier/resnet_v1_50/predictions/Softmax:0'\n" in printed
+    tags = client.get_model_version("pets-named", registered.version).tags
+    assert tags["fpgaflow.output_tensors"] == "classifier/resnet_v1_50/predictions/Softmax:0"
 
 
 def test_a_detector_version_tags_its_output_tensors_as_a_json_list():
