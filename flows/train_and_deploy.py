@@ -118,7 +118,11 @@ def train_and_deploy(config: PipelineConfig) -> dict:
 
     model_name = config.resolved_model_name
     files = trained.model_files
-    registered = register_task(kind, mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage, intake.class_names)
+    tensor_names = kind.tensor_names(config.featurizer)
+    registered = register_task(
+        kind, mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage, intake.class_names, tensor_names
+    )
+    summary.update(tensor_names.client_names())
     spec = trained.featurizer.preprocessing
     test_paths = list(splits.loc[splits["split"] == "test", "path"])
     try:
@@ -157,6 +161,7 @@ def train_and_deploy(config: PipelineConfig) -> dict:
             "featurizer": trained.featurizer.name,
             "flow_run_id": summary["flow_run_id"],
         },
+        tensor_names,
     )
     published = publish_version_task(model_name, registered.version, service_dir, conversion, outcomes)
     summary.update(pipeline_summary(published))

@@ -6,6 +6,11 @@ UNAVAILABLE and DEADLINE_EXCEEDED are retried (with exponential backoff, on a fr
 a channel idle for longer than ``channel_shutdown_timeout`` is rebuilt before use, the batch
 dimension is stripped consistently, and failures raise :class:`PredictionError` with the status.
 
+``outputs`` is what the original client took: None (the default output, an array), one name
+(that output alone, an array) or a list of names (a list of arrays, in that order); names may be
+plain (``probabilities``) or the tensor names registration printed as ``output_tensors``, and
+``input_name`` likewise ``images`` or ``input_tensors`` (``Placeholder:0``).
+
     with PredictionClient("localhost", 8500) as client:
         probabilities = client.score_file("cat.jpg")          # [classes]
         print(client.top_k(probabilities, k=5))               # [(name, probability), ...]
@@ -20,6 +25,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import numpy as np
@@ -45,6 +51,7 @@ from fpgaflow.fpga_runtime.protocol import (
 log = logging.getLogger(__name__)
 RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+Outputs: TypeAlias = str | Sequence[str] | None
 
 
 class PredictionClient:
@@ -97,45 +104,33 @@ class PredictionClient:
 
     # -- scoring ---------------------------------------------------------------------------------
 
-    def score_file(
-        self, path: str | Path, input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None
-    ):
-        """One image file → its default output (probabilities ``[classes]``), or a dict of ``outputs``."""
+    def score_file(self, path: str | Path, input_name: str = IMAGES_INPUT, outputs: Outputs = None, timeout: float | None = None):
+        """One image file → its default output (probabilities ``[classes]``), one named output, or a list of them."""
         return self.score_image(Path(path).read_bytes(), input_name, outputs, timeout)
 
-    def score_image(
-        self, image: bytes, input_name: str = IMAGES_INPUT, outputs: Sequence[str] | None = None, timeout: float | None = None
-    ):
-        """One encoded image → its default output (batch dimension removed), or a dict of ``outputs``."""
+    def score_image(self, image: bytes, input_name: str = IMAGES_INPUT, outputs: Outputs = None, timeout: float | None = None):
+        """One encoded image → its default output, one named output or a list of them, batch dimension removed."""
         return _first(self.score_images([image], input_name, outputs, timeout))
 
     def score_images(
-        self,
-        images: Sequence[bytes],
-        input_name: str = IMAGES_INPUT,
-        outputs: Sequence[str] | None = None,
-        timeout: float | None = None,
+        self, images: Sequence[bytes], input_name: str = IMAGES_INPUT, outputs: Outputs = None, timeout: float | None = None
     ):
-        """A batch of encoded images → the default output ``[N, ...]``, or a dict of ``outputs``."""
+        """A batch of encoded images → the default output ``[N, ...]``, one named output or a list of them."""
         if isinstance(images, (bytes, bytearray)):
             raise TypeError("score_images takes a sequence of encoded images; use score_image for one")
-        result = self.predict({input_name: codec.numpy_to_tensor_proto(list(images))}, outputs, timeout)
-        return result if outputs else _only(result)
+        names = _output_filter(outputs)
+        return _select(self.predict({input_name: codec.numpy_to_tensor_proto(list(images))}, names, timeout), outputs)
 
     def score_numpy_array(
-        self,
-        array: np.ndarray,
-        input_name: str = PREPROCESSED_INPUT,
-        outputs: Sequence[str] | None = None,
-        timeout: float | None = None,
+        self, array: np.ndarray, input_name: str = PREPROCESSED_INPUT, outputs: Outputs = None, timeout: float | None = None
     ):
         """A preprocessed float32 image ``[H, W, 3]`` (→ ``[classes]``) or batch ``[N, H, W, 3]`` (→ ``[N, classes]``)."""
         array = np.asarray(array)
         single = array.ndim == 3
-        outputs_by_name = self.predict(
-            {input_name: codec.numpy_to_tensor_proto(array[np.newaxis] if single else array)}, outputs, timeout
+        batch = array[np.newaxis] if single else array
+        result = _select(
+            self.predict({input_name: codec.numpy_to_tensor_proto(batch)}, _output_filter(outputs), timeout), outputs
         )
-        result = outputs_by_name if outputs else _only(outputs_by_name)
         return _first(result) if single else result
 
     # -- detection -------------------------------------------------------------------------------
@@ -273,14 +268,27 @@ class PredictionClient:
             return response
 
 
-def _only(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    if len(outputs) != 1:
-        raise PredictionError(grpc.StatusCode.INTERNAL, f"expected the one default output, got {sorted(outputs)}")
-    return next(iter(outputs.values()))
+def _output_filter(outputs: Outputs) -> list[str]:
+    """The output names to ask for; a single string is one name, never its characters."""
+    if not outputs:
+        return []
+    return [outputs] if isinstance(outputs, str) else list(outputs)
 
 
-def _first(result):
-    """Remove the batch dimension of one image's result (an array or a dict of arrays)."""
-    if isinstance(result, dict):
-        return {name: value[0] for name, value in result.items()}
+def _select(result: dict[str, np.ndarray], outputs: Outputs) -> np.ndarray | list[np.ndarray]:
+    """The answer ``outputs`` asked for: the one default output, one named output, or a list in the asked order."""
+    names = _output_filter(outputs)
+    missing = [name for name in names if name not in result]
+    if missing or (not names and len(result) != 1):
+        expected = names or "the one default output"
+        raise PredictionError(grpc.StatusCode.INTERNAL, f"expected {expected}, got {sorted(result)}")
+    if not names:
+        return next(iter(result.values()))
+    return result[names[0]] if isinstance(outputs, str) else [result[name] for name in names]
+
+
+def _first(result: np.ndarray | list[np.ndarray]):
+    """Remove the batch dimension of one image's result (an array or a list of arrays)."""
+    if isinstance(result, list):
+        return [value[0] for value in result]
     return result[0]

@@ -42,6 +42,8 @@ class ModelMetadata:
     outputs: tuple[TensorSpec, ...]
     default_output: str
     class_names: tuple[str, ...]
+    input_tensor_names: Mapping[str, str]  # plain input name → its TensorFlow-style tensor name
+    output_tensor_names: Mapping[str, str]  # plain output name → its TensorFlow-style tensor name
 
 
 @dataclass
@@ -80,6 +82,8 @@ def _metadata_of(service: ServiceDefinition) -> ModelMetadata:
         outputs=tuple(outputs),
         default_output=service.default_output,
         class_names=service.class_names,
+        input_tensor_names={spec.name: service.tensor_names.of_input(spec.name) for spec in inputs},
+        output_tensor_names={spec.name: service.tensor_names.of_output(spec.name) for spec in outputs},
     )
 
 
@@ -216,19 +220,23 @@ class DataPlane:
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run one request; ``outputs`` names what to return (None or empty: the default output)."""
+        """Run one request; ``outputs`` names what to return (None or empty: the default output).
+
+        Inputs and outputs may be named plainly or by their tensor names; outputs come back under
+        the names they were asked by.
+        """
         entry = self.resolve(name, version)
+        metadata = entry.metadata
+        plain_input = _plain_input(list(inputs), metadata)
         wanted = list(dict.fromkeys(outputs or default_outputs(entry.service)))
-        available = [spec.name for spec in entry.metadata.outputs]
-        unknown = [output for output in wanted if output not in available]
-        if unknown:
-            raise InvalidInput(f"unknown outputs {unknown} of model {entry.service.name!r}; outputs: {available}")
+        plain_outputs = _plain_outputs(wanted, metadata)
         if entry.state is ModelState.FAILED:
             raise FpgaflowError(f"model {entry.service.name!r} version {entry.service.version} failed to load: {entry.error}")
         executor = entry.executor
         if entry.state is not ModelState.READY or executor is None:
             raise ModelNotReady(f"model {entry.service.name!r} version {entry.service.version} is still loading")
-        results = _run(executor, inputs)
+        ((given, array),) = inputs.items()
+        results = _run(executor, plain_input, given, array)
         if entry.service.task == "classification":
             scores = results[entry.service.default_output]
             top = scores.reshape(scores.shape[0], -1).argmax(axis=1).astype(np.int64)
@@ -236,7 +244,7 @@ class DataPlane:
             names = np.empty(top.shape, dtype=STRING)
             names[:] = [entry.service.class_names[index].encode("utf-8") for index in top]
             results.setdefault(CLASS_NAMES_OUTPUT, names)
-        return {output: results[output] for output in wanted}
+        return {output: results[plain_outputs[output]] for output in wanted}
 
 
 def default_outputs(service: ServiceDefinition) -> list[str]:
@@ -244,25 +252,48 @@ def default_outputs(service: ServiceDefinition) -> list[str]:
     return list(DETECTION_OUTPUTS) if service.task == "detection" else [service.default_output]
 
 
-def _run(executor: ServiceExecutor, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    given = sorted(inputs)
-    if given == [IMAGES_INPUT]:
-        images = inputs[IMAGES_INPUT]
-        if images.dtype != STRING:
-            raise InvalidInput(
-                f"input {IMAGES_INPUT!r} must hold encoded images as strings (DT_STRING / BYTES), got {images.dtype}"
-            )
-        if images.ndim != 1:
-            raise InvalidInput(
-                f"input {IMAGES_INPUT!r} must be a 1-D batch of encoded images [N], got shape {list(images.shape)}"
-            )
-        return executor.predict_encoded(list(images))
-    if given == [PREPROCESSED_INPUT]:
-        return executor.predict_preprocessed(inputs[PREPROCESSED_INPUT])
-    raise InvalidInput(
-        f"give exactly one input, {IMAGES_INPUT!r} (encoded images) or {PREPROCESSED_INPUT!r} "
-        f"(preprocessed float32 [N, H, W, 3]); got {given}"
-    )
+def _by_tensor_name(names: Mapping[str, str]) -> dict[str, str]:
+    """Every accepted name (plain or tensor name) → the plain name."""
+    return {**{tensor: plain for plain, tensor in names.items()}, **{plain: plain for plain in names}}
+
+
+def _known(names: Mapping[str, str]) -> str:
+    return ", ".join(f"{plain!r} or {tensor!r}" for plain, tensor in names.items())
+
+
+def _plain_outputs(wanted: Sequence[str], metadata: ModelMetadata) -> dict[str, str]:
+    """Each requested output → its plain name; an unknown one is refused, naming every known name."""
+    accepted = _by_tensor_name(metadata.output_tensor_names)
+    unknown = [output for output in wanted if output not in accepted]
+    if unknown:
+        raise InvalidInput(
+            f"unknown outputs {unknown} of model {metadata.name!r}; outputs: {list(metadata.output_tensor_names)} "
+            f"(by name or tensor name: {_known(metadata.output_tensor_names)})"
+        )
+    return {output: accepted[output] for output in wanted}
+
+
+def _plain_input(given: Sequence[str], metadata: ModelMetadata) -> str:
+    """The plain name of the one given input; anything else is refused, naming both inputs by both their names."""
+    accepted = _by_tensor_name(metadata.input_tensor_names)
+    if len(given) != 1 or given[0] not in accepted:
+        names = metadata.input_tensor_names
+        raise InvalidInput(
+            f"give exactly one input, {IMAGES_INPUT!r} or {names[IMAGES_INPUT]!r} (encoded images) or "
+            f"{PREPROCESSED_INPUT!r} or {names[PREPROCESSED_INPUT]!r} (preprocessed float32 [N, H, W, 3]); got {sorted(given)}"
+        )
+    return accepted[given[0]]
+
+
+def _run(executor: ServiceExecutor, plain: str, given: str, array: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the one input ``given`` (plain name ``plain``) through the executor."""
+    if plain == PREPROCESSED_INPUT:
+        return executor.predict_preprocessed(array)
+    if array.dtype != STRING:
+        raise InvalidInput(f"input {given!r} must hold encoded images as strings (DT_STRING / BYTES), got {array.dtype}")
+    if array.ndim != 1:
+        raise InvalidInput(f"input {given!r} must be a 1-D batch of encoded images [N], got shape {list(array.shape)}")
+    return executor.predict_encoded(list(array))
 
 
 def _version_key(version: str) -> tuple[int, int | str]:

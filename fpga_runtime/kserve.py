@@ -3,7 +3,8 @@
 Registered under the standard method paths (``/inference.GRPCInferenceService/...``).
 ModelInfer takes ``images`` (BYTES ``[N]``) or ``input`` (FP32 ``[N, H, W, 3]``), typed or raw;
 with no requested outputs it returns every output of the model (the protocol's rule); outputs
-come back raw when the inputs were sent raw.
+come back raw when the inputs were sent raw. Inputs and requested outputs may also be named by
+their tensor names (``Placeholder:0``, ...), and come back under the names they were asked by.
 """
 
 from __future__ import annotations

@@ -16,10 +16,17 @@ request names none: ``boxes`` (float32 ``[N, K, 4]``, ``[ymin, xmin, ymax, xmax]
 the image, 0..1), ``scores`` (float32 ``[N, K]``, best first), ``classes`` (int64 ``[N, K]``, index
 into the class names) and ``num_detections`` (int64 ``[N]``); entries past ``num_detections`` are
 padding (score 0, box 0, class -1).
+
+Tensor names: every input and output also answers to a TensorFlow-style tensor name (``op:0``),
+the names the original service's users passed as ``input_tensors`` and ``output_tensors``. The
+service definition records them (``tensor_names``); ``images`` is ``Placeholder:0`` and an output
+it names no tensor for is ``<output>:0``.
 """
 
 IMAGES_INPUT = "images"
 PREPROCESSED_INPUT = "input"
+ENCODED_INPUT_TENSOR = "Placeholder:0"  # the JPEG-bytes placeholder of the original quick start
+TENSOR_INDEX_SUFFIX = ":0"
 CLASSES_OUTPUT = "classes"
 CLASS_NAMES_OUTPUT = "class_names"
 BOXES_OUTPUT = "boxes"

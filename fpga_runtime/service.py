@@ -15,11 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.protocol import DETECTION_OUTPUTS
+from fpgaflow.fpga_runtime.protocol import (
+    CLASS_NAMES_OUTPUT,
+    CLASSES_OUTPUT,
+    DETECTION_OUTPUTS,
+    ENCODED_INPUT_TENSOR,
+    IMAGES_INPUT,
+    PREPROCESSED_INPUT,
+    TENSOR_INDEX_SUFFIX,
+)
 
 SERVICE_FILE = "service.json"
 SCHEMA_VERSION: Literal[1] = 1
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+TENSOR_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*:[0-9]+$")
 
 
 def check_name(value: str, what: str = "name") -> str:
@@ -35,6 +44,62 @@ class TensorSpec(BaseModel):
     name: str
     shape: tuple[int, ...] = Field(description="-1 marks a free dimension (the batch).")
     dtype: Literal["float32", "int64", "int32", "string"] = "float32"
+
+
+def _check_tensor_name(value: str) -> str:
+    if not TENSOR_NAME_PATTERN.match(value):
+        raise ValueError(f"tensor name {value!r} must look like a TensorFlow tensor name: 'scope/op:0'")
+    return value
+
+
+class TensorNames(BaseModel):
+    """TensorFlow-style tensor names (``scope/op:0``) that requests may use instead of the plain names.
+
+    The original service's users named the model's input and output by such names
+    (``input_tensors``, ``output_tensors``); the pipeline records them here and prints them at
+    registration.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str = Field(default=ENCODED_INPUT_TENSOR, description=f"Tensor name of the encoded-images input {IMAGES_INPUT!r}.")
+    outputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Output → tensor name, for the outputs of the default answer in order; any other output X is 'X:0'.",
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _valid_input(cls, value: str) -> str:
+        return _check_tensor_name(value)
+
+    @field_validator("outputs")
+    @classmethod
+    def _valid_outputs(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value.values():
+            _check_tensor_name(name)
+        return value
+
+    def of_input(self, name: str) -> str:
+        return self.input if name == IMAGES_INPUT else name + TENSOR_INDEX_SUFFIX
+
+    def of_output(self, name: str) -> str:
+        return self.outputs.get(name, name + TENSOR_INDEX_SUFFIX)
+
+    @property
+    def input_tensors(self) -> str:
+        """What a client passes as ``input_name`` to send encoded images."""
+        return self.input
+
+    @property
+    def output_tensors(self) -> str | list[str]:
+        """What a client passes as ``outputs`` for the default answer: one name, or a list of several."""
+        names = list(self.outputs.values())
+        return names[0] if len(names) == 1 else names
+
+    def client_names(self) -> dict[str, str | list[str]]:
+        """``input_tensors`` and ``output_tensors``, as registration prints them."""
+        return {"input_tensors": self.input_tensors, "output_tensors": self.output_tensors}
 
 
 class Stage(BaseModel):
@@ -74,6 +139,10 @@ class ServiceDefinition(BaseModel):
         min_length=1, description="Run in order; each stage's inputs are the previous stage's outputs."
     )
     default_output: str = Field(description="Output returned when a request names none.")
+    tensor_names: TensorNames = Field(
+        default_factory=TensorNames,
+        description="TensorFlow-style names of the input and outputs, accepted beside the plain ones.",
+    )
     source: dict[str, str] = Field(default_factory=dict, description="Lineage: MLflow run, dataset fingerprint, ...")
 
     @field_validator("name")
@@ -96,6 +165,19 @@ class ServiceDefinition(BaseModel):
         missing = [name for name in DETECTION_OUTPUTS if name not in outputs]
         if self.task == "detection" and missing:
             raise ValueError(f"a detection service's last stage must output {list(DETECTION_OUTPUTS)}; it lacks {missing}")
+        named = [name for name in self.tensor_names.outputs if name not in outputs]
+        if named:
+            raise ValueError(f"tensor_names.outputs names {named}, which are not outputs of the last stage {sorted(outputs)}")
+        tensors = [self.tensor_names.input, *self.tensor_names.outputs.values()]
+        repeated = sorted({name for name in tensors if tensors.count(name) > 1})
+        if repeated:
+            raise ValueError(f"tensor_names gives {repeated} to more than one tensor")
+        recorded = {IMAGES_INPUT: self.tensor_names.input, **self.tensor_names.outputs}
+        plain = {IMAGES_INPUT, PREPROCESSED_INPUT, *outputs, CLASSES_OUTPUT, CLASS_NAMES_OUTPUT}
+        taken = {name: other for other in plain for name in (other, other + TENSOR_INDEX_SUFFIX)}
+        clashing = sorted(tensor for owner, tensor in recorded.items() if taken.get(tensor, owner) != owner)
+        if clashing:
+            raise ValueError(f"tensor_names {clashing} already name other inputs or outputs (a plain name or its ':0')")
         return self
 
     @property

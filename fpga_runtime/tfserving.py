@@ -7,7 +7,9 @@ Registered under the standard method paths, so official TF Serving clients work 
   ``serving_default``. Anything else → NOT_FOUND.
 - Inputs and outputs: see :mod:`fpgaflow.fpga_runtime.protocol` (``images`` DT_STRING ``[N]`` or
   ``input`` DT_FLOAT ``[N, H, W, 3]``; ``output_filter`` empty = the default output, or the four
-  detection outputs of a detector).
+  detection outputs of a detector). Each may also be named by its tensor name (``Placeholder:0``,
+  ...); the response keys are the names the request used.
+- GetModelMetadata's ``SignatureDef``: keys are the plain names, each ``TensorInfo.name`` the tensor name.
 - GetModelMetadata ``metadata_field``: ``signature_def`` (a ``SignatureDefMap``, the default)
   and ``class_names`` (a DT_STRING ``TensorProto`` of the class names, in index order).
 """
@@ -67,9 +69,9 @@ def _tensor_info(name: str, dtype: str, shape) -> pb.TensorInfo:
 def signature_def_map(metadata: ModelMetadata) -> pb.SignatureDefMap:
     signature = pb.SignatureDef(method_name=PREDICT_METHOD_NAME)
     for spec in metadata.inputs:
-        signature.inputs[spec.name].CopyFrom(_tensor_info(spec.name, spec.dtype, spec.shape))
+        signature.inputs[spec.name].CopyFrom(_tensor_info(metadata.input_tensor_names[spec.name], spec.dtype, spec.shape))
     for spec in metadata.outputs:
-        signature.outputs[spec.name].CopyFrom(_tensor_info(spec.name, spec.dtype, spec.shape))
+        signature.outputs[spec.name].CopyFrom(_tensor_info(metadata.output_tensor_names[spec.name], spec.dtype, spec.shape))
     signatures = pb.SignatureDefMap()
     signatures.signature_def[DEFAULT_SIGNATURE].CopyFrom(signature)
     return signatures

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaflow.fpga_runtime.service import check_name
+from fpgaflow.fpga_runtime.service import TensorNames, check_name
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, load_keras_model
 from fpgaflow.tasks.detection.export import DetectorFiles
 from fpgaflow.tasks.errors import PipelineStepError
@@ -70,6 +70,8 @@ def register_trained_detector(
     cpu_model_path: Path,
     class_names: Sequence[str],
     settings: PipelineSettings | None = None,
+    *,
+    tensor_names: TensorNames | None = None,
 ) -> RegisteredVersion:
     """Create the model version of this run's detector; a retried step returns the same version.
 
@@ -87,4 +89,4 @@ def register_trained_detector(
         logged = logged_model_id(client, experiment_id, run_id, LOGGED_MODEL_NAME)
         return logged or log_detector(client, experiment_id, run_id, files, class_names)
 
-    return register_run_model(client, model_name, run_id, class_names, log_model)
+    return register_run_model(client, model_name, run_id, class_names, log_model, tensor_names)

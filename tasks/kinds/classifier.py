@@ -10,6 +10,7 @@ from fpgaflow.tasks.deployment.smoke import SmokeResult, smoke_test
 from fpgaflow.tasks.kinds.protocol import ModelKind
 from fpgaflow.tasks.numerics.accuracy import evaluate_numerics
 from fpgaflow.tasks.operations.scoring import split_images
+from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names
 from fpgaflow.tasks.registry.registration import register_trained_model
 from fpgaflow.tasks.training.train_step import TrainingOutcome, evaluation_markdown, featurizer_markdown, train_step
 
@@ -39,6 +40,7 @@ CLASSIFIER = ModelKind(
     service_title="Service",
     parity_compared="Keras vs onnxruntime",
     numerics_measure="test accuracy",
+    tensor_names=classifier_tensor_names,
     intake=intake_dataset,
     intake_caption=_intake_caption,
     load_splits=load_splits,

@@ -20,6 +20,7 @@ from fpgaflow.tasks.detection.registration import register_trained_detector
 from fpgaflow.tasks.detection.smoke import DetectionSmokeResult, detection_smoke_test
 from fpgaflow.tasks.detection.train_step import DetectionTrainingOutcome, detection_train_step, training_markdown
 from fpgaflow.tasks.kinds.protocol import ModelKind
+from fpgaflow.tasks.packaging.tensor_names import detector_tensor_names
 
 
 def _intake_caption(result: DetectionIntakeResult) -> str:
@@ -46,6 +47,7 @@ DETECTOR = ModelKind(
     service_title="Detection service",
     parity_compared="Keras vs onnxruntime detections",
     numerics_measure="test mAP@0.5",
+    tensor_names=detector_tensor_names,
     intake=intake_detection_dataset,
     intake_caption=_intake_caption,
     load_splits=load_detection_splits,

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+    from fpgaflow.fpga_runtime.service import TensorNames
     from fpgaflow.tasks.config import PipelineConfig
     from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
     from fpgaflow.tasks.data.intake import IntakeResult
@@ -38,6 +39,7 @@ class ModelKind:
     service_title: str  # how the service-definition artifact names the service
     parity_compared: str  # what the onnx-parity artifact says was compared
     numerics_measure: str  # what the numerics artifact says was measured per format
+    tensor_names: Callable[[str], TensorNames]  # (featurizer): the service's TensorFlow-style input and output names
 
     # (data_dir, settings=None): scan, validate and split; a result with summary(), class names and split manifest
     intake: Callable[..., IntakeResult]
@@ -47,8 +49,8 @@ class ModelKind:
     # (splits, class_names, dataset_fingerprint, config, output_dir): train, evaluate on the test split, export
     train: Callable[[pd.DataFrame, Sequence[str], str, PipelineConfig, Path], TrainedOutcome]
     publish_training: Callable[[Any], None]  # the train step's artifacts
-    # (run_id, model_name, fpga_model_path, cpu_model_path, class_names)
-    register: Callable[[str, str, Path, Path, Sequence[str]], RegisteredVersion]
+    # (run_id, model_name, fpga_model_path, cpu_model_path, class_names, *, tensor_names=...)
+    register: Callable[..., RegisteredVersion]
     # (fpga_model_path, cpu_model_path, held_out_images, output_dir): ONNX stages and their parity report
     convert: Callable[[Path, Path, np.ndarray, Path], ConversionReport]
     # (fp32_fpga_onnx, fp32_cpu_onnx, splits, class_names, dataset_fingerprint, spec, config, output_dir)

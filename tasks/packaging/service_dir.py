@@ -17,7 +17,7 @@ import onnx
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
-from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, TensorSpec, check_name, load_service
+from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, TensorNames, TensorSpec, check_name, load_service
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE, PROBABILITIES
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
@@ -102,6 +102,7 @@ def write_service(
     source: Mapping[str, str],
     task_kind: ServiceTask = "classification",
     default_output: str = PROBABILITIES,
+    tensor_names: TensorNames | None = None,
 ) -> ServiceDefinition:
     """Copy the stage files into ``directory`` and write ``service.json`` describing them."""
     shutil.copyfile(fpga_onnx, directory / FPGA_STAGE_FILE)
@@ -118,6 +119,7 @@ def write_service(
             stage_from_onnx("classifier", "CPU", directory / CPU_STAGE_FILE, "fp32", CPU_STAGE_FILE),
         ),
         default_output=default_output,
+        tensor_names=tensor_names or TensorNames(),
         source=dict(source),
     )
     check_fit(service)
@@ -138,6 +140,7 @@ def package_service(
     destination: Path | None = None,
     task_kind: ServiceTask = "classification",
     default_output: str = PROBABILITIES,
+    tensor_names: TensorNames | None = None,
     settings: PipelineSettings | None = None,
 ) -> Path:
     """Build, validate and atomically place the service directory; returns its path.
@@ -163,6 +166,7 @@ def package_service(
             source=source,
             task_kind=task_kind,
             default_output=default_output,
+            tensor_names=tensor_names,
         )
         load_service(directory)
         directory.chmod(0o755)

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.fpga_runtime.service import TensorNames
 from fpgaflow.tasks.artifacts import in_prefect_run, publish_markdown
 from fpgaflow.tasks.packaging.image_build import ImageResult, build_image, image_markdown
 from fpgaflow.tasks.packaging.service_dir import package_service
@@ -29,6 +30,7 @@ def package_task(
     fpga_onnx: Path,
     cpu_onnx: Path,
     source: Mapping[str, str],
+    tensor_names: TensorNames,
     destination: Path | None = None,
 ) -> Path:
     service_dir = package_service(
@@ -43,6 +45,7 @@ def package_task(
         destination=destination,
         task_kind=kind.service_task,
         default_output=kind.default_output,
+        tensor_names=tensor_names,
     )
     publish_markdown(
         "service-definition",

@@ -17,6 +17,7 @@ logged beside it under the run's ``service/`` artifacts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,22 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
-from fpgaflow.fpga_runtime.service import ServiceDefinition, check_name
+from fpgaflow.fpga_runtime.service import ServiceDefinition, TensorNames, check_name
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, PROBABILITIES, load_keras_model
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, evaluation_metrics
 from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, split_sizes
-from fpgaflow.tasks.registry.version_state import TAG_FEATURIZER, TAG_RUN_ID, TAG_STATUS, VersionStatus, resumable_step
+from fpgaflow.tasks.registry.version_state import (
+    TAG_FEATURIZER,
+    TAG_INPUT_TENSORS,
+    TAG_OUTPUT_TENSORS,
+    TAG_RUN_ID,
+    TAG_STATUS,
+    VersionStatus,
+    resumable_step,
+)
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from mlflow import MlflowClient
 
@@ -153,7 +162,18 @@ def log_classifier(
     )
 
 
-def create_version(client: MlflowClient, model_name: str, run_id: str, log_model: Callable[[str], str]) -> ModelVersion:
+def tensor_name_tags(names: TensorNames) -> dict[str, str]:
+    """The version tags holding a service's tensor names: ``input_tensors``, and ``output_tensors`` (a JSON list if several)."""
+    outputs = names.output_tensors
+    return {
+        TAG_INPUT_TENSORS: names.input_tensors,
+        TAG_OUTPUT_TENSORS: outputs if isinstance(outputs, str) else json.dumps(outputs),
+    }
+
+
+def create_version(
+    client: MlflowClient, model_name: str, run_id: str, log_model: Callable[[str], str], tensor_names: TensorNames | None = None
+) -> ModelVersion:
     """A new version of the model ``log_model(experiment_id)`` logs to the run, tagged ``registering``."""
     run = client.get_run(run_id)
     model_id = log_model(run.info.experiment_id)
@@ -167,13 +187,19 @@ def create_version(client: MlflowClient, model_name: str, run_id: str, log_model
             TAG_RUN_ID: run_id,
             TAG_DATASET_FINGERPRINT: run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),
             TAG_FEATURIZER: run.data.params.get("featurizer", ""),
+            **(tensor_name_tags(tensor_names) if tensor_names else {}),
             TAG_STATUS: VersionStatus.REGISTERING,
         },
     )
 
 
 def register_run_model(
-    client: MlflowClient, model_name: str, run_id: str, class_names: Sequence[str], log_model: Callable[[str], str]
+    client: MlflowClient,
+    model_name: str,
+    run_id: str,
+    class_names: Sequence[str],
+    log_model: Callable[[str], str],
+    tensor_names: TensorNames | None = None,
 ) -> RegisteredVersion:
     """The version of the model ``run_id`` trained: created once, completed by a retry, never made twice.
 
@@ -184,7 +210,7 @@ def register_run_model(
     with resumable_step("registering", f"{model_name} from MLflow run {run_id}"):
         version = find_version_for_run(client, model_name, run_id)
         if version is None:
-            version = create_version(client, model_name, run_id, log_model)
+            version = create_version(client, model_name, run_id, log_model, tensor_names)
     number = str(version.version)
     if version.tags.get(TAG_STATUS) == VersionStatus.REGISTERING:
         with resumable_step("registering", f"{model_name} version {number}"):
@@ -202,8 +228,13 @@ def register_trained_model(
     cpu_model_path: Path,
     class_names: Sequence[str],
     settings: PipelineSettings | None = None,
+    *,
+    tensor_names: TensorNames | None = None,
 ) -> RegisteredVersion:
-    """Create the model version of this run's trained model; a retried step returns the same version."""
+    """Create the model version of this run's trained model; a retried step returns the same version.
+
+    ``tensor_names``, the names clients may use for its service's input and outputs, are tagged on the version.
+    """
     settings = settings or get_pipeline_settings()
     check_name(model_name, "model name")
     client = mlflow_client(settings)
@@ -213,7 +244,7 @@ def register_trained_model(
             client, experiment_id, run_id, fpga_model_path, cpu_model_path, class_names
         )
 
-    return register_run_model(client, model_name, run_id, class_names, log_model)
+    return register_run_model(client, model_name, run_id, class_names, log_model, tensor_names)
 
 
 def _int_param(value: str | None) -> int | None:

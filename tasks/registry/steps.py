@@ -22,16 +22,29 @@ from fpgaflow.tasks.registry.run_metrics import log_conversion, log_numerics, lo
 from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
 
 if TYPE_CHECKING:
+    from fpgaflow.fpga_runtime.service import TensorNames
     from fpgaflow.tasks.kinds import ModelKind
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register_task(
-    kind: ModelKind, run_id: str, model_name: str, fpga_model_path: Path, cpu_model_path: Path, class_names: Sequence[str]
+    kind: ModelKind,
+    run_id: str,
+    model_name: str,
+    fpga_model_path: Path,
+    cpu_model_path: Path,
+    class_names: Sequence[str],
+    tensor_names: TensorNames,
 ) -> RegisteredVersion:
-    """The version of the model of ``kind`` this run trained; artifact ``model-registration`` links to it in the MLflow UI."""
-    registered = kind.register(run_id, model_name, fpga_model_path, cpu_model_path, class_names)
+    """The version of the model of ``kind`` this run trained; artifact ``model-registration`` links to it in the MLflow UI.
+
+    Prints the tensor names its service answers to, as the original service's users saw them when saving a model.
+    """
+    registered = kind.register(run_id, model_name, fpga_model_path, cpu_model_path, class_names, tensor_names=tensor_names)
     name, version = registered.name, registered.version
+    print(f"registered {name} version {version}; its service's tensor names:")
+    for key, value in tensor_names.client_names().items():
+        print(f"{key} = {value!r}")
     publish_link(
         "model-registration",
         f"{mlflow_ui_url()}/#/models/{name}/versions/{version}",

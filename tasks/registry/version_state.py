@@ -36,6 +36,12 @@ TAG_RUN_ID = "fpgaflow.run_id"
 TAG_FEATURIZER = "fpgaflow.featurizer"
 
 
+TAG_INPUT_TENSORS = "fpgaflow.input_tensors"  # the name clients send encoded images under
+
+
+TAG_OUTPUT_TENSORS = "fpgaflow.output_tensors"  # the name (or JSON list of names) of the default answer's outputs
+
+
 TAG_SERVICE_URI = "fpgaflow.service_uri"
 
 

@@ -12,7 +12,7 @@ from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.runs import TAG_FLOW_RUN_ID
-from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS
+from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, TAG_INPUT_TENSORS, TAG_OUTPUT_TENSORS
 from tests.fixtures.prefect_runs import artifacts_of
 
 STEP_ARTIFACTS = {
@@ -78,11 +78,19 @@ def test_train_and_deploy_tracks_every_step_and_serves(prefect_harness, pipeline
     version = client.get_model_version("digits", summary["model_version"])
     assert version.run_id == summary["mlflow_run_id"]
     assert CANDIDATE_ALIAS in version.aliases
+    input_tensors, output_tensors = summary["input_tensors"], summary["output_tensors"]
+    assert (input_tensors, output_tensors) == ("Placeholder:0", "classifier/resnet_v1_50/predictions/Softmax:0")
+    assert (version.tags[TAG_INPUT_TENSORS], version.tags[TAG_OUTPUT_TENSORS]) == (input_tensors, output_tensors)
 
     image = next(path for path in sorted((digits_dir / "3").iterdir()))
     with PredictionClient(*parse_endpoint(summary["endpoint"])) as prediction_client:
         probabilities = prediction_client.score_file(image)
     assert probabilities.shape == (10,) and np.isclose(probabilities.sum(), 1.0, atol=1e-4)
+    address, port = parse_endpoint(summary["endpoint"])
+    client = PredictionClient(address, port, False, "", "digits")
+    result = client.score_file(path=str(image), input_name=input_tensors, outputs=output_tensors)
+    np.testing.assert_array_equal(result, probabilities)
+    client.close()
 
 
 @pytest.mark.slow

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from uuid import UUID
 
+import numpy as np
 import pytest
 
 from fpgaflow.flows.cli import main
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
+from fpgaflow.tasks.packaging.tensor_names import detector_tensor_names
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS
 from tests.fixtures.prefect_runs import artifacts_of
@@ -83,6 +85,13 @@ def test_fpgaflow_run_trains_registers_and_deploys_a_detector(prefect_harness, p
     with PredictionClient(*parse_endpoint(summary["endpoint"])) as client:
         found = client.detect_file(image)
     assert found.boxes.shape[1:] == (4,) and set(found.labels) <= {"0", "1", "7"}
+    assert summary["input_tensors"] == "Placeholder:0"
+    assert summary["output_tensors"] == detector_tensor_names("ssd_vgg").output_tensors
+    with PredictionClient(*parse_endpoint(summary["endpoint"])) as client:
+        boxes, scores, classes, count = client.score_file(
+            path=str(image), input_name=summary["input_tensors"], outputs=summary["output_tensors"]
+        )
+    assert int(count) == len(found.scores) and np.allclose(scores[: int(count)], found.scores)
 
     assert main(arguments) == 0  # a re-run: cached steps, then the next steps a user reads
     output = capsys.readouterr().out

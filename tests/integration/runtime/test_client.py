@@ -66,10 +66,11 @@ def test_scores_equal_the_onnx_stages(client, service_dir, images, tmp_path):
     np.testing.assert_allclose(client.score_numpy_array(batch), expected, rtol=1e-6, atol=1e-7)
 
 
-def test_named_outputs_come_back_as_a_dict_without_the_batch_dimension(client, service_dir, images):
-    result = client.score_image(images[0], outputs=["classes", "class_names"])
+def test_named_outputs_come_back_as_a_list_in_order_without_the_batch_dimension(client, service_dir, images):
+    result = client.score_image(images[0], outputs=["class_names", "classes"])
     top = int(reference_probabilities(service_dir, images[:1]).argmax())
-    assert result == {"classes": top, "class_names": CLASS_NAMES[top].encode()}
+    assert result == [CLASS_NAMES[top].encode(), top]
+    assert client.score_image(images[0], outputs="classes") == top
 
 
 def test_top_k_uses_the_class_names_from_metadata(client, images):

@@ -11,15 +11,15 @@ from fpgaflow.fpga_runtime.preprocessing import preprocess
 from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
 from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as tfs
 from fpgaflow.fpga_runtime.service import load_service
-from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities
+from tests.fixtures.tiny_service import CLASS_NAMES, INPUT_TENSORS, OUTPUT_TENSORS, reference_probabilities
 from tests.fixtures.wire import oip_call, tf_predict
 
 TIMEOUT = 10
 
 
-def _images_request(images, raw: bool, outputs=(), name="tiny", version=""):
+def _images_request(images, raw: bool, outputs=(), name="tiny", version="", input_name="images"):
     request = oip.ModelInferRequest(model_name=name, model_version=version, id="request-1")
-    tensor = request.inputs.add(name="images", datatype="BYTES", shape=[len(images)])
+    tensor = request.inputs.add(name=input_name, datatype="BYTES", shape=[len(images)])
     if raw:
         request.raw_input_contents.append(b"".join(struct.pack("<I", len(data)) + data for data in images))
     else:
@@ -66,6 +66,14 @@ def test_model_infer_equals_the_onnx_stages_and_the_tf_serving_path(channel, ser
     tf_request.inputs["images"].CopyFrom(codec.numpy_to_tensor_proto(images))
     tf_response = tf_predict(channel)(tf_request, timeout=TIMEOUT)
     np.testing.assert_array_equal(outputs["probabilities"], codec.tensor_proto_to_numpy(tf_response.outputs["probabilities"]))
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+def test_model_infer_by_tensor_names_returns_the_one_requested_output_under_its_name(channel, service_dir, images, raw):
+    request = _images_request(images, raw, outputs=[OUTPUT_TENSORS], input_name=INPUT_TENSORS)
+    outputs = codec.infer_outputs_to_numpy(oip_call(channel, "ModelInfer")(request, timeout=TIMEOUT))
+    assert list(outputs) == [OUTPUT_TENSORS]
+    np.testing.assert_allclose(outputs[OUTPUT_TENSORS], reference_probabilities(service_dir, images), rtol=1e-6, atol=1e-7)
 
 
 def test_model_infer_preprocessed_fp32_with_requested_output(channel, service_dir, images):

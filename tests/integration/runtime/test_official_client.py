@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.tiny_service import reference_probabilities
+from tests.fixtures.tiny_service import INPUT_TENSORS, OUTPUT_TENSORS, reference_probabilities
 
 OFFICIAL_CLIENT = Path(__file__).resolve().parents[2] / "fixtures" / "official_tf_serving_client.py"
 
 
 @pytest.mark.slow
-def test_official_tf_serving_client_predicts_and_reads_metadata(server, service_dir, images, tmp_path):
+def test_official_tf_serving_client_predicts_reads_metadata_and_uses_the_tensor_names(server, service_dir, images, tmp_path):
     paths = []
     for index, data in enumerate(images):
         path = tmp_path / f"image-{index}.jpg"
@@ -36,3 +36,6 @@ def test_official_tf_serving_client_predicts_and_reads_metadata(server, service_
     assert result["outputs"] == ["class_names", "classes", "probabilities"]
     assert result["input_shape"] == [-1, 32, 32, 3]
     assert result["bad_image_status"] == "INVALID_ARGUMENT"
+    assert result["tensor_names"] == [INPUT_TENSORS, OUTPUT_TENSORS]
+    assert result["outputs_by_tensor_name"] == [OUTPUT_TENSORS]
+    np.testing.assert_array_equal(result["probabilities_by_tensor_name"], result["probabilities"])

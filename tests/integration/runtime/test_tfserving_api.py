@@ -11,7 +11,13 @@ from fpgaflow.fpga_runtime.proto import tf_tensor_pb2 as tf
 from fpgaflow.fpga_runtime.protocol import SIGNATURE_DEF_MAP_TYPE_URL, TENSOR_PROTO_TYPE_URL, TF_PREDICT
 from fpgaflow.fpga_runtime.server import ModelServer, create_server
 from fpgaflow.fpga_runtime.service import load_service
-from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities, write_tiny_service
+from tests.fixtures.tiny_service import (
+    CLASS_NAMES,
+    INPUT_TENSORS,
+    OUTPUT_TENSORS,
+    reference_probabilities,
+    write_tiny_service,
+)
 from tests.fixtures.wire import tf_metadata, tf_predict
 
 TIMEOUT = 10
@@ -51,6 +57,27 @@ def test_predict_images_equals_running_the_onnx_stages_directly(channel, service
     np.testing.assert_allclose(probabilities, reference_probabilities(service_dir, images), rtol=1e-6, atol=1e-7)
     assert response.model_spec.name == "tiny" and response.model_spec.version.value == 7
     assert response.model_spec.signature_name == "serving_default"
+
+
+def test_predict_by_tensor_names_returns_the_one_filtered_output_under_its_name(channel, service_dir, images):
+    request = _request({INPUT_TENSORS: images}, output_filter=[OUTPUT_TENSORS])
+    response = tf_predict(channel)(request, timeout=TIMEOUT)
+    assert list(response.outputs) == [OUTPUT_TENSORS]
+    probabilities = codec.tensor_proto_to_numpy(response.outputs[OUTPUT_TENSORS])
+    np.testing.assert_allclose(probabilities, reference_probabilities(service_dir, images), rtol=1e-6, atol=1e-7)
+
+
+def test_the_signature_gives_each_plain_name_its_tensor_name(channel):
+    request = tfs.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "tiny"
+    response = tf_metadata(channel)(request, timeout=TIMEOUT)
+    signature = tfs.SignatureDefMap.FromString(response.metadata["signature_def"].value).signature_def["serving_default"]
+    assert {key: info.name for key, info in signature.inputs.items()} == {"images": INPUT_TENSORS, "input": "input:0"}
+    assert {key: info.name for key, info in signature.outputs.items()} == {
+        "probabilities": OUTPUT_TENSORS,
+        "classes": "classes:0",
+        "class_names": "class_names:0",
+    }
 
 
 def test_predict_preprocessed_float_input_and_output_filter(channel, service_dir, images):
@@ -119,6 +146,12 @@ def _string_tensor_of_shape(shape):
         (lambda images: _request({"images": [images[0], b"\xff\xd8 truncated"]}), "INVALID_ARGUMENT", "image 1:"),
         (lambda images: _request({"images": images}, output_filter=["logits"]), "INVALID_ARGUMENT", "unknown outputs ['logits']"),
         (lambda images: _request({"pixels": images}), "INVALID_ARGUMENT", "give exactly one input"),
+        (
+            lambda images: _request({INPUT_TENSORS: images}, output_filter=["dense/Softmax:0"]),
+            "INVALID_ARGUMENT",
+            f"unknown outputs ['dense/Softmax:0'] of model 'tiny'; outputs: ['probabilities', 'classes', 'class_names'] "
+            f"(by name or tensor name: 'probabilities' or '{OUTPUT_TENSORS}'",
+        ),
         (
             lambda images: _request(
                 {"images": tf.TensorProto(dtype=tf.DT_STRING, tensor_shape=codec.tf_shape([2]), string_val=[b"a"])}

@@ -17,12 +17,15 @@ from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_stages, run_onnx
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.kinds import CLASSIFIER
 from fpgaflow.tasks.packaging.service_dir import package_service
+from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names, detector_tensor_names
 from fpgaflow.tasks.registry.promotion import PromotionRefused, promote
 from fpgaflow.tasks.registry.publication import pipeline_summary, publish_version
-from fpgaflow.tasks.registry.registration import RegisteredVersion, register_trained_model
+from fpgaflow.tasks.registry.registration import RegisteredVersion, register_trained_model, tensor_name_tags
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, log_conversion, log_numerics, log_training
 from fpgaflow.tasks.registry.runs import finish_run, log_data_lineage, start_pipeline_run
+from fpgaflow.tasks.registry.steps import register_task
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
@@ -41,6 +44,7 @@ PASSING = {
     "int8": FormatOutcome(accuracy=0.795, delta=-0.005, passed=True),
     "msfp8": SimpleNamespace(accuracy=0.7, delta=-0.1, passed=False, message="drop of 10.0 points exceeds 1.0"),
 }
+TENSOR_NAMES = classifier_tensor_names("resnet50")
 
 
 def write_inputs(directory: Path) -> SimpleNamespace:
@@ -78,7 +82,7 @@ def run_pipeline_until_registration(settings, inputs, stage_files, preprocess_sp
         },
         settings=settings,
     )
-    return register_trained_model(run_id, "pets", *stage_files, CLASS_NAMES, settings)
+    return register_trained_model(run_id, "pets", *stage_files, CLASS_NAMES, settings, tensor_names=TENSOR_NAMES)
 
 
 def package_and_publish(settings, registered, report, preprocess_spec, outcomes, numeric_format):
@@ -91,6 +95,7 @@ def package_and_publish(settings, registered, report, preprocess_spec, outcomes,
         fpga_onnx=report.fpga_onnx,
         cpu_onnx=report.cpu_onnx,
         source=registered.service_source(FINGERPRINT),
+        tensor_names=TENSOR_NAMES,
         settings=settings,
     )
     return publish_version("pets", registered.version, service_dir, report, outcomes, settings)
@@ -148,6 +153,34 @@ def test_version_carries_lineage_service_and_gate_tags(chain, client):
     assert tags["fpgaflow.gate.parity"].startswith("passed: onnxruntime matches Keras on 12 held-out images (fpga scaled diff ")
     assert tags["fpgaflow.gate.int8"] == "passed: accuracy 0.7950, delta to fp32 -0.50 points"
     assert tags["fpgaflow.gate.msfp8"] == "failed: drop of 10.0 points exceeds 1.0"
+
+
+def test_version_and_service_carry_the_tensor_names_clients_use(chain, client):
+    tags = client.get_model_version("pets", chain.version).tags
+    assert tags["fpgaflow.input_tensors"] == "Placeholder:0"
+    assert tags["fpgaflow.output_tensors"] == "classifier/resnet_v1_50/predictions/Softmax:0"
+    assert load_service(chain.published.service_dir).tensor_names == TENSOR_NAMES
+
+
+def test_the_register_step_prints_the_tensor_names_and_tags_them(registry_settings, client, stage_files, monkeypatch, capsys):
+    monkeypatch.setenv("FPGAFLOW_HOME", str(registry_settings.home))
+    reload_settings()
+    config = PipelineConfig(data_dir=registry_settings.home, model_name="pets-named", featurizer="resnet50", weights="none")
+    run_id = start_pipeline_run(config, FINGERPRINT, registry_settings)
+    registered = register_task.fn(
+        CLASSIFIER, run_id, "pets-named", *stage_files, CLASS_NAMES, CLASSIFIER.tensor_names("resnet50")
+    )
+    printed = capsys.readouterr().out
+    assert f"registered pets-named version {registered.version}; its service's tensor names:" in printed
+    assert "input_tensors = 'Placeholder:0'\noutput_tensors = 'classifier/resnet_v1_50/predictions/Softmax:0'\n" in printed
+    tags = client.get_model_version("pets-named", registered.version).tags
+    assert tags["fpgaflow.output_tensors"] == "classifier/resnet_v1_50/predictions/Softmax:0"
+
+
+def test_a_detector_version_tags_its_output_tensors_as_a_json_list():
+    tags = tensor_name_tags(detector_tensor_names("ssd_vgg"))
+    assert tags["fpgaflow.input_tensors"] == "Placeholder:0"
+    assert json.loads(tags["fpgaflow.output_tensors"]) == detector_tensor_names("ssd_vgg").output_tensors
 
 
 def test_candidate_alias_goes_to_the_version_whose_gates_passed(chain, client):

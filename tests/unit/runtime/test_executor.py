@@ -111,6 +111,7 @@ def test_graph_that_does_not_match_service_json_is_refused(service_dir, tmp_path
     def rename_output(raw):
         raw["stages"][1]["outputs"][0]["name"] = "scores"
         raw["default_output"] = "scores"
+        raw["tensor_names"]["outputs"] = {"scores": raw["tensor_names"]["outputs"].pop("probabilities")}
 
     with pytest.raises(InvalidServiceDefinition, match="produces \\['probabilities'\\].*outputs \\['scores'\\]"):
         ServiceExecutor(_rewrite_service(service_dir, tmp_path / "renamed", rename_output), "arria10")
