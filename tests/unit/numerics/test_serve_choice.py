@@ -177,3 +177,13 @@ def test_the_outcome_summary_holds_the_proof_keys(prepared_files, images, tmp_pa
         assert values["modelled_ms"] > 0 and values["measured_ms"] > 0
     assert summary["serve_format_reason"] == outcome.serve_format_reason
     assert summary["serve_format_reason"].startswith("msfp8: lowest modelled latency on stratix10")
+
+
+def test_fpgaflow_run_takes_the_device_profile_the_choice_is_for(tmp_path):
+    from fpgaflow.flows.cli import build_parser
+    from fpgaflow.flows.cli.run import OVERRIDES
+    from fpgaflow.tasks.config import load_config
+
+    args = build_parser().parse_args(["run", str(tmp_path), "--device-profile", "cpu", "--serve-format", "auto"])
+    config = load_config(None, data_dir=args.data_dir, **{key: getattr(args, key) for key in OVERRIDES})
+    assert (config.device_profile, config.serve_format) == ("cpu", "auto")
