@@ -165,7 +165,7 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     )
     published = publish_version_task(model_name, registered.version, service_dir, conversion, outcomes)
     summary.update(pipeline_summary(published))
-    summary["serve_format"] = numerics.serve_format
+    summary.update(numerics.summary())
     summary["gates_passed"] = published.gates_passed
     finish_run_task(mlflow_run_id)
     if _reached(config, "package"):

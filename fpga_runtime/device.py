@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
 
-from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotReady
+from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, ModelNotReady
+from fpgaflow.fpga_runtime.graph_format import check_declared
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.placement.cost import CostReport
 from fpgaflow.fpga_runtime.placement.fit import require_fits
@@ -40,6 +43,7 @@ class LoadedModel:
 
     path: Path
     numeric_format: str
+    block_size: int
     sha256: str
     weight_bytes: int
 
@@ -89,6 +93,13 @@ def chain_stats(chain: list[DeviceStats]) -> DeviceStats:
     )
 
 
+def _read_graph(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except (OSError, DecodeError) as error:
+        raise InvalidServiceDefinition(f"cannot read ONNX model {path}: {error}") from None
+
+
 class EmulatedDevice:
     """One FPGA: ``load`` a model, ``run`` batches through it, read ``stats()``."""
 
@@ -105,14 +116,19 @@ class EmulatedDevice:
         self._last_latency: float | None = None
         self._reset_counters()
 
-    def load(self, onnx_path: str | Path, numeric_format: str) -> LoadedModel:
+    def load(self, onnx_path: str | Path, numeric_format: str, block_size: int | None = None) -> LoadedModel:
         """Hold this model from now on, replacing the current one.
 
-        Refused, leaving the current model in place: an unsupported numeric format
-        (InvalidInput) or weights larger than the on-chip memory (ResourceExhausted).
+        Refused, leaving the current model in place: an unsupported numeric format (InvalidInput), a graph
+        whose metadata names another format or block size than the one declared (InvalidServiceDefinition),
+        or weights larger than the on-chip memory (ResourceExhausted).
         """
         path = Path(onnx_path)
-        report = require_fits(path, numeric_format, self.profile)
+        self.profile.require_format(numeric_format)
+        model = _read_graph(path)
+        block_size = check_declared(model, path.name, numeric_format, block_size)
+        report = require_fits(model, numeric_format, self.profile, block_size, path.name)
+        del model
         session = make_session(path, self._intra_op_threads)
         inputs = tuple(
             DeviceInput(
@@ -125,6 +141,7 @@ class EmulatedDevice:
         loaded = LoadedModel(
             path=path.resolve(),
             numeric_format=numeric_format,
+            block_size=report.graph.block_size,
             sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
             weight_bytes=report.graph.weight_bytes,
         )

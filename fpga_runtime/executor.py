@@ -49,7 +49,7 @@ class FpgaStage:
         self.stage = stage
         self.device = device
         self.devices = (device,)
-        device.load(path, stage.numeric_format)
+        device.load(path, stage.numeric_format, stage.block_size)
         self.input_names = device.input_names
         self.output_names = device.output_names
 
@@ -75,7 +75,7 @@ class ChainedFpgaStage:
         self.stage = stage
         self.devices = tuple(devices)
         for path, device in zip(parts, devices):
-            device.load(path, stage.numeric_format)
+            device.load(path, stage.numeric_format, stage.block_size)
         self.input_names = self.devices[0].input_names
         self.output_names = self.devices[-1].output_names
 

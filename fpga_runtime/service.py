@@ -111,6 +111,9 @@ class Stage(BaseModel):
     target: Literal["FPGA", "CPU"]
     file: str = Field(description="ONNX file, relative to the service directory.")
     numeric_format: str = Field(default="fp32", description="Numeric format the graph was prepared in.")
+    block_size: int | None = Field(
+        default=None, ge=1, description="Values sharing one exponent (block floating point); None = as the graph says."
+    )
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 

@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fpgaflow.fpga_runtime.numerics import FORMATS
 from fpgaflow.fpga_runtime.service import check_name
 
 DETECTOR_FEATURIZERS = ("ssd_vgg",)
@@ -79,15 +80,22 @@ class PipelineConfig(BaseModel):
     seed: int = 0
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Used with featurizer ssd_vgg.")
-    numerics: tuple[str, ...] = Field(default=("fp32", "int8", "msfp9"), description="Numeric formats to evaluate.")
+    numerics: tuple[str, ...] = Field(default=("fp32", "int8", "msfp8", "msfp9"), description="Numeric formats to evaluate.")
     serve_format: str = Field(
-        default="auto", description="Format to package and deploy; 'auto' = the fastest one that passed its gate."
+        default="auto",
+        description="Format to package and deploy; 'auto' = of the formats that passed their gate, the one with the "
+        "lowest modelled latency on device_profile ('cpu': the one fastest measured on this CPU).",
+    )
+    device_profile: str = Field(
+        default="",
+        description="Device profile 'auto' chooses the serve format for: a profile name or YAML path, or 'cpu'; "
+        "empty = the device_profile setting (the profile nodes emulate).",
     )
     msfp_block_size: int = Field(default=16, ge=1, description="Values sharing one exponent in msfp8/msfp9.")
-    max_accuracy_drop: float | None = Field(
+    max_accuracy_drop: float | dict[str, float] | None = Field(
         default=None,
-        ge=0,
-        description="Largest top-1 drop vs fp32 a format may show (fraction); None = the max_accuracy_drop setting.",
+        description="Largest top-1 drop vs fp32 a format may show (fraction): one for every format, or per format "
+        "({msfp8: 0.02}); None = the max_accuracy_drop_by_format and max_accuracy_drop settings.",
     )
     target: Literal["local", "docker", "kubernetes"] = "local"
     replicas: int = Field(default=1, ge=1)
@@ -98,6 +106,18 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return Path(value).expanduser().resolve()
+
+    @field_validator("max_accuracy_drop")
+    @classmethod
+    def _fractions_of_known_formats(cls, value: float | dict[str, float] | None) -> float | dict[str, float] | None:
+        limits = value if isinstance(value, dict) else {} if value is None else {"every format": value}
+        unknown = [name for name in limits if name not in FORMATS and name != "every format"]
+        if unknown:
+            raise ValueError(f"unknown numeric formats {unknown}; known formats: {', '.join(FORMATS)}")
+        bad = {name: limit for name, limit in limits.items() if not 0 <= limit <= 1}
+        if bad:
+            raise ValueError(f"an allowed drop is a fraction between 0 and 1, got {bad}")
+        return value
 
     @field_validator("model_name")
     @classmethod

@@ -11,8 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from fpgaflow.fpga_runtime.numerics import FORMATS
 from fpgaflow.fpga_runtime.settings import Settings
 
 
@@ -138,7 +139,15 @@ class PipelineSettings(Settings):
         ge=0,
         le=1,
         description="Largest top-1 test accuracy drop vs fp32 (a fraction: 0.01 = 1 point) a numeric format "
-        "may show and still pass its gate.",
+        "may show and still pass its gate, for formats max_accuracy_drop_by_format does not name.",
+    )
+    max_accuracy_drop_by_format: dict[str, float] = Field(
+        default={"msfp8": 0.02},
+        description='Allowed drop of particular formats (JSON: {"msfp8": 0.02}); ms-fp8 keeps two mantissa '
+        "bits, one fewer than ms-fp9, and is allowed 2 points.",
+    )
+    numerics_latency_repeats: int = Field(
+        default=20, ge=1, description="Batch-1 runs per format when the numerics step measures emulation latency."
     )
     int8_calibration_images: int = Field(
         default=64, ge=1, description="Preprocessed training images int8 calibration runs through the model, at most."
@@ -173,6 +182,17 @@ class PipelineSettings(Settings):
     monitor_batch_size: int = Field(
         default=16, ge=1, description="Images per Predict request when the monitor flow scores a holdout folder."
     )
+
+    @field_validator("max_accuracy_drop_by_format")
+    @classmethod
+    def _fractions_of_known_formats(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = [name for name in value if name not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown numeric formats {unknown}; known formats: {', '.join(FORMATS)}")
+        bad = {name: limit for name, limit in value.items() if not 0 <= limit <= 1}
+        if bad:
+            raise ValueError(f"an allowed drop is a fraction between 0 and 1, got {bad}")
+        return value
 
     @model_validator(mode="after")
     def _default_tracking_uri(self) -> PipelineSettings:

@@ -124,7 +124,7 @@ def _print_stage(stage, profile, report, measured: float | None) -> None:
     share = graph.weight_bytes / report.onchip_memory_bytes
     print(
         f"total MACs: {graph.macs:,}   vector ops: {graph.vector_ops:,}   weights: {graph.weight_params:,} "
-        f"at {graph.weight_bits:g} bits"
+        f"at {graph.weight_bits:.3g} bits"
     )
     print(
         f"weight memory: {graph.weight_bytes:,} of {report.onchip_memory_bytes:,} bytes on chip ({share:.1%}): "

@@ -38,6 +38,11 @@ def register(subparsers) -> None:
         help="Comma-separated numeric formats to evaluate, e.g. fp32,int8,msfp9.",
     )
     run.add_argument("--serve-format", help="Format to package and deploy (default: auto).")
+    run.add_argument(
+        "--device-profile",
+        help="Device profile 'auto' chooses the serve format for (a profile name or .yaml, or cpu; "
+        "default: the device_profile setting).",
+    )
     run.add_argument("--target", choices=["local", "docker", "kubernetes"])
     run.add_argument("--replicas", type=int)
     run.add_argument("--base-image", help="Base image of the serving image.")
@@ -81,6 +86,7 @@ OVERRIDES = (
     "seed",
     "numerics",
     "serve_format",
+    "device_profile",
     "target",
     "replicas",
     "base_image",

@@ -7,7 +7,8 @@ point rounding of activations); the device computes in the format natively, so t
 nothing here, and neither do QuantizeLinear/DequantizeLinear pairs. Weights are the
 constant inputs of a layer (initializers, Constant nodes, and anything computed only from them,
 such as the DequantizeLinear of an int8 weight); each constant is counted once, at the first
-layer that reads it, and stored at the numeric format's bits per weight. Shapes come from ONNX
+layer that reads it, at the bits the device stores it in (:mod:`fpgaflow.fpga_runtime.placement.storage`:
+mantissas plus shared exponents per block, int8 values plus scales). Shapes come from ONNX
 shape inference with every free batch dimension set to 1.
 
 Latency model: a layer takes ``ceil((ceil(MACs / MAC units) + ceil(vector ops / vector lanes))
@@ -27,7 +28,10 @@ from google.protobuf.message import DecodeError
 from onnx import helper, shape_inference
 
 from fpgaflow.fpga_runtime.errors import InvalidInput, InvalidServiceDefinition
+from fpgaflow.fpga_runtime.graph_format import block_size_in_graph
+from fpgaflow.fpga_runtime.numerics import NumericFormat
 from fpgaflow.fpga_runtime.numerics import numeric_format as numeric_format_named
+from fpgaflow.fpga_runtime.placement.storage import dot_operand_axes, weight_bits
 from fpgaflow.fpga_runtime.profiles import DeviceProfile
 
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -104,10 +108,15 @@ class GraphCost:
     """The per-layer table of one graph in one numeric format, batch 1."""
 
     numeric_format: str
-    weight_bits: float
+    block_size: int
     layers: tuple[LayerCost, ...]
     input_bytes: int
     output_bytes: int
+
+    @property
+    def weight_bits(self) -> float:
+        """Bits a weight takes on chip, on average over the graph (scales and shared exponents included)."""
+        return 8 * self.weight_bytes / self.weight_params if self.weight_params else 0.0
 
     @property
     def macs(self) -> int:
@@ -166,6 +175,7 @@ class CostReport:
             "profile": self.latency.profile,
             "numeric_format": self.graph.numeric_format,
             "weight_bits": self.graph.weight_bits,
+            "block_size": self.graph.block_size,
             "layers": [
                 {**asdict(layer), "cycles": cycles, "seconds": cycles / self.latency.clock_hz}
                 for layer, cycles in zip(self.graph.layers, self.latency.layer_cycles)
@@ -188,19 +198,30 @@ class CostReport:
 
 
 def weight_bits_of(numeric_format: str) -> float:
-    """Bits one weight takes in on-chip memory in a numeric format (default block size for block formats)."""
+    """Nominal bits of one weight in a numeric format (default block size), to rank formats by width."""
+    return _format(numeric_format).bits_per_weight
+
+
+def _format(name: str, block_size: int | None = None) -> NumericFormat:
     try:
-        return numeric_format_named(numeric_format).bits_per_weight
+        return numeric_format_named(name, block_size)
     except ValueError as error:
         raise InvalidInput(str(error)) from None
 
 
-def graph_cost(model: str | Path | onnx.ModelProto, numeric_format: str) -> GraphCost:
-    """The per-layer table of an ONNX model (path or proto) with weights in ``numeric_format``."""
-    weight_bits = weight_bits_of(numeric_format)
-    graph = _inferred_at_batch_1(model).graph
+def graph_cost(model: str | Path | onnx.ModelProto, numeric_format: str, block_size: int | None = None) -> GraphCost:
+    """The per-layer table of an ONNX model (path or proto) with weights in ``numeric_format``.
+
+    ``block_size`` of a block floating point format: given, else the graph's own when its metadata labels it
+    with this format, else the format's default.
+    """
+    _format(numeric_format)
+    proto = _inferred_at_batch_1(model)
+    fmt = _format(numeric_format, block_size if block_size is not None else block_size_in_graph(proto, numeric_format))
+    graph = proto.graph
     shapes, itemsizes = _tensor_shapes(graph)
     constants = constant_tensors(graph)
+    producers = {name: node for node in graph.node for name in node.output if name in constants}
     counted: set[str] = set()
     layers = []
     emulation = f"{numeric_format}/"
@@ -208,34 +229,50 @@ def graph_cost(model: str | Path | onnx.ModelProto, numeric_format: str) -> Grap
         if node.name.startswith(emulation) or (node.output and all(name in constants for name in node.output)):
             continue
         label = node.name or f"{node.op_type}_{index}"
-        weights = [name for name in _weight_inputs(node, constants) if name not in counted]
-        counted.update(weights)
+        weights = [(position, name) for position, name in _weight_inputs(node, constants) if name not in counted]
+        counted.update(name for _, name in weights)
         macs = _macs(node, label, shapes)
         vector_ops = _vector_ops(node, label, shapes)
         if not (macs or vector_ops or weights):
             continue
-        weight_params = sum(math.prod(_shape(name, label, shapes)) for name in weights)
+        transposed = {key: _attribute(node, key, 0) for key in ("transA", "transB")}
+        bits = sum(
+            weight_bits(
+                _shape(name, label, shapes),
+                fmt,
+                dot_operand_axes(node.op_type, position, transposed),
+                _graph_scales(producers.get(name), label, shapes),
+            )
+            for position, name in weights
+        )
         layers.append(
             LayerCost(
                 name=label,
                 op_type=node.op_type,
                 macs=macs,
                 vector_ops=vector_ops,
-                weight_params=weight_params,
-                weight_bytes=math.ceil(weight_params * weight_bits / 8),
+                weight_params=sum(math.prod(_shape(name, label, shapes)) for _, name in weights),
+                weight_bytes=math.ceil(bits / 8),
                 output_bytes=sum(_bytes(name, label, shapes, itemsizes) for name in node.output if name),
             )
         )
     initializers = {tensor.name for tensor in graph.initializer}
     return GraphCost(
         numeric_format=numeric_format,
-        weight_bits=weight_bits,
+        block_size=fmt.block_size,
         layers=tuple(layers),
         input_bytes=sum(
             _bytes(value.name, "graph input", shapes, itemsizes) for value in graph.input if value.name not in initializers
         ),
         output_bytes=sum(_bytes(value.name, "graph output", shapes, itemsizes) for value in graph.output),
     )
+
+
+def _graph_scales(producer: onnx.NodeProto | None, label: str, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """How many scales the graph dequantizes a weight with, when a DequantizeLinear produces it."""
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return None
+    return math.prod(_shape(producer.input[1], label, shapes))
 
 
 def estimate_latency(cost: GraphCost, profile: DeviceProfile) -> LatencyEstimate:
@@ -254,10 +291,13 @@ def estimate_latency(cost: GraphCost, profile: DeviceProfile) -> LatencyEstimate
     )
 
 
-def cost_report(model: str | Path | onnx.ModelProto, numeric_format: str, profile: DeviceProfile) -> CostReport:
-    """Resources, fit and modelled latency of a model on a device, in one numeric format."""
+def cost_report(
+    model: str | Path | onnx.ModelProto, numeric_format: str, profile: DeviceProfile, block_size: int | None = None
+) -> CostReport:
+    """Resources, fit and modelled latency of a model on a device, in one numeric format (``block_size``: as
+    :func:`graph_cost`)."""
     profile.require_format(numeric_format)
-    cost = graph_cost(model, numeric_format)
+    cost = graph_cost(model, numeric_format, block_size)
     return CostReport(graph=cost, latency=estimate_latency(cost, profile), onchip_memory_bytes=profile.onchip_memory_bytes)
 
 
@@ -337,12 +377,12 @@ def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     return constants
 
 
-def _weight_inputs(node: onnx.NodeProto, constants: set[str]) -> list[str]:
+def _weight_inputs(node: onnx.NodeProto, constants: set[str]) -> list[tuple[int, str]]:
     if node.op_type not in WEIGHT_INPUTS:
         return []
     positions = WEIGHT_INPUTS[node.op_type]
     return [
-        name
+        (position, name)
         for position, name in enumerate(node.input)
         if name and name in constants and (positions is None or position in positions)
     ]

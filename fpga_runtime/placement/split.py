@@ -166,8 +166,18 @@ def extract_parts(model_path: Path, model: onnx.ModelProto, plan: SplitPlan, dir
     for index, (part_inputs, part_outputs) in enumerate(zip(edges, edges[1:]), start=1):
         path = directory / f"{stem}.part{index}.onnx"
         onnx.utils.extract_model(str(model_path), str(path), part_inputs, part_outputs)
+        _copy_metadata(model, path)
         paths.append(path)
     return paths
+
+
+def _copy_metadata(model: onnx.ModelProto, path: Path) -> None:
+    """Give a part the whole graph's metadata (its numeric format label among them)."""
+    if not model.metadata_props:
+        return
+    part = onnx.load(str(path))
+    onnx.helper.set_model_props(part, {prop.key: prop.value for prop in model.metadata_props})
+    onnx.save(part, str(path))
 
 
 def chained_parity(model_path: Path, part_paths: list[Path], stage: Stage) -> tuple[float, float]:
@@ -223,7 +233,7 @@ def plan_for_devices(
         cost = graph_cost(model, numeric_format)
         raise ResourceExhausted(
             f"model {label} does not fit device {profile.name}: its weights take {cost.weight_bytes:,} bytes "
-            f"({cost.weight_params:,} weights at {cost.weight_bits:g} bits in {numeric_format}) but the device has "
+            f"({cost.weight_params:,} weights at {cost.weight_bits:.3g} bits in {numeric_format}) but the device has "
             f"{profile.onchip_memory_bytes:,} bytes of on-chip memory, and no split over several devices fits either "
             f"({error}); {way_out}"
         ) from None

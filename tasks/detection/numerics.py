@@ -2,7 +2,7 @@
 
 Shaped like :mod:`fpgaflow.tasks.numerics.accuracy` (same call, same :class:`~fpgaflow.tasks.numerics.outcome.NumericsOutcome`).
 The classifier's gate compares top-1 accuracy with fp32; a detector has no top-1, so its gate
-compares test mAP@0.5 with fp32's, with the same allowed drop (``max_accuracy_drop``, a fraction:
+compares test mAP@0.5 with fp32's, with the same allowed drops (``max_accuracy_drop``, fractions:
 0.01 = one mAP point), and the results' ``accuracy`` holds the mAP. Every format is prepared by
 :func:`fpgaflow.tasks.numerics.formats.prepare_format_file` (int8 calibrated on training images) and run by
 onnxruntime with the CPU stage on the test images. Unlike a classifier's head, the detector's heads
@@ -13,7 +13,7 @@ device would serve, and every format shares the one CPU stage (decoding + NMS).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +26,9 @@ from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
 from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
-from fpgaflow.tasks.numerics.formats import FormatGateResult, choose_serve_format, format_names, gate_formats, prepare_format_file
-from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
+from fpgaflow.tasks.numerics.formats import format_names, prepare_format_file
+from fpgaflow.tasks.numerics.gate import FormatGateResult, gate_formats
+from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, calibration_images, decide_serve_format, drop_limits
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
@@ -40,8 +41,8 @@ def served_detections(fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spe
     return found
 
 
-def gate_detector_formats(maps: dict[str, float], max_drop: float) -> dict[str, FormatGateResult]:
-    """:func:`fpgaflow.tasks.numerics.formats.gate_formats` on mAP values, its messages speaking of mAP@0.5."""
+def gate_detector_formats(maps: dict[str, float], max_drop: float | Mapping[str, float]) -> dict[str, FormatGateResult]:
+    """:func:`fpgaflow.tasks.numerics.gate.gate_formats` on mAP values, its messages speaking of mAP@0.5."""
     results = gate_formats(maps, max_drop)
     return {
         name: dataclasses.replace(result, message=result.message.replace("top-1", "mAP@0.5")) for name, result in results.items()
@@ -77,5 +78,5 @@ def evaluate_detector_numerics(
         )
         maps[name] = mean_average_precision(served_detections(fpga_onnx, fp32_cpu_onnx, paths, spec), truths, class_names).map50
         files[name] = FormatFiles(fpga_onnx, Path(fp32_cpu_onnx))
-    results = gate_detector_formats(maps, allowed_drop(config, settings))
-    return NumericsOutcome(results, choose_serve_format(results, config.serve_format), files)
+    results = gate_detector_formats(maps, drop_limits(settings, config.max_accuracy_drop))
+    return decide_serve_format(results, files, calibration[0], config, settings)

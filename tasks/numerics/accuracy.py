@@ -21,13 +21,12 @@ from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_spl
 from fpgaflow.tasks.numerics.formats import (
     REFERENCE_FORMAT,
     OnnxFeatureExtractor,
-    choose_serve_format,
     format_names,
-    gate_formats,
     onnx_classifier,
     prepare_format_file,
 )
-from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, allowed_drop, calibration_images
+from fpgaflow.tasks.numerics.gate import gate_formats
+from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, calibration_images, decide_serve_format, drop_limits
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from fpgaflow.tasks.training.head import train_head
 
@@ -49,7 +48,8 @@ def evaluate_numerics(
     settings: PipelineSettings | None = None,
     progress: bool = True,
 ) -> NumericsOutcome:
-    """Accuracy of every format in ``config.numerics`` (fp32 always included), the gates and the serve format."""
+    """Accuracy of every format in ``config.numerics`` (fp32 always included), the gates, each format's batch-1
+    latency and the serve format."""
 
     settings = settings or get_pipeline_settings()
     output_dir = Path(output_dir)
@@ -86,5 +86,5 @@ def evaluate_numerics(
             cpu_onnx = convert_keras_stage(head.model, directory / CPU_STAGE_FILE, FEATURES, PROBABILITIES, settings.onnx_opset)
         accuracies[name] = _test_accuracy(cpu_onnx, features["test"].features, features["test"].labels)
         files[name] = FormatFiles(fpga_onnx, cpu_onnx)
-    results = gate_formats(accuracies, allowed_drop(config, settings))
-    return NumericsOutcome(results, choose_serve_format(results, config.serve_format), files)
+    results = gate_formats(accuracies, drop_limits(settings, config.max_accuracy_drop))
+    return decide_serve_format(results, files, calibration[0], config, settings)

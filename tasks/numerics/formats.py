@@ -10,14 +10,13 @@ its kind in :data:`IMPLEMENTATIONS`:
   inside the graph (:mod:`fpgaflow.tasks.numerics.bfp`).
 
 A prepared graph runs through :class:`OnnxFeatureExtractor`, so the head of a non-fp32 format is
-trained on the features the device will produce. :func:`gate_formats` compares each format's
-test accuracy with fp32 and :func:`choose_serve_format` picks the format to deploy.
+trained on the features the device will produce; :mod:`fpgaflow.tasks.numerics.gate` gates each
+format against fp32 and picks the one to serve.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from fpgaflow.fpga_runtime.graph_format import label_properties
 from fpgaflow.fpga_runtime.numerics import FORMATS, FormatKind, NumericFormat, numeric_format
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.tasks.conversion.onnx_stages import StageParity, measure_parity
@@ -37,17 +37,7 @@ from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 FEATURIZER_INPUT = "input"
 FEATURIZER_OUTPUT = "features"
-FORMAT_METADATA_KEY = "fpgaflow.numeric_format"
-BLOCK_SIZE_METADATA_KEY = "fpgaflow.block_size"
-# Which passing format 'auto' serves: the fastest on the device first, the reference last.
-SERVE_PREFERENCE: tuple[str, ...] = ("int8", "msfp8", "msfp9", "fp32")
 REFERENCE_FORMAT = "fp32"
-# Accuracies are fractions of a finite test set; a drop equal to the limit passes despite float noise.
-GATE_SLACK = 1e-9
-
-
-class NumericsGateError(PipelineStepError):
-    """The requested serve format did not pass its accuracy gate (or was not evaluated)."""
 
 
 class OnnxNumerics(Protocol):
@@ -155,10 +145,7 @@ def prepare_model(numerics: OnnxNumerics, model: onnx.ModelProto, calibration: n
     except (ValueError, onnx.checker.ValidationError) as error:
         raise PipelineStepError(f"cannot prepare the featurizer graph in {numerics.name}: {error}") from None
     properties = {prop.key: prop.value for prop in prepared.metadata_props}
-    properties[FORMAT_METADATA_KEY] = numerics.name
-    if numerics.format.kind == "block_float":
-        properties[BLOCK_SIZE_METADATA_KEY] = str(numerics.format.block_size)
-    onnx.helper.set_model_props(prepared, properties)
+    onnx.helper.set_model_props(prepared, {**properties, **label_properties(numerics.format)})
     return prepared
 
 
@@ -226,78 +213,6 @@ class OnnxFeatureExtractor:
 
 
 @dataclass(frozen=True)
-class FormatGateResult:
-    """One format's test accuracy against fp32; ``delta`` = accuracy - fp32 accuracy (negative = a drop)."""
-
-    name: str
-    accuracy: float
-    reference_accuracy: float
-    delta: float
-    passed: bool
-    message: str
-
-    def summary(self) -> dict:
-        return {"accuracy": self.accuracy, "delta": self.delta, "passed": self.passed}
-
-
-def gate_formats(accuracies: Mapping[str, float], max_drop: float) -> dict[str, FormatGateResult]:
-    """Each format's delta to fp32 and whether it stays within ``max_drop`` (a fraction of top-1)."""
-    if REFERENCE_FORMAT not in accuracies:
-        raise PipelineStepError(
-            f"the accuracy gate compares every format with {REFERENCE_FORMAT}; evaluate {REFERENCE_FORMAT} too"
-        )
-    if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
-        raise PipelineStepError(f"max accuracy drop must be a fraction between 0 and 1, got {max_drop}")
-    for name, accuracy in accuracies.items():
-        numerics_for(name)
-        if not (math.isfinite(accuracy) and 0 <= accuracy <= 1):
-            raise PipelineStepError(f"accuracy of {name} must be a fraction between 0 and 1, got {accuracy}")
-    reference = float(accuracies[REFERENCE_FORMAT])
-    results = {}
-    for name, accuracy in accuracies.items():
-        delta = float(accuracy) - reference
-        drop = -delta
-        passed = drop <= max_drop + GATE_SLACK
-        if passed:
-            message = (
-                f"{name}: top-1 {accuracy:.4f}, {_points(delta)} vs {REFERENCE_FORMAT} {reference:.4f}, "
-                f"within the allowed drop of {max_drop * 100:.2f} points"
-            )
-        else:
-            message = (
-                f"{name} fails the accuracy gate: top-1 {accuracy:.4f} is {drop * 100:.2f} points below "
-                f"{REFERENCE_FORMAT} {reference:.4f}; at most {max_drop * 100:.2f} points are allowed "
-                f"(max_accuracy_drop {max_drop:g})"
-            )
-        results[name] = FormatGateResult(name, float(accuracy), reference, delta, passed, message)
-    return results
-
-
-def _points(delta: float) -> str:
-    return f"{abs(delta) * 100:.2f} points {'below' if delta < 0 else 'above'}" if delta else "equal"
-
-
-def choose_serve_format(results: Mapping[str, FormatGateResult], requested: str = "auto") -> str:
-    """'auto': the first passing format of :data:`SERVE_PREFERENCE`; otherwise ``requested`` if it passed."""
-    if requested == "auto":
-        for name in SERVE_PREFERENCE:
-            if name in results and results[name].passed:
-                return name
-        raise NumericsGateError(
-            f"no evaluated format passed its accuracy gate ({', '.join(results) or 'none evaluated'}); "
-            f"evaluate {REFERENCE_FORMAT}, which always passes"
-        )
-    if requested not in results:
-        raise NumericsGateError(
-            f"serve format {requested!r} was not evaluated (evaluated: {', '.join(results) or 'none'}); "
-            "add it to the numerics list"
-        )
-    if not results[requested].passed:
-        raise NumericsGateError(f"cannot serve {requested}: {results[requested].message}")
-    return requested
-
-
-@dataclass(frozen=True)
 class FormatComparison:
     """One prepared format against fp32 on the same images, and its onnxruntime latency at batch 1."""
 
@@ -320,7 +235,9 @@ class FormatComparison:
         return summary
 
 
-def batch1_latency_p50(extractors: Mapping[str, OnnxFeatureExtractor], image: np.ndarray, repeats: int = 50) -> dict[str, float]:
+def batch1_latency_p50(
+    extractors: Mapping[str, Callable[[np.ndarray], object]], image: np.ndarray, repeats: int = 50
+) -> dict[str, float]:
     """Median milliseconds of one single-image run per extractor, runs interleaved so machine noise hits all alike."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -386,19 +303,6 @@ def onnx_classifier(path: Path, input_name: str = FEATURIZER_OUTPUT) -> Callable
     session = make_session(Path(path))
     output = session.get_outputs()[0].name
     return lambda features: session.run([output], {input_name: np.ascontiguousarray(features, dtype=np.float32)})[0]
-
-
-def gate_table(results: Mapping[str, FormatGateResult]) -> list[dict]:
-    return [
-        {
-            "format": name,
-            "accuracy": round(result.accuracy, 4),
-            "delta": round(result.delta, 4),
-            "passed": result.passed,
-            "message": result.message,
-        }
-        for name, result in results.items()
-    ]
 
 
 def format_names(names: Sequence[str]) -> tuple[str, ...]:

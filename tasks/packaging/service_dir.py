@@ -16,6 +16,7 @@ from typing import Literal
 import onnx
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
+from fpgaflow.fpga_runtime.graph_format import check_declared
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, TensorNames, TensorSpec, check_name, load_service
 from fpgaflow.tasks.conversion.onnx_stages import CPU_STAGE_FILE, FPGA_STAGE_FILE, PROBABILITIES
@@ -56,9 +57,10 @@ def tensor_specs(values: Sequence[onnx.ValueInfoProto], path: Path) -> tuple[Ten
 def stage_from_onnx(name: str, target: StageTarget, path: Path, numeric_format: str, file: str) -> Stage:
     """A stage whose input/output specs are read from the ONNX graph itself."""
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # onnx raises DecodeError/OSError variants for a broken file
         raise InvalidServiceDefinition(f"{path.name} is not a readable ONNX model: {error}") from None
+    graph = model.graph
     initializers = {tensor.name for tensor in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
     return Stage(
@@ -66,6 +68,7 @@ def stage_from_onnx(name: str, target: StageTarget, path: Path, numeric_format: 
         target=target,
         file=file,
         numeric_format=numeric_format,
+        block_size=check_declared(model, path.name, numeric_format),
         inputs=tensor_specs(inputs, path),
         outputs=tensor_specs(graph.output, path),
     )

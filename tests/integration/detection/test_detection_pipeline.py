@@ -130,6 +130,10 @@ def test_numeric_formats_are_gated_on_map(numerics, trained):
     assert set(numerics.results) == {"fp32", "int8"} and "mAP@0.5" in numerics.results["int8"].message
     assert numerics.serve_format in {name for name, result in numerics.results.items() if result.passed}
     assert numerics.files["int8"].cpu_onnx == numerics.files["fp32"].cpu_onnx
+    summary = numerics.summary()
+    assert summary["serve_format"] == numerics.serve_format and summary["serve_format_reason"].startswith(numerics.serve_format)
+    for values in summary["numerics"].values():
+        assert values["measured_ms"] > 0 and values["modelled_ms"] > 0
 
 
 @pytest.fixture(scope="module")

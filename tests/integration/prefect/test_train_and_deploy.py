@@ -68,6 +68,11 @@ def test_train_and_deploy_tracks_every_step_and_serves(prefect_harness, pipeline
     assert summary["validation_success"] and summary["num_classes"] == 10
     assert summary["metrics"]["accuracy"] > 0.3
     assert summary["serve_format"] == "msfp9" and set(summary["numerics"]) == {"fp32", "msfp9"}
+    assert summary["serve_format_reason"].startswith("msfp9: as configured (serve_format: msfp9); (modelled ")
+    for values in summary["numerics"].values():
+        assert set(values) == {"accuracy", "delta", "passed", "modelled_ms", "measured_ms"}
+        assert values["passed"] and values["modelled_ms"] > 0 and values["measured_ms"] > 0
+    assert summary["numerics"]["msfp9"]["modelled_ms"] < summary["numerics"]["fp32"]["modelled_ms"]
     assert summary["image"] is None and "docker" in summary["image_reason"].lower()
     assert (summary["target"], summary["replicas"]) == ("local", 1)
     assert summary["smoke_test"]["top1_agreement"] == 1.0

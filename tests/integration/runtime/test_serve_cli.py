@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,9 +11,11 @@ import sys
 import threading
 
 import numpy as np
+import onnx
 import pytest
 
 from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.graph_format import BLOCK_SIZE_METADATA_KEY, FORMAT_METADATA_KEY
 from tests.fixtures.tiny_service import CLASS_NAMES, reference_probabilities
 
 STARTUP_TIMEOUT = 120
@@ -126,6 +129,24 @@ def test_serve_reports_a_bad_service_directory_cleanly(tmp_path):
     )
     assert finished.returncode == 2
     assert "service.json is missing" in finished.stderr and "Traceback" not in finished.stderr
+
+
+def test_serve_refuses_a_graph_prepared_in_another_format_than_service_json_says(service_dir, tmp_path):
+    mislabelled = shutil.copytree(service_dir, tmp_path / "mislabelled")
+    featurizer = onnx.load(mislabelled / "featurizer.onnx")
+    onnx.helper.set_model_props(featurizer, {FORMAT_METADATA_KEY: "msfp8", BLOCK_SIZE_METADATA_KEY: "16"})
+    onnx.save(featurizer, mislabelled / "featurizer.onnx")
+    finished = subprocess.run(
+        [sys.executable, "-m", "fpgaflow.flows", "serve", str(mislabelled), "--port", "0", "--device", "arria10"],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+    )
+    assert finished.returncode != 0 and "listening on" not in finished.stdout
+    assert "featurizer.onnx: service.json declares numeric format 'fp32' but the graph was prepared in 'msfp8'" in (
+        finished.stderr
+    )
+    assert "Traceback" not in finished.stderr
 
 
 def test_score_reports_an_unreachable_server_with_its_status(image_files):

@@ -10,7 +10,8 @@ import onnxruntime
 import pytest
 
 from fpgaflow.fpga_runtime.device import EmulatedDevice
-from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotReady, ResourceExhausted
+from fpgaflow.fpga_runtime.errors import InvalidInput, InvalidServiceDefinition, ModelNotReady, ResourceExhausted
+from fpgaflow.fpga_runtime.graph_format import BLOCK_SIZE_METADATA_KEY, FORMAT_METADATA_KEY
 from fpgaflow.fpga_runtime.profiles import load_profile
 
 
@@ -66,7 +67,39 @@ def test_a_model_too_large_is_refused_naming_both_sizes_and_the_current_model_st
 
 def test_the_same_model_fits_in_a_narrower_format(model_files, tiny_profile_path):
     device = EmulatedDevice(tiny_profile_path)
-    assert device.load(model_files[0], "msfp8").weight_bytes == 93
+    # 216 kernel values at 3 bits + 72 blocks (3 input channels each) x 5 exponent bits + 8 biases at 32 bits.
+    assert device.load(model_files[0], "msfp8").weight_bytes == (216 * 3 + 72 * 5 + 8 * 32) // 8 == 158
+
+
+def labelled(model: onnx.ModelProto, properties: dict[str, str]) -> onnx.ModelProto:
+    onnx.helper.set_model_props(model, properties)
+    return model
+
+
+def test_a_graph_labelled_with_another_format_is_refused_naming_both(graphs, tmp_path):
+    path = tmp_path / "int8.onnx"
+    onnx.save(labelled(graphs.conv_relu_pool(), {FORMAT_METADATA_KEY: "int8"}), path)
+    device = EmulatedDevice("stratix10")
+    with pytest.raises(
+        InvalidServiceDefinition,
+        match="int8.onnx: service.json declares numeric format 'msfp8' but the graph was prepared in 'int8'",
+    ):
+        device.load(path, "msfp8")
+    assert device.loaded is None
+    assert device.load(path, "int8").numeric_format == "int8"
+
+
+def test_the_block_size_comes_from_the_graph_and_must_match_the_declared_one(graphs, tmp_path):
+    path = tmp_path / "msfp8.onnx"
+    onnx.save(labelled(graphs.conv_relu_pool(), {FORMAT_METADATA_KEY: "msfp8", BLOCK_SIZE_METADATA_KEY: "2"}), path)
+    device = EmulatedDevice("stratix10")
+    loaded = device.load(path, "msfp8")
+    # Blocks of 2 along 3 input channels: 2 blocks per 3 values, 144 exponents instead of 72.
+    assert (loaded.block_size, loaded.weight_bytes) == (2, (216 * 3 + 144 * 5 + 8 * 32) // 8)
+    with pytest.raises(
+        InvalidServiceDefinition, match="declares block size 16 for msfp8 but the graph was prepared with block size 2"
+    ):
+        device.load(path, "msfp8", block_size=16)
 
 
 def test_unsupported_format_is_refused(model_files, tiny_profile_path):

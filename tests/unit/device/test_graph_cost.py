@@ -171,17 +171,44 @@ def test_int8_weights_behind_dequantize_linear_are_weights_of_the_conv(graphs):
     )
     cost = graph_cost(model, "int8")
     (conv,) = cost.layers
-    assert (conv.macs, conv.weight_params, conv.weight_bytes) == (4 * 6 * 6 * 27, 4 * 27, 4 * 27)
+    # a byte per value and the graph's one per-tensor scale
+    assert (conv.macs, conv.weight_params, conv.weight_bytes) == (4 * 6 * 6 * 27, 4 * 27, 4 * 27 + 4)
 
 
-def test_weight_bytes_follow_the_bits_per_weight_of_the_format(graphs):
+def test_weight_bytes_of_one_conv_layer_by_hand(graphs):
+    """Conv kernel [8, 3, 3, 3] + bias [8]: blocks of 16 along the 3 input channels hold 3 values each."""
     model = graphs.conv_relu_pool(channels=8)
-    params = 8 * 27 + 8
+    kernel, blocks, bias_bits = 8 * 3 * 3 * 3, 8 * 3 * 3, 8 * 32
     assert weight_bits_of("msfp8") == 1 + 2 + 5 / 16
-    assert graph_cost(model, "msfp8").weight_bytes == math.ceil(params * (1 + 2 + 5 / 16) / 8)
-    assert graph_cost(model, "msfp9").weight_bytes == math.ceil(params * (1 + 3 + 5 / 16) / 8)
-    assert graph_cost(model, "int8").weight_bytes == params
-    assert graph_cost(model, "fp32").weight_bytes == params * 4
+    assert graph_cost(model, "msfp8").layers[0].weight_bytes == math.ceil((kernel * (1 + 2) + blocks * 5 + bias_bits) / 8) == 158
+    assert graph_cost(model, "msfp9").weight_bytes == math.ceil((kernel * (1 + 3) + blocks * 5 + bias_bits) / 8) == 185
+    assert graph_cost(model, "msfp8", block_size=1).weight_bytes == math.ceil((kernel * 3 + kernel * 5 + bias_bits) / 8)
+    # int8: a byte per kernel value and a 4-byte scale per output channel; the bias stays 32-bit.
+    assert graph_cost(model, "int8").weight_bytes == kernel + 8 * 4 + 8 * 4 == 280
+    assert graph_cost(model, "fp32").weight_bytes == (kernel + 8) * 4
+    assert graph_cost(model, "msfp8").weight_bits == pytest.approx(158 * 8 / 224)
+
+
+def test_gemm_weights_are_blocked_along_k(graphs):
+    """Gemm B [K=40, N=3] (transB 0): 3 columns of 40 values, 3 blocks of 16 each (16 + 16 + 8)."""
+    model = graphs.make_model(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="dense")],
+        [("x", ["N", 40])],
+        [("y", ["N", 3])],
+        {"w": graphs.random(40, 3)},
+    )
+    assert graph_cost(model, "msfp9").weight_bytes == math.ceil((120 * 4 + 3 * 3 * 5) / 8)
+    assert graph_cost(model, "int8").weight_bytes == 120 + 3 * 4
+
+
+def test_the_graph_labels_its_block_size(graphs):
+    from fpgaflow.fpga_runtime.graph_format import BLOCK_SIZE_METADATA_KEY, FORMAT_METADATA_KEY
+
+    model = graphs.conv_relu_pool(channels=8)
+    helper.set_model_props(model, {FORMAT_METADATA_KEY: "msfp8", BLOCK_SIZE_METADATA_KEY: "1"})
+    assert graph_cost(model, "msfp8").block_size == 1
+    assert graph_cost(model, "msfp8").weight_bytes == graph_cost(model, "msfp8", block_size=1).weight_bytes
+    assert graph_cost(model, "msfp9").block_size == 16  # labelled msfp8: another format keeps its default
 
 
 def test_graph_inputs_and_outputs_at_batch_1(graphs):
@@ -239,6 +266,6 @@ def test_report_dict_has_one_row_per_layer_and_the_totals(graphs):
     data = report.to_dict()
     assert [row["name"] for row in data["layers"]] == ["conv", "relu", "pool"]
     assert data["totals"]["macs"] == 55_296
-    assert data["totals"]["weight_bytes"] == 224
+    assert data["totals"]["weight_bytes"] == 280
     assert data["totals"]["fits"] is True
     assert data["totals"]["modelled_seconds"] == pytest.approx(report.latency.seconds)

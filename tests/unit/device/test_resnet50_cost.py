@@ -80,6 +80,8 @@ def test_resnet50_fits_the_stratix10_only_in_narrow_formats(converted):
     msfp8 = cost_report(path, "msfp8", stratix10)
     assert msfp8.fits
     params = msfp8.graph.weight_params
-    assert msfp8.graph.weight_bytes == pytest.approx(params * (1 + 2 + 5 / 16) / 8, abs=len(msfp8.graph.layers))
+    # A little over the nominal 3 + 5/16 bits a weight: 32-bit biases, the first conv's blocks of only 3 channels.
+    nominal = params * (1 + 2 + 5 / 16) / 8
+    assert nominal < msfp8.graph.weight_bytes < nominal * 1.001
     assert not cost_report(path, "msfp8", arria10).fits
     assert math.isfinite(msfp8.latency.seconds) and msfp8.latency.seconds > 0

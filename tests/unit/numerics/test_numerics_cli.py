@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fpgaflow.flows.cli import main
-from fpgaflow.tasks.numerics.formats import FORMAT_METADATA_KEY
+from fpgaflow.fpga_runtime.graph_format import FORMAT_METADATA_KEY
 
 from .conftest import INPUT_SIZE
 

@@ -142,3 +142,14 @@ def test_load_service_names_a_missing_onnx_file(service_copy):
 def test_load_service_refuses_a_directory_without_service_json(tmp_path):
     with pytest.raises(InvalidServiceDefinition, match="service.json is missing"):
         load_service(tmp_path)
+
+
+def test_the_stage_records_the_block_size_its_graph_was_prepared_with(converted, preprocess_spec, tmp_path):
+    from fpgaflow.tasks.numerics.formats import prepare_format_file
+
+    msfp9 = prepare_format_file(converted.fpga_onnx, "msfp9", tmp_path / "msfp9.onnx", calibration=None, block_size=8)
+    service_dir = package(converted, preprocess_spec, tmp_path / "msfp9", numeric_format="msfp9", fpga_onnx=msfp9)
+    featurizer, classifier = load_service(service_dir).stages
+    assert (featurizer.numeric_format, featurizer.block_size, classifier.block_size) == ("msfp9", 8, None)
+    with pytest.raises(InvalidServiceDefinition, match="declares numeric format 'int8' but the graph was prepared in 'msfp9'"):
+        package(converted, preprocess_spec, tmp_path / "int8", numeric_format="int8", fpga_onnx=msfp9)

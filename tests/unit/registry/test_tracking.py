@@ -158,7 +158,7 @@ def test_a_non_finite_accuracy_is_refused_before_logging(tmp_path):
 
 
 def test_gate_results_of_the_numerics_step_are_recorded_as_they_are():
-    from fpgaflow.tasks.numerics.formats import gate_formats
+    from fpgaflow.tasks.numerics.gate import gate_formats
 
     outcomes = coerce_outcomes(gate_formats({"fp32": 0.8, "int8": 0.795, "msfp8": 0.7}, max_drop=0.01))
     assert {name: outcome.passed for name, outcome in outcomes.items()} == {"fp32": True, "int8": True, "msfp8": False}
