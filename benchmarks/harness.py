@@ -26,6 +26,9 @@ class RunPlan:
     pipeline: bool
     pipeline_per_class: int = 12
     pipeline_epochs: int = 2
+    main_job: bool = True  # time the default main job from a cold home (with the pipeline)
+    featurize_counts: tuple[int, ...] = (2_000, 20_000)  # synthetic images for the featurize-memory rows
+    featurize_input_size: int = 64
 
 
 FULL = RunPlan(
@@ -144,7 +147,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
 
     from fpgaflow.benchmarks.inprocess import onnxruntime_request, tensorflow_request
     from fpgaflow.benchmarks.machine import best_peak, machine_info, measure_peak
-    from fpgaflow.benchmarks.pipeline import time_pipeline
+    from fpgaflow.benchmarks.pipeline import featurize_memory, time_main_job, time_pipeline
     from fpgaflow.benchmarks.report import write_charts, write_markdown
     from fpgaflow.benchmarks.serving import BenchCluster
     from fpgaflow.benchmarks.subjects import FORMATS, build_subjects
@@ -219,6 +222,13 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
         _log("end-to-end pipeline on the sample digits")
         pipeline = time_pipeline(work, 64, plan.pipeline_per_class, plan.pipeline_epochs).to_dict()
         pipeline["log"] = os.path.relpath(pipeline["log"], out)
+        pipeline["runs"] = []
+        if plan.main_job:
+            _log("the default main job from a cold home")
+            pipeline["runs"].append(time_main_job(work))
+        _log(f"featurize + numerics path on {', '.join(map(str, plan.featurize_counts))} synthetic images")
+        pipeline["runs"] += featurize_memory(work, plan.featurize_counts, plan.featurize_input_size)
+        pipeline["runs"] = [run.to_dict() | {"log": os.path.relpath(run.log, out)} for run in pipeline["runs"]]
 
     results: dict[str, Any] = {
         "machine": machine.to_dict() | {"description": machine.describe()},

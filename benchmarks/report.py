@@ -121,6 +121,13 @@ def markdown(results: dict) -> str:
             f"End-to-end pipeline: `{pipeline['command']}` on {pipeline['images']} images {verdict} in "
             f"{pipeline['seconds']:.0f} s.",
         ]
+        runs = pipeline.get("runs", [])
+        if runs:
+            lines += ["", _row(["run", "images", "seconds", "peak RSS MB", "exit code"]), _row(["---"] * 5)]
+            for run in runs:
+                lines.append(
+                    _row([run["what"], run["images"], f"{run['seconds']:.0f}", f"{run['peak_rss_mb']:.0f}", run["exit_code"]])
+                )
     return "\n".join(lines) + "\n"
 
 

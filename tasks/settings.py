@@ -63,8 +63,15 @@ class PipelineSettings(Settings):
     )
     feature_cache: bool = Field(
         default=True,
-        description="Keep computed features under <home>/cache/features, keyed by featurizer weights, dataset "
-        "and preprocessing, so a re-run skips featurizing.",
+        description="Keep computed features under <home>/cache/features, one file per split, keyed by the "
+        "featurizer graph's hash, the preprocessing and the content of the split's images, so a graph never "
+        "featurizes the same images twice.",
+    )
+
+    onnx_cache: bool = Field(
+        default=True,
+        description="Keep tf2onnx conversions under <home>/cache/onnx, keyed by the Keras model's architecture, "
+        "weights and opset, so the featurizer training ran through is not converted again by the conversion step.",
     )
 
     # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------

@@ -21,6 +21,7 @@ import onnxruntime
 from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
+from fpgaflow.tasks.conversion.cache import conversion_key, copy_atomic, onnx_cache_dir
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
@@ -128,8 +129,18 @@ def save_checked(model_proto: onnx.ModelProto, onnx_path: Path) -> Path:
     return onnx_path
 
 
-def convert_keras_stage(keras_model, onnx_path: Path, input_name: str, output_name: str, opset: int) -> Path:
-    """One single-input, single-output functional Keras model → a checked ONNX file with the given tensor names."""
+def convert_keras_stage(
+    keras_model, onnx_path: Path, input_name: str, output_name: str, opset: int, cache_dir: Path | None = None
+) -> Path:
+    """One single-input, single-output functional Keras model → a checked ONNX file with the given tensor names.
+
+    With a ``cache_dir``, a model converted before (same architecture, weights, names and opset) is copied
+    from the cache instead of converted again.
+    """
+    onnx_path = Path(onnx_path)
+    cached = Path(cache_dir) / f"{conversion_key(keras_model, input_name, output_name, opset)}.onnx" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return copy_atomic(cached, onnx_path)
     what = f"stage {keras_model.name!r}"
     if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
         raise ConversionError(
@@ -140,7 +151,10 @@ def convert_keras_stage(keras_model, onnx_path: Path, input_name: str, output_na
     if len(produced) == 1 and produced[0] != output_name:
         _rename_tensor(model_proto.graph, produced[0], output_name)
     check_graph_io(model_proto, input_name, output_name, what)
-    return save_checked(model_proto, onnx_path)
+    save_checked(model_proto, onnx_path)
+    if cached is not None:
+        copy_atomic(onnx_path, cached)
+    return onnx_path
 
 
 def run_onnx(onnx_path: Path, input_name: str, inputs: np.ndarray) -> np.ndarray:
@@ -226,8 +240,9 @@ def convert_stages(
     fpga_model, cpu_model = load_keras_model(fpga_model_path), load_keras_model(cpu_model_path)
     images = check_held_out(held_out_images, tuple(fpga_model.inputs[0].shape))[: settings.parity_images]
 
-    fpga_onnx = convert_keras_stage(fpga_model, output_dir / FPGA_STAGE_FILE, FPGA_INPUT, FEATURES, settings.onnx_opset)
-    cpu_onnx = convert_keras_stage(cpu_model, output_dir / CPU_STAGE_FILE, FEATURES, PROBABILITIES, settings.onnx_opset)
+    cache = onnx_cache_dir(settings)
+    fpga_onnx = convert_keras_stage(fpga_model, output_dir / FPGA_STAGE_FILE, FPGA_INPUT, FEATURES, settings.onnx_opset, cache)
+    cpu_onnx = convert_keras_stage(cpu_model, output_dir / CPU_STAGE_FILE, FEATURES, PROBABILITIES, settings.onnx_opset, cache)
 
     keras_features = run_keras(fpga_model, images)
     keras_probabilities = run_keras(cpu_model, keras_features)

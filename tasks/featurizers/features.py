@@ -1,9 +1,11 @@
-"""Featurizing the splits in batches, with a progress bar and an on-disk cache.
+"""Featurizing the splits: images decoded once, in bounded batches, through one or several extractors.
 
-Any :class:`FeatureExtractor` works (the Keras featurizer, an onnxruntime one in a quantized
-format ...). Features are cached keyed by the extractor's fingerprint, the dataset fingerprint,
-the split assignment and the preprocessing spec, so a re-run with the same weights and data
-reads them back instead of recomputing.
+Any :class:`FeatureExtractor` works (an onnxruntime graph in any numeric format, the Keras featurizer
+...). Images are decoded and preprocessed one batch at a time, and every extractor asked for runs on
+that batch before the next is decoded, so memory holds one batch of images whatever the split's size,
+and N formats cost one decoding pass. Features are cached per split, keyed by the extractor's
+fingerprint (an ONNX graph's hash), the preprocessing spec and the content of the split's image files:
+the same graph on the same images is never featurized twice, and a changed image invalidates its split.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -27,7 +29,7 @@ from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("path", "label", "split")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @runtime_checkable
@@ -51,8 +53,8 @@ class SplitFeatures:
 @dataclass(frozen=True)
 class FeatureSet:
     splits: dict[str, SplitFeatures]
-    cache_path: Path | None
-    from_cache: bool
+    cache_paths: dict[str, Path]  # split → its cache file; empty when the cache is off
+    from_cache: bool  # every split was read from the cache
 
     def __getitem__(self, split: str) -> SplitFeatures:
         return self.splits[split]
@@ -83,15 +85,55 @@ def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarr
 
 def load_images(paths: Sequence[str | Path], spec: PreprocessSpec) -> np.ndarray:
     """Files → the float32 batch [N, crop, crop, 3] a featurizer takes: each file's bytes through ``preprocess``."""
-    images = []
-    for path in paths:
+    images = np.empty((len(paths), spec.crop, spec.crop, 3), dtype=np.float32)
+    for position, path in enumerate(paths):
         try:
-            images.append(preprocess(Path(path).read_bytes(), spec))
+            images[position] = preprocess(Path(path).read_bytes(), spec)
         except InvalidInput as error:
             raise PipelineStepError(f"cannot use image {path}: {error}") from None
-    if not images:
-        return np.zeros((0, spec.crop, spec.crop, 3), dtype=np.float32)
-    return np.stack(images)
+    return images
+
+
+def image_batches(paths: Sequence[str | Path], spec: PreprocessSpec, batch_size: int) -> Iterator[np.ndarray]:
+    """The images of ``paths`` preprocessed, ``batch_size`` at a time: only one batch is ever held."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    for start in range(0, len(paths), batch_size):
+        yield load_images(paths[start : start + batch_size], spec)
+
+
+def _run(extractor: FeatureExtractor, batch: np.ndarray) -> np.ndarray:
+    features = np.asarray(extractor(batch), dtype=np.float32)
+    if features.ndim != 2 or features.shape[0] != len(batch):
+        raise PipelineStepError(
+            f"feature extractor returned shape {features.shape} for a batch of {len(batch)} images; expected [N, D]"
+        )
+    return features
+
+
+def extract_features_with(
+    paths: Sequence[str | Path],
+    extractors: Mapping[str, FeatureExtractor],
+    spec: PreprocessSpec,
+    batch_size: int,
+    description: str = "featurize",
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Features of ``paths`` from every extractor, each batch decoded once and run through all of them."""
+    if not paths:
+        raise PipelineStepError(f"{description}: no images to featurize")
+    results: dict[str, np.ndarray] = {}
+    with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
+        start = 0
+        for batch in image_batches(paths, spec, batch_size):
+            for name, extractor in extractors.items():
+                features = _run(extractor, batch)
+                if name not in results:
+                    results[name] = np.empty((len(paths), features.shape[1]), dtype=np.float32)
+                results[name][start : start + len(batch)] = features
+            start += len(batch)
+            bar.update(len(batch))
+    return results
 
 
 def extract_features(
@@ -103,55 +145,99 @@ def extract_features(
     progress: bool = True,
 ) -> np.ndarray:
     """Features of ``paths`` in batches of ``batch_size``, with a progress bar."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    chunks = []
-    with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            batch = load_images(paths[start : start + batch_size], spec)
-            features = np.asarray(extractor(batch), dtype=np.float32)
-            if features.ndim != 2 or features.shape[0] != len(batch):
-                raise PipelineStepError(
-                    f"feature extractor returned shape {features.shape} for a batch of {len(batch)} images; expected [N, D]"
-                )
-            chunks.append(features)
-            bar.update(len(batch))
-    if not chunks:
-        raise PipelineStepError(f"{description}: no images to featurize")
-    return np.concatenate(chunks)
+    return extract_features_with(paths, {"only": extractor}, spec, batch_size, description, progress)["only"]
 
 
-def cache_key(
-    extractor_fingerprint: str, dataset_fingerprint: str, spec: PreprocessSpec, splits: pd.DataFrame, class_names: Sequence[str]
-) -> str:
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{extractor_fingerprint}|{dataset_fingerprint}|{spec.model_dump_json()}".encode())
-    digest.update("\t".join(class_names).encode())
-    for path, label, split in zip(splits["path"], splits["label"], splits["split"]):
-        digest.update(f"\n{path}\t{label}\t{split}".encode())
+def images_fingerprint(paths: Sequence[str | Path]) -> str:
+    """sha256 over the content of each file, in order: changes when any image, or the order, changes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        except OSError as error:
+            raise PipelineStepError(f"cannot read image {path}: {error.strerror}") from None
     return digest.hexdigest()
 
 
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def cache_key(extractor_fingerprint: str, spec: PreprocessSpec, images: str) -> str:
+    """The cache key of one split's features: (graph, preprocessing, image contents)."""
+    return hashlib.sha256(f"{CACHE_FORMAT}|{extractor_fingerprint}|{spec.model_dump_json()}|{images}".encode()).hexdigest()
+
+
+def _save_atomic(path: Path, features: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, allow_pickle=True, **arrays)
+            np.save(handle, features, allow_pickle=False)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def _load(path: Path, present: Sequence[str]) -> dict[str, SplitFeatures]:
-    with np.load(path, allow_pickle=False) as stored:
-        return {split: SplitFeatures(stored[f"{split}_features"], stored[f"{split}_labels"]) for split in present}
+def _load_cached(path: Path, rows: int) -> np.ndarray | None:
+    """The cached features, or None when the file is missing or unreadable (a torn or foreign file is recomputed)."""
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return features if features.ndim == 2 and len(features) == rows and features.dtype == np.float32 else None
+
+
+def featurize_splits_with(
+    splits: pd.DataFrame,
+    class_names: Sequence[str],
+    extractors: Mapping[str, FeatureExtractor],
+    spec: PreprocessSpec,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, FeatureSet]:
+    """Every split's features from each extractor (by name) and its label indices; ``cache_dir=None`` disables the cache.
+
+    Per split, the extractors whose features are not cached run together in one decoding pass.
+    """
+    check_splits(splits, class_names)
+    present = [split for split in SPLITS if (splits["split"] == split).any()]
+    features: dict[str, dict[str, np.ndarray]] = {name: {} for name in extractors}
+    cache_paths: dict[str, dict[str, Path]] = {name: {} for name in extractors}
+    cached: dict[str, set[str]] = {name: set() for name in extractors}
+    labels = {}
+    for split in present:
+        rows = splits[splits["split"] == split]
+        paths = list(rows["path"])
+        labels[split] = label_indices(rows["label"], class_names)
+        missing = dict(extractors)
+        if cache_dir is not None:
+            images = images_fingerprint(paths)
+            for name, extractor in extractors.items():
+                path = Path(cache_dir) / f"{cache_key(extractor.fingerprint, spec, images)}.npy"
+                cache_paths[name][split] = path
+                stored = _load_cached(path, len(paths))
+                if stored is not None:
+                    features[name][split] = stored
+                    cached[name].add(split)
+                    del missing[name]
+        if missing:
+            computed = extract_features_with(paths, missing, spec, batch_size, f"featurize {split}", progress)
+            for name, values in computed.items():
+                features[name][split] = values
+                if name in cache_paths and split in cache_paths[name]:
+                    _save_atomic(cache_paths[name][split], values)
+    return {
+        name: FeatureSet(
+            {split: SplitFeatures(features[name][split], labels[split]) for split in present},
+            cache_paths[name],
+            from_cache=cached[name] == set(present),
+        )
+        for name in extractors
+    }
 
 
 def featurize_splits(
     splits: pd.DataFrame,
     class_names: Sequence[str],
-    dataset_fingerprint: str,
     extractor: FeatureExtractor,
     spec: PreprocessSpec,
     batch_size: int = 32,
@@ -159,25 +245,7 @@ def featurize_splits(
     progress: bool = True,
 ) -> FeatureSet:
     """Features and label indices of every split in the manifest; ``cache_dir=None`` disables the cache."""
-    check_splits(splits, class_names)
-    present = [split for split in SPLITS if (splits["split"] == split).any()]
-    cache_path = None
-    if cache_dir is not None:
-        key = cache_key(extractor.fingerprint, dataset_fingerprint, spec, splits, class_names)
-        cache_path = Path(cache_dir) / f"{key}.npz"
-        if cache_path.is_file():
-            return FeatureSet(_load(cache_path, present), cache_path, from_cache=True)
-    result = {}
-    for split in present:
-        rows = splits[splits["split"] == split]
-        features = extract_features(list(rows["path"]), extractor, spec, batch_size, f"featurize {split}", progress)
-        result[split] = SplitFeatures(features, label_indices(rows["label"], class_names))
-    if cache_path is not None:
-        arrays = {}
-        for split, part in result.items():
-            arrays[f"{split}_features"], arrays[f"{split}_labels"] = part.features, part.labels
-        _save_atomic(cache_path, arrays)
-    return FeatureSet(result, cache_path, from_cache=False)
+    return featurize_splits_with(splits, class_names, {"only": extractor}, spec, batch_size, cache_dir, progress)["only"]
 
 
 def feature_cache_dir(settings: PipelineSettings | None = None) -> Path | None:

@@ -19,9 +19,8 @@ build_featurizer_task = task(name="build-featurizer", cache_policy=NO_CACHE, per
 def featurize_splits_task(
     splits: pd.DataFrame,
     class_names: Sequence[str],
-    dataset_fingerprint: str,
     extractor: FeatureExtractor,
     spec: PreprocessSpec,
     batch_size: int = 32,
 ) -> FeatureSet:
-    return featurize_splits(splits, class_names, dataset_fingerprint, extractor, spec, batch_size, feature_cache_dir())
+    return featurize_splits(splits, class_names, extractor, spec, batch_size, feature_cache_dir())

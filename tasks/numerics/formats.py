@@ -167,6 +167,17 @@ def prepare_format_file(
     return output
 
 
+def graph_fingerprint(serialized: bytes) -> str:
+    """sha256 of an ONNX model without its metadata: the graph, weights included, and its opsets.
+
+    Labelling a graph with its format (:func:`prepare_model`) leaves it the same graph, so the fp32 stage
+    shares its features with the converted featurizer that training used.
+    """
+    model = onnx.ModelProto.FromString(serialized)
+    del model.metadata_props[:]
+    return "onnx-" + hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
 class OnnxFeatureExtractor:
     """A prepared featurizer graph run by onnxruntime: ``fingerprint`` + ``__call__(batch) -> [N, D]``."""
 
@@ -195,11 +206,11 @@ class OnnxFeatureExtractor:
             )
         self.input_name, self.output_name = input_name, output_name
         self.image_shape = tuple(dim if isinstance(dim, int) else None for dim in inputs[input_name].shape[1:])
-        self._fingerprint = "onnx-" + hashlib.sha256(serialized).hexdigest()
+        self._fingerprint = graph_fingerprint(serialized)
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the serialized graph: its weights and its numeric format."""
+        """The graph's hash (:func:`graph_fingerprint`): its weights and its numeric format."""
         return self._fingerprint
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -18,7 +18,11 @@ CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
 
 
 class ImageBatchReader(CalibrationDataReader):
-    """Feeds ``images`` ([N, H, W, 3] float32, already preprocessed) to input ``input_name`` in batches."""
+    """Feeds ``images`` ([N, H, W, 3] float32, already preprocessed) to input ``input_name`` in batches.
+
+    Its length is its number of batches; ``set_range`` narrows it to some of them (onnxruntime's strided
+    calibration reads it one stride at a time).
+    """
 
     def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 16):
         images = np.asarray(images, dtype=np.float32)
@@ -28,17 +32,23 @@ class ImageBatchReader(CalibrationDataReader):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.input_name = input_name
         self.batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
-        self.position = 0
+        self.position, self.end = 0, len(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.end = start_index, min(end_index, len(self.batches))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.position >= len(self.batches):
+        if self.position >= self.end:
             return None
         batch = self.batches[self.position]
         self.position += 1
         return {self.input_name: batch}
 
     def rewind(self) -> None:
-        self.position = 0
+        self.position, self.end = 0, len(self.batches)
 
 
 def quantize_int8(
@@ -47,12 +57,14 @@ def quantize_int8(
     per_channel: bool = True,
     reduce_range: bool = False,
     method: str = "minmax",
-    batch_size: int = 16,
+    batch_size: int = 4,
 ) -> onnx.ModelProto:
     """``model`` statically quantized to int8 (QDQ: uint8 activations, int8 weights).
 
     ``calibration`` holds preprocessed training images; activation ranges come from running
-    them through the float model with the chosen calibration ``method``.
+    them through the float model with the chosen calibration ``method``. Min-max ranges are
+    merged batch by batch (a stride of one batch), so calibration holds the activations of one
+    batch, not of every calibration image.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown int8 calibration method {method!r}; known: {', '.join(CALIBRATION_METHODS)}")
@@ -74,5 +86,6 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CALIBRATION_METHODS[method],
+            extra_options={"CalibStridedMinMax": 1} if method == "minmax" else {},
         )
         return onnx.load(quantized)

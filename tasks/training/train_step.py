@@ -1,5 +1,9 @@
 """The train step: featurize → fine-tune → evaluate → export, from the intake's split manifest.
 
+The featurizer is converted to ONNX first and the splits are featurized by onnxruntime: no TensorFlow
+pass over the images, and the features are those of the graph the conversion step checks against
+Keras and the numerics step measures as fp32 (it reads them back from the feature cache).
+
 One call for the classifier kind (``train_step``); each stage is also usable on its own
 (``fpgaflow.tasks.featurizers.catalog``, ``fpgaflow.tasks.featurizers.features``, ``fpgaflow.tasks.training.head``,
 ``fpgaflow.tasks.training.evaluation``, ``fpgaflow.tasks.training.export``).
@@ -14,9 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from fpgaflow.tasks.config import PipelineConfig
+from fpgaflow.tasks.conversion.cache import onnx_cache_dir
+from fpgaflow.tasks.conversion.onnx_stages import FEATURES, FPGA_INPUT, convert_keras_stage
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.featurizers.catalog import FeaturizerInfo, build_featurizer
-from fpgaflow.tasks.featurizers.features import feature_cache_dir, featurize_splits
+from fpgaflow.tasks.featurizers.catalog import Featurizer, FeaturizerInfo, build_featurizer
+from fpgaflow.tasks.featurizers.features import FeatureSet, feature_cache_dir, featurize_splits
+from fpgaflow.tasks.numerics.formats import OnnxFeatureExtractor
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 from fpgaflow.tasks.training.evaluation import Evaluation, evaluate_predictions
 from fpgaflow.tasks.training.export import ModelFiles, export_model
@@ -24,6 +31,7 @@ from fpgaflow.tasks.training.head import fine_tune_full, predict_probabilities, 
 
 MODEL_DIR = "model"
 EVALUATION_DIR = "evaluation"
+FEATURIZER_ONNX_DIR = "featurizer-onnx"
 
 
 @dataclass
@@ -59,11 +67,23 @@ def train_step(
     if not (splits["split"] == "test").any():
         raise PipelineStepError("the split manifest has no test images to evaluate on")
     featurizer = build_featurizer(config.featurizer, config.weights, config.input_size, config.seed, settings)
-    cache_dir = feature_cache_dir(settings)
     spec = featurizer.info.preprocessing
-    features = featurize_splits(
-        splits, class_names, dataset_fingerprint, featurizer, spec, training.featurize_batch_size, cache_dir, progress
-    )
+
+    def featurize(model: Featurizer, rows: pd.DataFrame, name: str) -> FeatureSet:
+        onnx_path = convert_keras_stage(
+            model.model,
+            output_dir / FEATURIZER_ONNX_DIR / name,
+            FPGA_INPUT,
+            FEATURES,
+            settings.onnx_opset,
+            onnx_cache_dir(settings),
+        )
+        extractor = OnnxFeatureExtractor(onnx_path, FPGA_INPUT, FEATURES)
+        return featurize_splits(
+            rows, class_names, extractor, spec, training.featurize_batch_size, feature_cache_dir(settings), progress
+        )
+
+    features = featurize(featurizer, splits, "featurizer.onnx")
     head = train_head(
         features["train"].features,
         features["train"].labels,
@@ -77,16 +97,7 @@ def train_step(
     if training.mode == "full":
         stages = fine_tune_full(featurizer, head, splits, class_names, training, config.seed)
         featurizer, head_model, history = stages.featurizer, stages.head, stages.history
-        test = featurize_splits(
-            splits[splits["split"] == "test"],
-            class_names,
-            dataset_fingerprint,
-            featurizer,
-            spec,
-            training.featurize_batch_size,
-            cache_dir,
-            progress,
-        )["test"]
+        test = featurize(featurizer, splits[splits["split"] == "test"], "fine-tuned-featurizer.onnx")["test"]
     evaluation = evaluate_predictions(
         predict_probabilities(head_model, test.features), test.labels, class_names, output_dir / EVALUATION_DIR
     )

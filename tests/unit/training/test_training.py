@@ -95,7 +95,7 @@ def test_full_mode_trains_the_last_block_on_images_and_leaves_the_rest(digits):
     classes = ["0", "1", "7"]
     featurizer = build_featurizer("vgg16", "none", 32, seed=0)
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in featurizer.model.layers}
-    features = featurize_splits(splits, classes, digits.fingerprint, featurizer, featurizer.info.preprocessing)
+    features = featurize_splits(splits, classes, featurizer, featurizer.info.preprocessing)
     config = TrainingConfig(mode="full", unfreeze_blocks=1, epochs=1, hidden_units=0, early_stopping_patience=0)
     head = train_head(
         features["train"].features, features["train"].labels, features["val"].features, features["val"].labels, 3, config
