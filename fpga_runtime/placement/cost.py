@@ -12,12 +12,14 @@ shape inference with every free batch dimension set to 1.
 
 Latency model: a layer takes ``ceil((ceil(MACs / MAC units) + ceil(vector ops / vector lanes))
 / efficiency)`` cycles at the device clock; a request adds the host-link transfer of the graph's
-inputs and outputs.
+inputs and outputs. A layer cut by output columns over several devices takes as long as its slowest
+slice plus the gathering of its output (:func:`sliced_layer_seconds`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -252,6 +254,12 @@ def estimate_latency(cost: GraphCost, profile: DeviceProfile) -> LatencyEstimate
         clock_hz=profile.clock_hz,
         transfer_seconds=(cost.input_bytes + cost.output_bytes) / profile.host_link_bytes_per_second,
     )
+
+
+def sliced_layer_seconds(slice_seconds: Sequence[float], gathered_bytes: int, profile: DeviceProfile) -> float:
+    """Modelled time of a layer cut by output columns: its slices run side by side on their devices, the layer is done
+    when the slowest is, and then its outputs (``gathered_bytes`` at batch 1) are gathered over the host link."""
+    return max(slice_seconds) + gathered_bytes / profile.host_link_bytes_per_second
 
 
 def cost_report(model: str | Path | onnx.ModelProto, numeric_format: str, profile: DeviceProfile) -> CostReport:
