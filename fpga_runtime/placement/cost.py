@@ -269,13 +269,35 @@ def cost_report(model: str | Path | onnx.ModelProto, numeric_format: str, profil
     return CostReport(graph=cost, latency=estimate_latency(cost, profile), onchip_memory_bytes=profile.onchip_memory_bytes)
 
 
+SMALL_TENSOR_BYTES = 4096  # initializers up to this size keep their values (shape inference may read them)
+
+
+def weightless_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the values of its large initializers left out (names, types and shapes kept): what shape
+    inference and the cost table need, without copying every byte of the weights (VGG-16: 550 MB) through them."""
+    copy = onnx.ModelProto(ir_version=model.ir_version)
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    source, graph = model.graph, copy.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    for tensor in source.initializer:
+        kept = graph.initializer.add()
+        if tensor.ByteSize() > SMALL_TENSOR_BYTES:
+            kept.name, kept.data_type = tensor.name, tensor.data_type
+            kept.dims.extend(tensor.dims)
+        else:
+            kept.CopyFrom(tensor)
+    return copy
+
+
 def _inferred_at_batch_1(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model)
+        proto = weightless_copy(model)
     else:
         try:
-            proto = onnx.load(str(model))
+            proto = weightless_copy(onnx.load(str(model)))
         except (OSError, DecodeError) as error:
             raise InvalidServiceDefinition(f"cannot read ONNX model {model}: {error}") from None
     initializers = {tensor.name for tensor in proto.graph.initializer}

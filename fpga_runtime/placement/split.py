@@ -25,7 +25,7 @@ from onnx import shape_inference
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.ort import make_session
-from fpgaflow.fpga_runtime.placement.cost import constant_tensors, graph_cost, weight_bits_of
+from fpgaflow.fpga_runtime.placement.cost import constant_tensors, graph_cost, weight_bits_of, weightless_copy
 from fpgaflow.fpga_runtime.placement.slicing import (
     SlicedLayer,
     concatenate,
@@ -105,7 +105,15 @@ def cut_candidates(model: onnx.ModelProto) -> list[tuple[int, str]]:
 
     ``boundary`` is the index of the first node after the cut; constants (weights) never count as alive.
     """
-    graph = shape_inference.infer_shapes(model).graph
+    return _cut_candidates(inferred_shapes(model).graph)
+
+
+def inferred_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model's graph with inferred shapes, its weights' values left out."""
+    return shape_inference.infer_shapes(weightless_copy(model))
+
+
+def _cut_candidates(graph: onnx.GraphProto) -> list[tuple[int, str]]:
     nodes = list(graph.node)
     constants = constant_tensors(graph)
     float_tensors = {
@@ -198,10 +206,10 @@ def _output_columns(graph: onnx.GraphProto, name: str, axis: int) -> int:
 def plan_split(model: onnx.ModelProto, numeric_format: str, capacity_bytes: int) -> SplitPlan:
     """The fewest devices whose weights each fit ``capacity_bytes``: consecutive parts balanced as evenly as their
     count allows, and a layer larger than a device cut by output columns over as many devices as it needs."""
-    graph = shape_inference.infer_shapes(model).graph
+    graph = inferred_shapes(model).graph
     nodes = list(graph.node)
     constants = constant_tensors(graph)
-    candidates = cut_candidates(model)
+    candidates = _cut_candidates(graph)
     weights = node_weight_bytes(model, numeric_format)
     initializers = {tensor.name for tensor in graph.initializer}
     inputs = [value.name for value in graph.input if value.name not in initializers]
