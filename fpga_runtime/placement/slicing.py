@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
-from fpgaflow.fpga_runtime.placement.cost import constant_tensors
+from fpgaflow.fpga_runtime.placement.cost import constant_tensors, weightless_copy
 
 SLICEABLE_OPS = frozenset({"Gemm", "MatMul", "Conv"})
 # Nodes that compute each element of their output from the same element of their input alone.
@@ -94,8 +94,9 @@ def _weight_operand(node: onnx.NodeProto, constants: set[str], label: str) -> tu
 class _Slicer:
     """Cuts the initializers behind constant tensors of one region graph to a column range."""
 
-    def __init__(self, graph: onnx.GraphProto, start: int, stop: int) -> None:
+    def __init__(self, graph: onnx.GraphProto, start: int, stop: int, weights: RegionWeights) -> None:
         self.graph = graph
+        self.weights = weights
         self.start, self.stop = start, stop
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
         self.producers = {name: node for node in graph.node for name in node.output if name}
@@ -136,7 +137,7 @@ class _Slicer:
         self.done[name] = axis
         if name in self.initializers:
             tensor = self.initializers[name]
-            sliced = np.take(numpy_helper.to_array(tensor), np.arange(self.start, self.stop), axis=axis)
+            sliced = np.take(self.weights.array(name), np.arange(self.start, self.stop), axis=axis)
             tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(sliced), name))
             return
         node = self.producers[name]
@@ -183,16 +184,29 @@ class _Slicer:
         self.cut(name, position)
 
 
-def sliced_region(region: onnx.ModelProto, start: int, stop: int) -> onnx.ModelProto:
+class RegionWeights:
+    """The values of a region's initializers, each read once for all the slices cut from it."""
+
+    def __init__(self, region: onnx.ModelProto) -> None:
+        self.tensors = {tensor.name: tensor for tensor in region.graph.initializer}
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self.tensors[name])
+        return self._arrays[name]
+
+
+def sliced_region(region: onnx.ModelProto, start: int, stop: int, weights: RegionWeights | None = None) -> onnx.ModelProto:
     """A copy of ``region`` (one input, one output: a sliceable layer then column-wise nodes) computing only
-    output columns ``start:stop``."""
-    sliced = onnx.ModelProto()
-    sliced.CopyFrom(region)
+    output columns ``start:stop``; ``weights`` shares the initializers' values between the slices of one region."""
+    weights = weights or RegionWeights(region)
+    sliced = weightless_copy(region)
     graph = sliced.graph
     constants = constant_tensors(graph)
     (output,) = graph.output
     rank = len(output.type.tensor_type.shape.dim)
-    slicer = _Slicer(graph, start, stop)
+    slicer = _Slicer(graph, start, stop, weights)
     layer_index, layer = _the_layer(graph, constants)
     axis = layer_output_axis(layer, rank)
     label = _label(layer, layer_index)
@@ -214,6 +228,9 @@ def sliced_region(region: onnx.ModelProto, start: int, stop: int) -> onnx.ModelP
                         slicer.cut(name, 0)
                 else:
                     slicer.cut_broadcast(name, rank, axis, columns, _label(node, index))
+    for tensor in graph.initializer:
+        if tensor.name not in slicer.done:
+            tensor.CopyFrom(weights.tensors[tensor.name])
     del graph.value_info[:]
     output.type.tensor_type.shape.dim[axis].Clear()
     output.type.tensor_type.shape.dim[axis].dim_value = stop - start

@@ -27,6 +27,7 @@ from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition, ResourceExhau
 from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.placement.cost import constant_tensors, graph_cost, weight_bits_of, weightless_copy
 from fpgaflow.fpga_runtime.placement.slicing import (
+    RegionWeights,
     SlicedLayer,
     concatenate,
     even_bounds,
@@ -295,31 +296,33 @@ def single_fpga_stage(service: ServiceDefinition) -> Stage:
     return fpga[0]
 
 
-def extract_parts(
-    model_path: Path, model: onnx.ModelProto, plan: SplitPlan, directory: Path, stem: str
-) -> list[tuple[Path, ...]]:
+def extract_parts(model: onnx.ModelProto, plan: SplitPlan, directory: Path, stem: str) -> list[tuple[Path, ...]]:
     """Write each part of ``plan`` into ``directory``: ``STEM.partK.onnx``, or ``STEM.partK.sliceJ.onnx`` for each column
     slice of a sliced part. One tuple of files per part, in order."""
-    initializers = {tensor.name for tensor in model.graph.initializer}
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     inputs = [value.name for value in model.graph.input if value.name not in initializers]
     outputs = [value.name for value in model.graph.output]
+    extractor = onnx.utils.Extractor(inferred_shapes(model))
     files: list[tuple[Path, ...]] = []
     for index, part in enumerate(plan.parts_in_order, start=1):
         part_inputs = inputs if index == 1 else [part.input]
         part_outputs = outputs if index == plan.parts else [part.output]
-        path = directory / f"{stem}.part{index}.onnx"
-        onnx.utils.extract_model(str(model_path), str(path), part_inputs, part_outputs)
+        region = extractor.extract_model(part_inputs, part_outputs)
+        for tensor in region.graph.initializer:
+            tensor.CopyFrom(initializers[tensor.name])
         if part.sliced is None:
+            path = directory / f"{stem}.part{index}.onnx"
+            onnx.save(region, str(path))
             files.append((path,))
             continue
-        region = onnx.load(str(path))
-        path.unlink()
+        weights = RegionWeights(region)
         slices = []
         for number, (start, stop) in enumerate(zip(part.sliced.bounds, part.sliced.bounds[1:]), start=1):
             slice_path = directory / f"{stem}.part{index}.slice{number}.onnx"
-            onnx.save(sliced_region(region, start, stop), str(slice_path))
+            onnx.save(sliced_region(region, start, stop, weights), str(slice_path))
             slices.append(slice_path)
         files.append(tuple(slices))
+        del weights, region
     return files
 
 
@@ -412,4 +415,4 @@ def split_for_devices(
     plan = plan_for_devices(model, model_path.name, numeric_format, profile, max_devices)
     if plan.devices == 1:
         return plan, [(model_path,)]
-    return plan, extract_parts(model_path, model, plan, directory, model_path.stem)
+    return plan, extract_parts(model, plan, directory, model_path.stem)

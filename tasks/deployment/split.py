@@ -88,7 +88,7 @@ def split_service(
             if path.is_file() and str(relative) != stage.file and relative.name != "service.json":
                 (directory / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, directory / relative)
-        part_files = extract_parts(model_path, model, plan, directory, stem)
+        part_files = extract_parts(model, plan, directory, stem)
         parts = [path for (path,) in part_files]
         stages = []
         for index, path in enumerate(parts, start=1):

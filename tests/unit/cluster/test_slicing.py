@@ -73,7 +73,7 @@ def split_and_run(model: onnx.ModelProto, numeric_format: str, capacity: int, tm
     path = tmp_path / "whole.onnx"
     onnx.save(model, path)
     plan = plan_split(model, numeric_format, capacity)
-    files = extract_parts(path, model, plan, tmp_path, "layer")
+    files = extract_parts(model, plan, tmp_path, "layer")
     (output,) = [value.name for value in model.graph.output]
     (input_name,) = [value.name for value in model.graph.input if value.name not in {t.name for t in model.graph.initializer}]
     whole = make_session(path).run([output], {input_name: batch})[0]
