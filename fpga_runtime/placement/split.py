@@ -85,10 +85,6 @@ class SplitPlan:
     def part_weight_bytes(self) -> tuple[int, ...]:
         return tuple(part.weight_bytes for part in self.parts_in_order)
 
-    @property
-    def device_weight_bytes(self) -> tuple[int, ...]:
-        return tuple(bytes_ for part in self.parts_in_order for bytes_ in part.device_weight_bytes)
-
 
 def _names_read(node: onnx.NodeProto) -> set[str]:
     """Every tensor a node reads, including those its subgraphs (If, Loop, Scan) take from the outer graph."""
