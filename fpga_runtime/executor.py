@@ -10,6 +10,8 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +20,9 @@ import numpy as np
 from fpgaflow.fpga_runtime.device import DeviceStats, EmulatedDevice, chain_stats
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.ort import make_session
-from fpgaflow.fpga_runtime.placement.split import split_for_devices
+from fpgaflow.fpga_runtime.placement.cost import sliced_layer_seconds
+from fpgaflow.fpga_runtime.placement.slicing import concatenate
+from fpgaflow.fpga_runtime.placement.split import PlannedPart, split_for_devices
 from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
 from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, load_service
@@ -56,40 +60,95 @@ class FpgaStage:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.device.run(feeds)
 
+    @property
+    def modelled_seconds(self) -> float:
+        return self.device.cost.latency.seconds
+
     def close(self) -> None:
         self.device.unload()
 
 
-class ChainedFpgaStage:
-    """A stage too large for one device, cut into consecutive parts (one per device) chained in this process.
+class DevicePart:
+    """One part of a chained stage: one device, or the devices holding the column slices of one layer, which run
+    side by side on the same input and whose outputs are concatenated into the layer's output."""
 
-    Each request runs part 1 on device 1, hands the tensor it ends with to device 2, and so on; the
-    last device's outputs are the stage's outputs.
+    def __init__(self, part: PlannedPart, files: Sequence[Path], devices: Sequence[EmulatedDevice], stage: Stage) -> None:
+        if len(files) != len(devices) or not files:
+            raise ValueError(f"one device per file: {len(files)} files, {len(devices)} devices")
+        self.part = part
+        self.devices = tuple(devices)
+        for path, device in zip(files, devices):
+            device.load(path, stage.numeric_format, stage.block_size)
+        self.input_names = self.devices[0].input_names
+        self.output_names = self.devices[0].output_names
+        self._side_by_side = ThreadPoolExecutor(len(devices), "fpgaflow-slice") if part.sliced is not None else None
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._side_by_side is None or self.part.sliced is None:
+            return self.devices[0].run({name: feeds[name] for name in self.input_names})
+        slices = list(
+            self._side_by_side.map(lambda device: device.run({name: feeds[name] for name in device.input_names}), self.devices)
+        )
+        output = self.part.output
+        return {output: concatenate([result[output] for result in slices], self.part.sliced.axis)}
+
+    @property
+    def modelled_seconds(self) -> float:
+        if self.part.sliced is None:
+            return self.devices[0].cost.latency.seconds
+        reports = [device.cost for device in self.devices]
+        return sliced_layer_seconds(
+            [report.latency.seconds for report in reports],
+            sum(report.graph.output_bytes for report in reports),
+            self.devices[0].profile,
+        )
+
+    def close(self) -> None:
+        if self._side_by_side is not None:
+            self._side_by_side.shutdown()
+        for device in self.devices:
+            device.unload()
+
+
+class ChainedFpgaStage:
+    """A stage too large for one device, cut into consecutive parts chained in this process, as the cluster splits it
+    (:func:`~fpgaflow.fpga_runtime.placement.split.plan_split`): one device per part, or one per column slice of a layer
+    larger than a device.
+
+    Each request runs part 1, hands the tensor it ends with to part 2, and so on; the last part's
+    outputs are the stage's outputs.
     """
 
     timing = FPGA
 
-    def __init__(self, stage: Stage, parts: Sequence[Path], devices: Sequence[EmulatedDevice]) -> None:
-        if len(parts) != len(devices) or not parts:
-            raise ValueError(f"one device per part: {len(parts)} parts, {len(devices)} devices")
+    def __init__(self, stage: Stage, parts: Sequence[DevicePart]) -> None:
+        if not parts:
+            raise ValueError("a chained stage needs at least one part")
         self.stage = stage
-        self.devices = tuple(devices)
-        for path, device in zip(parts, devices):
-            device.load(path, stage.numeric_format, stage.block_size)
-        self.input_names = self.devices[0].input_names
-        self.output_names = self.devices[-1].output_names
+        self.parts = tuple(parts)
+        self.devices = tuple(device for part in parts for device in part.devices)
+        self.input_names = self.parts[0].input_names
+        self.output_names = self.parts[-1].output_names
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors = dict(feeds)
         outputs: dict[str, np.ndarray] = {}
-        for device in self.devices:
-            outputs = device.run({name: tensors[name] for name in device.input_names})
+        for part in self.parts:
+            outputs = part.run(tensors)
             tensors.update(outputs)
         return outputs
 
+    @property
+    def modelled_seconds(self) -> float:
+        return sum(part.modelled_seconds for part in self.parts)
+
+    @property
+    def sliced_layers(self) -> tuple[DevicePart, ...]:
+        return tuple(part for part in self.parts if part.part.sliced is not None)
+
     def close(self) -> None:
-        for device in self.devices:
-            device.unload()
+        for part in self.parts:
+            part.close()
 
 
 class CpuStage:
@@ -182,10 +241,20 @@ class ServiceExecutor:
             self.device = runner.device
             return runner
         self._parts_dir = tempfile.TemporaryDirectory(prefix="fpgaflow-parts-")
-        _plan, parts = split_for_devices(path, stage.numeric_format, self.profile, Path(self._parts_dir.name), self.max_devices)
-        devices = [EmulatedDevice(self.profile, intra_op_threads) for _ in parts]
-        self.device = devices[0]
-        return ChainedFpgaStage(stage, parts, devices)
+        plan, part_files = split_for_devices(
+            path, stage.numeric_format, self.profile, Path(self._parts_dir.name), self.max_devices
+        )
+        parts: list[DevicePart] = []
+        try:
+            for part, files in zip(plan.parts_in_order, part_files):
+                devices = [EmulatedDevice(self.profile, intra_op_threads) for _ in files]
+                parts.append(DevicePart(part, files, devices, stage))
+        except BaseException:
+            for loaded in parts:
+                loaded.close()
+            raise
+        self.device = parts[0].devices[0]
+        return ChainedFpgaStage(stage, parts)
 
     @property
     def devices(self) -> tuple[EmulatedDevice, ...]:
@@ -197,12 +266,16 @@ class ServiceExecutor:
     def device_stats(self) -> DeviceStats | None:
         """Statistics of the device, or of the chain of devices taken as one; None without devices."""
         devices = self.devices
-        return chain_stats([device.stats() for device in devices]) if devices else None
+        if not devices:
+            return None
+        return replace(
+            chain_stats([device.stats() for device in devices]), modelled_latency_seconds=self.modelled_latency_seconds
+        )
 
     @property
     def modelled_latency_seconds(self) -> float:
-        """Modelled device time of one image through every device in turn."""
-        return sum(device.cost.latency.seconds for device in self.devices)
+        """Modelled device time of one image through the devices: parts in turn, a sliced layer's devices side by side."""
+        return sum(runner.modelled_seconds for runner in self.stages if isinstance(runner, FpgaStage | ChainedFpgaStage))
 
     def describe(self) -> str:
         """What this executor serves on: ``serving digits v1 in fp32 over 4 × stratix10, modelled ...``."""
@@ -210,9 +283,17 @@ class ServiceExecutor:
         devices = self.devices
         if not devices:
             return f"serving {service.name} v{service.version} on the CPU"
+        sliced = [
+            f"layer {part.part.sliced.layer} cut by output columns over {part.part.sliced.slices} of them"
+            for runner in self.stages
+            if isinstance(runner, ChainedFpgaStage)
+            for part in runner.sliced_layers
+            if part.part.sliced is not None
+        ]
         return (
             f"serving {service.name} v{service.version} in {service.numeric_format} over {len(devices)} × "
             f"{devices[0].profile.name}, modelled device latency {self.modelled_latency_seconds * 1e3:.3f} ms per image"
+            + "".join(f"; {note}" for note in sliced)
         )
 
     @property

@@ -13,12 +13,14 @@ shape inference with every free batch dimension set to 1.
 
 Latency model: a layer takes ``ceil((ceil(MACs / MAC units) + ceil(vector ops / vector lanes))
 / efficiency)`` cycles at the device clock; a request adds the host-link transfer of the graph's
-inputs and outputs.
+inputs and outputs. A layer cut by output columns over several devices takes as long as its slowest
+slice plus the gathering of its output (:func:`sliced_layer_seconds`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -291,6 +293,12 @@ def estimate_latency(cost: GraphCost, profile: DeviceProfile) -> LatencyEstimate
     )
 
 
+def sliced_layer_seconds(slice_seconds: Sequence[float], gathered_bytes: int, profile: DeviceProfile) -> float:
+    """Modelled time of a layer cut by output columns: its slices run side by side on their devices, the layer is done
+    when the slowest is, and then its outputs (``gathered_bytes`` at batch 1) are gathered over the host link."""
+    return max(slice_seconds) + gathered_bytes / profile.host_link_bytes_per_second
+
+
 def cost_report(
     model: str | Path | onnx.ModelProto, numeric_format: str, profile: DeviceProfile, block_size: int | None = None
 ) -> CostReport:
@@ -301,13 +309,35 @@ def cost_report(
     return CostReport(graph=cost, latency=estimate_latency(cost, profile), onchip_memory_bytes=profile.onchip_memory_bytes)
 
 
+SMALL_TENSOR_BYTES = 4096  # initializers up to this size keep their values (shape inference may read them)
+
+
+def weightless_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the values of its large initializers left out (names, types and shapes kept): what shape
+    inference and the cost table need, without copying every byte of the weights (VGG-16: 550 MB) through them."""
+    copy = onnx.ModelProto(ir_version=model.ir_version)
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    source, graph = model.graph, copy.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    for tensor in source.initializer:
+        kept = graph.initializer.add()
+        if tensor.ByteSize() > SMALL_TENSOR_BYTES:
+            kept.name, kept.data_type = tensor.name, tensor.data_type
+            kept.dims.extend(tensor.dims)
+        else:
+            kept.CopyFrom(tensor)
+    return copy
+
+
 def _inferred_at_batch_1(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model)
+        proto = weightless_copy(model)
     else:
         try:
-            proto = onnx.load(str(model))
+            proto = weightless_copy(onnx.load(str(model)))
         except (OSError, DecodeError) as error:
             raise InvalidServiceDefinition(f"cannot read ONNX model {model}: {error}") from None
     initializers = {tensor.name for tensor in proto.graph.initializer}

@@ -69,8 +69,16 @@ def split_service(
     model_path = service_dir / stage.file
     model = onnx.load(str(model_path))
     plan = plan_split(model, stage.numeric_format, profile.onchip_memory_bytes)
-    if plan.parts == 1:
+    if plan.devices == 1:
         raise InvalidServiceDefinition(f"{stage.file} fits one {profile.name} device in {stage.numeric_format}: nothing to split")
+    sliced = [part.sliced.layer for part in plan.parts_in_order if part.sliced is not None]
+    if sliced:
+        raise ResourceExhausted(
+            f"{stage.file} has layers larger than one {profile.name} device in {stage.numeric_format} ({', '.join(sliced)}): "
+            f"they are cut by output columns over {plan.devices} devices in all, which one node serves "
+            f"(`fpgaflow serve SERVICE_DIR --devices {plan.devices}`) but the cluster does not place yet; "
+            f"package it in a narrower numeric format to deploy it to the cluster"
+        )
     stem = Path(stage.file).stem
     measured: dict[str, float] = {}
 
@@ -80,7 +88,8 @@ def split_service(
             if path.is_file() and str(relative) != stage.file and relative.name != "service.json":
                 (directory / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, directory / relative)
-        parts = extract_parts(model_path, model, plan, directory, stem)
+        part_files = extract_parts(model, plan, directory, stem)
+        parts = [path for (path,) in part_files]
         stages = []
         for index, path in enumerate(parts, start=1):
             report = cost_report(path, stage.numeric_format, profile)
@@ -90,7 +99,7 @@ def split_service(
                     f"{profile.onchip_memory_bytes:,}: its weights are shared with another part"
                 )
             stages.append(stage_from_onnx(f"{stage.name}.part{index}", "FPGA", path, stage.numeric_format, path.name))
-        measured["diff"], scale = chained_parity(model_path, parts, stage)
+        measured["diff"], scale = chained_parity(model_path, plan, part_files, stage)
         if measured["diff"] > settings.parity_tolerance * scale:
             raise InvalidServiceDefinition(
                 f"the chained parts of {stage.file} differ from the whole graph by {measured['diff']:.3g} "

@@ -4,7 +4,7 @@ The featurizers are the pipeline's, at 32 px (see :mod:`tests.fixtures.large_fea
 needs four stratix10 devices, as the issue found at 64 px (its weights do not depend on the input size); int8
 and ms-fp8 fit one stratix10, so they are served on arria10 devices, of which they need five and two. VGG-16
 up to fc7 is larger than ResNet-50 and needs two stratix10 devices in int8; its fc7 layer alone (4096 x 4096
-fp32, 67 MB) is larger than a stratix10, so in fp32 no split fits and the node says which narrower formats do.
+fp32, 67 MB) is larger than a stratix10, so in fp32 it is cut by output columns over three devices, six in all.
 """
 
 from __future__ import annotations
@@ -94,12 +94,18 @@ def test_vgg16_larger_than_resnet50_serves_on_one_node(vgg16, resnet50, images, 
     assert serving.startswith(f"serving digits v1 in {numeric_format} over {devices} × {device}, modelled device latency ")
 
 
-def test_vgg16_fp32_has_a_layer_no_device_holds_and_the_node_names_the_formats_that_fit(vgg16, tmp_path):
+def test_vgg16_fp32_cuts_fc7_by_output_columns_and_serves_on_one_node(vgg16, images, tmp_path):
     service_dir = write_featurizer_service(tmp_path / "service", vgg16[0], vgg16[1], "fp32")
-    finished = subprocess.run(serve_command(service_dir, "stratix10"), capture_output=True, text=True, timeout=EXIT_TIMEOUT)
-    assert finished.returncode == 2 and "Traceback" not in finished.stderr
-    assert "take 67,108,864 bytes of weights in fp32 and the graph cannot be cut between them" in finished.stderr
-    assert (
-        "package it in a narrower numeric format (int8 needs 2 devices, msfp9 needs 1 device, msfp8 needs 1 device)"
-        in finished.stderr
+    serving = serve_and_score(service_dir, "stratix10", images, "fp32")
+    assert serving.startswith("serving digits v1 in fp32 over 6 × stratix10, modelled device latency ")
+    assert serving.endswith("; layer vgg16_featurizer_1/fc2_1/MatMul cut by output columns over 3 of them")
+
+
+def test_vgg16_fp32_under_a_cap_names_the_devices_it_needs_and_the_narrower_formats(vgg16, tmp_path):
+    service_dir = write_featurizer_service(tmp_path / "service", vgg16[0], vgg16[1], "fp32")
+    finished = subprocess.run(
+        serve_command(service_dir, "stratix10", "--devices", "4"), capture_output=True, text=True, timeout=EXIT_TIMEOUT
     )
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr
+    assert "needs 6 stratix10 devices in fp32" in finished.stderr and "--devices 6 or more" in finished.stderr
+    assert "(int8 needs 2 devices, msfp9 needs 1 device, msfp8 needs 1 device)" in finished.stderr

@@ -15,7 +15,13 @@ from fpgaflow.fpga_runtime.profiles import load_profile
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.tasks.deployment.split import SOURCE_SPLIT_FROM, fit_to_device, split_service
 from fpgaflow.tasks.settings import PipelineSettings
-from tests.fixtures.split_service import SMALL_DEVICE_BYTES, small_device_profile, write_residual_service
+from tests.fixtures.split_service import (
+    SMALL_DEVICE_BYTES,
+    WIDE_DEVICE_BYTES,
+    small_device_profile,
+    write_residual_service,
+    write_wide_service,
+)
 
 CONV_A, CONV_BC = 896, 2336  # fp32 weight bytes of the fixture's convolutions
 
@@ -101,3 +107,11 @@ def test_fit_to_device_splits_once_and_reuses_the_split(service_dir, profile, tm
     again = fit_to_device(service_dir, profile, settings)
     assert again.parts == 2 and (again.service_dir / "service.json").stat().st_mtime_ns == stamp
     assert fit_to_device(first.service_dir, profile, settings).service_dir == first.service_dir
+
+
+def test_the_cluster_refuses_a_layer_cut_by_columns_and_names_the_one_node_command(tmp_path):
+    source = write_wide_service(tmp_path / "wide")
+    profile = small_device_profile(tmp_path / "profiles", WIDE_DEVICE_BYTES)
+    with pytest.raises(ResourceExhausted, match=r"\(fc2\): they are cut by output columns over 4 devices .* --devices 4"):
+        split_service(source, tmp_path / "split", profile, PipelineSettings(home=tmp_path))
+    assert not (tmp_path / "split").exists()

@@ -9,7 +9,13 @@ from fpgaflow.fpga_runtime.dataplane import DataPlane
 from fpgaflow.fpga_runtime.errors import ResourceExhausted
 from fpgaflow.fpga_runtime.executor import ChainedFpgaStage, ServiceExecutor
 from fpgaflow.fpga_runtime.placement.split import plan_split
-from tests.fixtures.split_service import SMALL_DEVICE_BYTES, small_device_profile, write_residual_service
+from tests.fixtures.split_service import (
+    SMALL_DEVICE_BYTES,
+    WIDE_DEVICE_BYTES,
+    small_device_profile,
+    write_residual_service,
+    write_wide_service,
+)
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
 
 
@@ -111,3 +117,35 @@ def test_without_a_narrower_format_the_way_out_is_a_larger_device(service_dir, t
     message = str(refused.value)
     assert message.startswith("model featurizer.onnx does not fit device fp32-part: its weights take 5,568 bytes")
     assert message.endswith("fp32-part supports no numeric format narrower than fp32: use a larger device")
+
+
+def test_a_layer_larger_than_a_device_runs_as_column_slices_side_by_side(tmp_path, images):
+    from fpgaflow.fpga_runtime.placement.cost import sliced_layer_seconds
+
+    service_dir = write_wide_service(tmp_path / "wide")
+    profile = small_device_profile(tmp_path / "profiles", WIDE_DEVICE_BYTES)
+    executor = ServiceExecutor(service_dir, profile)
+    try:
+        (chain,) = [runner for runner in executor.stages if isinstance(runner, ChainedFpgaStage)]
+        first, wide = chain.parts
+        assert len(first.devices) == 1 and len(wide.devices) == 3 and len(executor.devices) == 4
+        assert all(device.loaded.weight_bytes <= WIDE_DEVICE_BYTES for device in executor.devices)
+        np.testing.assert_allclose(
+            executor.predict_encoded(images)["probabilities"], reference_probabilities(service_dir, images), rtol=0, atol=1e-6
+        )
+        assert all(device.stats().runs == 1 for device in executor.devices)
+        slices = [device.cost for device in wide.devices]
+        modelled = first.devices[0].cost.latency.seconds + sliced_layer_seconds(
+            [report.latency.seconds for report in slices],
+            sum(report.graph.output_bytes for report in slices),
+            wide.devices[0].profile,
+        )
+        assert modelled < sum(device.cost.latency.seconds for device in executor.devices)  # the slices overlap
+        assert executor.modelled_latency_seconds == pytest.approx(modelled)
+        assert executor.device_stats().modelled_latency_seconds == pytest.approx(modelled)
+        assert executor.describe() == (
+            f"serving wide v1 in fp32 over 4 × small-fpga, modelled device latency {modelled * 1e3:.3f} ms per image; "
+            "layer fc2 cut by output columns over 3 of them"
+        )
+    finally:
+        executor.close()
