@@ -84,7 +84,7 @@ class Int8Numerics:
 
     format: NumericFormat
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True
     method: str = "minmax"
     calibration_images: int = 64
 
