@@ -156,6 +156,12 @@ class PipelineSettings(Settings):
         "false = full 8-bit weights, exact only on VNNI CPUs (on ResNet-50 on AVX2: features SQNR 19 dB instead of 37).",
     )
 
+    msfp_bias_correction: bool = Field(
+        default=True,
+        description="Give each Conv's float bias the mean error that rounding its weights to msfp8/msfp9 causes on "
+        "the calibration images (int8_calibration_images of them), as bias correction does for narrow weights.",
+    )
+
     # -- orchestration: retraining, data watch, monitoring (Prefect flows) -------------------
     retrain_min_improvement: float = Field(
         default=0.0,
