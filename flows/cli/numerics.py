@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         type=Path,
         default=None,
         metavar="IMAGE_DIR",
-        help="Training images int8 calibrates on (required for int8).",
+        help="Training images int8 calibrates on and msfp bias correction measures input means on (required for both).",
     )
     prepare.set_defaults(handler=_prepare)
 
@@ -116,8 +116,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if not args.model.is_file():
         raise FileNotFoundError(f"no such ONNX file: {args.model}")
-    if args.format_name == "int8" and args.calibration is None:
-        raise UsageError("int8 calibrates on training images: pass --calibration IMAGE_DIR")
+    if args.calibration is None and _needs_calibration(args.format_name):
+        raise UsageError(f"{args.format_name} calibrates on training images: pass --calibration IMAGE_DIR")
     try:
         calibration = (
             images_in(args.calibration, _input_size(args.model), get_pipeline_settings().int8_calibration_images)
@@ -129,6 +129,14 @@ def _prepare(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     print(f"wrote {output} ({args.format_name})")
     return 0
+
+
+def _needs_calibration(format_name: str) -> bool:
+    from fpgaflow.fpga_runtime.numerics import FORMATS
+    from fpgaflow.tasks.settings import get_pipeline_settings
+
+    kind = FORMATS[format_name].kind if format_name in FORMATS else None
+    return kind == "int8" or (kind == "block_float" and get_pipeline_settings().msfp_bias_correction)
 
 
 def _compare(args: argparse.Namespace) -> int:

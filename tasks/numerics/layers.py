@@ -142,14 +142,15 @@ def per_layer_sqnr(
         if name == reference:
             continue
         taps = [tapped_tensor(model, layer.output) for layer in layers]
-        present = [index for index, tap in enumerate(taps) if tap is not None]
-        session = make_session(with_outputs(model, [taps[index] for index in present]).SerializeToString())  # type: ignore[misc]
+        present = [(index, tap) for index, tap in enumerate(taps) if tap is not None]
+        tapped = [tap for _, tap in present]
+        session = make_session(with_outputs(model, tapped).SerializeToString())
         sums = _NoiseSums(len(layers))
         for start in range(0, len(images), batch_size):
             feed = {input_name: images[start : start + batch_size]}
-            expected = reference_session.run([layers[index].output for index in present], feed)
-            got = session.run([taps[index] for index in present], feed)  # type: ignore[misc]
-            for index, want, have in zip(present, expected, got):
+            expected = reference_session.run([layers[index].output for index, _ in present], feed)
+            got = session.run(tapped, feed)
+            for (index, _), want, have in zip(present, expected, got):
                 sums.add(index, want, have)
         results[name] = [
             LayerSqnr(layer, taps[index], sums.sqnr_db(index) if taps[index] is not None else None)
