@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         type=Path,
         default=None,
         metavar="IMAGE_DIR",
-        help="Training images int8 calibrates on (required for int8).",
+        help="Training images int8 calibrates on and msfp bias correction measures input means on (required for both).",
     )
     prepare.set_defaults(handler=_prepare)
 
@@ -51,6 +51,18 @@ def register(subparsers) -> None:
     )
     compare.add_argument("--limit", type=int, default=64, help="Images used, at most (default 64).")
     compare.add_argument("--repeats", type=int, default=50, help="Timed batch-1 runs per format (default 50).")
+    compare.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="Instead: each Conv/Gemm/MatMul layer's SQNR (dB) vs fp32 per format, as a table and a PNG.",
+    )
+    compare.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="OUT.png",
+        help="With --per-layer: where the PNG goes (default: per_layer_sqnr.png beside MODEL.onnx).",
+    )
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=_compare)
 
@@ -104,8 +116,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if not args.model.is_file():
         raise FileNotFoundError(f"no such ONNX file: {args.model}")
-    if args.format_name == "int8" and args.calibration is None:
-        raise UsageError("int8 calibrates on training images: pass --calibration IMAGE_DIR")
+    if args.calibration is None and _needs_calibration(args.format_name):
+        raise UsageError(f"{args.format_name} calibrates on training images: pass --calibration IMAGE_DIR")
     try:
         calibration = (
             images_in(args.calibration, _input_size(args.model), get_pipeline_settings().int8_calibration_images)
@@ -117,6 +129,14 @@ def _prepare(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     print(f"wrote {output} ({args.format_name})")
     return 0
+
+
+def _needs_calibration(format_name: str) -> bool:
+    from fpgaflow.fpga_runtime.numerics import FORMATS
+    from fpgaflow.tasks.settings import get_pipeline_settings
+
+    kind = FORMATS[format_name].kind if format_name in FORMATS else None
+    return kind == "int8" or (kind == "block_float" and get_pipeline_settings().msfp_bias_correction)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -137,11 +157,15 @@ def _compare(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such ONNX file: {args.model}")
     if args.limit < 1 or args.repeats < 1:
         raise UsageError("--limit and --repeats must be at least 1")
+    if args.plot is not None and not args.per_layer:
+        raise UsageError("--plot goes with --per-layer")
     try:
         names = format_names([name.strip() for name in args.formats.split(",") if name.strip()])
         images = images_in(args.images, _input_size(args.model), args.limit)
         model = onnx.load(args.model)
         prepared = {name: prepare_model(numerics_for(name, args.block_size), model, images) for name in names}
+        if args.per_layer:
+            return _per_layer(args, prepared, images)
         classifier = onnx_classifier(args.cpu_stage) if args.cpu_stage else None
         comparison = compare_formats(prepared, images, classifier, args.repeats)
     except (PipelineStepError, ValueError) as error:
@@ -157,4 +181,21 @@ def _compare(args: argparse.Namespace) -> int:
             f"{name:<7} {result.features.max_abs_diff:>11.4g} {result.features.scaled_diff:>8.3g} {agreement:>11} "
             f"{result.latency_p50_ms:>8.2f} {result.latency_ratio:>7.2f}"
         )
+    return 0
+
+
+def _per_layer(args: argparse.Namespace, prepared: dict, images) -> int:
+    from fpgaflow.tasks.numerics.formats import FEATURIZER_INPUT, REFERENCE_FORMAT
+    from fpgaflow.tasks.numerics.layers import per_layer_sqnr, plot_sqnr, sqnr_json, sqnr_table
+
+    if len(prepared) < 2:
+        raise ValueError(f"--per-layer compares formats with {REFERENCE_FORMAT}: name at least one other in --formats")
+    results = per_layer_sqnr(prepared, images, FEATURIZER_INPUT, REFERENCE_FORMAT)
+    plot = plot_sqnr(results, args.plot or args.model.with_name("per_layer_sqnr.png"), f"{args.model.name}, {len(images)} images")
+    if args.json:
+        print(json.dumps({"images": len(images), "plot": str(plot), **sqnr_json(results)}))
+        return 0
+    print(f"{len(images)} images; SQNR (dB) of each layer's output vs {REFERENCE_FORMAT}, higher is closer", file=sys.stderr)
+    print("\n".join(sqnr_table(results)))
+    print(f"plot: {plot}", file=sys.stderr)
     return 0

@@ -314,7 +314,8 @@ SMALL_TENSOR_BYTES = 4096  # initializers up to this size keep their values (sha
 
 def weightless_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with the values of its large initializers left out (names, types, shapes and the model's
-    metadata kept): what shape inference and the cost table need, without copying every byte of the weights (VGG-16: 550 MB) through them."""
+    metadata kept): what shape inference and the cost table need, without copying every byte of the weights
+    (VGG-16: 550 MB) through them."""
     copy = onnx.ModelProto(ir_version=model.ir_version)
     copy.opset_import.extend(model.opset_import)
     copy.functions.extend(model.functions)

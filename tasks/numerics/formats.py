@@ -32,6 +32,7 @@ from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.tasks.conversion.onnx_stages import StageParity, measure_parity
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.numerics.bfp import apply_block_float
+from fpgaflow.tasks.numerics.bias_correction import correct_conv_biases
 from fpgaflow.tasks.numerics.int8 import quantize_int8
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
@@ -74,7 +75,7 @@ class Int8Numerics:
 
     format: NumericFormat
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True
     method: str = "minmax"
     calibration_images: int = 64
 
@@ -109,22 +110,46 @@ class Int8Numerics:
 
 @dataclass(frozen=True)
 class BlockFloatNumerics:
-    """ms-fp8 / ms-fp9: weights rounded offline, activations rounded inside the graph."""
+    """ms-fp8 / ms-fp9: weights rounded offline, activations rounded inside the graph; with ``bias_correction``
+    each Conv's float bias takes back the mean error its rounded weights cause on the calibration images."""
 
     format: NumericFormat
+    bias_correction: bool = True
+    calibration_images: int = 64
+
+    @classmethod
+    def from_settings(cls, fmt: NumericFormat, settings: PipelineSettings) -> BlockFloatNumerics:
+        return cls(fmt, settings.msfp_bias_correction, settings.int8_calibration_images)
 
     @property
     def name(self) -> str:
         return self.format.name
 
     def prepare(self, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
-        return apply_block_float(model, self.format)
+        prepared = apply_block_float(model, self.format)
+        if not self.bias_correction:
+            return prepared
+        calibration = np.asarray(calibration, dtype=np.float32)
+        if calibration.ndim != 4 or len(calibration) == 0:
+            raise PipelineStepError(
+                f"{self.name} bias correction needs preprocessed training images [N, H, W, 3], got an array of shape "
+                f"{calibration.shape} (or set FPGAFLOW_MSFP_BIAS_CORRECTION=false)"
+            )
+        return correct_conv_biases(model, prepared, calibration[: self.calibration_images], _image_input(model))
+
+
+def _image_input(model: onnx.ModelProto) -> str:
+    initializer_names = {tensor.name for tensor in model.graph.initializer}
+    inputs = [tensor.name for tensor in model.graph.input if tensor.name not in initializer_names]
+    if len(inputs) != 1:
+        raise ValueError(f"calibration feeds one image input; the model has inputs {inputs}")
+    return inputs[0]
 
 
 IMPLEMENTATIONS: dict[FormatKind, Callable[[NumericFormat, PipelineSettings], OnnxNumerics]] = {
     "float32": lambda fmt, settings: Float32Numerics(fmt),
     "int8": Int8Numerics.from_settings,
-    "block_float": lambda fmt, settings: BlockFloatNumerics(fmt),
+    "block_float": BlockFloatNumerics.from_settings,
 }
 
 

@@ -55,7 +55,7 @@ def quantize_int8(
     model: onnx.ModelProto,
     calibration: np.ndarray,
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
     method: str = "minmax",
     batch_size: int = 4,
 ) -> onnx.ModelProto:

@@ -44,6 +44,8 @@ def test_prepare_writes_the_graph_in_the_format(featurizer_path, image_dir, tmp_
     assert {prop.key: prop.value for prop in onnx.load(output).metadata_props}[FORMAT_METADATA_KEY] == "int8"
     assert main(["numerics", "prepare", str(featurizer_path), "--format", "int8", "-o", str(output)]) == 2
     assert "pass --calibration IMAGE_DIR" in capsys.readouterr().err
+    assert main(["numerics", "prepare", str(featurizer_path), "--format", "msfp9", "-o", str(output)]) == 2
+    assert "msfp9 calibrates on training images: pass --calibration IMAGE_DIR" in capsys.readouterr().err
     assert main(["numerics", "prepare", str(featurizer_path), "--format", "fp8", "-o", str(output)]) == 2
     assert "unknown numeric format 'fp8'" in capsys.readouterr().err
 
