@@ -74,7 +74,11 @@ class PipelineConfig(BaseModel):
     data_dir: Path
     model_name: str = Field(default="", description="Registered model name; empty = the data folder's name.")
     featurizer: Literal[FEATURIZERS] = "resnet50"  # type: ignore[valid-type]
-    weights: str = Field(default="none", description="'imagenet', 'none' (seeded random init) or a weights file path.")
+    weights: str = Field(
+        default="imagenet",
+        description="'imagenet' (downloaded and verified once, see `fpgaflow weights`), 'auto' (ImageNet when it can "
+        "be had, else seeded random init, said so), 'none' (seeded random init) or a weights file path.",
+    )
     input_size: int = Field(default=224, ge=32, description="Square input side; the original service used 224.")
     seed: int = 0
     training: TrainingConfig = Field(default_factory=TrainingConfig)

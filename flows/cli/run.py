@@ -24,7 +24,11 @@ def register(subparsers) -> None:
     run.add_argument("--json", action="store_true", help="End with one JSON line summarising the run.")
     run.add_argument("--model-name", help="Registered model name (default: the data folder's name).")
     run.add_argument("--featurizer", help="resnet50, resnet152, densenet121, vgg16 or ssd_vgg.")
-    run.add_argument("--weights", help="imagenet, none (seeded random init) or a weights file path.")
+    run.add_argument(
+        "--weights",
+        help="imagenet (default; downloaded once and verified), auto (imagenet when it can be had, else seeded "
+        "random init, said so), none (seeded random init) or a weights file path.",
+    )
     run.add_argument("--input-size", type=int, help="Square input side in pixels (default 224; 300 for ssd_vgg).")
     run.add_argument("--seed", type=int)
     run.add_argument("--epochs", type=int, dest="training.epochs")
@@ -112,9 +116,12 @@ def _run(args: argparse.Namespace) -> int:
         ) from None
 
     from fpgaflow.flows.train_and_deploy import train_and_deploy
+    from fpgaflow.tasks.featurizers.weights_store import choose_weights
 
+    # Weights that cannot be had end the command here (exit code 2), before any step runs.
+    weights = None if config.until == "validate" else choose_weights(config.weights, config.featurizer)
     try:
-        summary = train_and_deploy(config)
+        summary = train_and_deploy(config, weights)
     except PipelineStepError as error:
         print(f"fpgaflow run: {error}")
         return 1

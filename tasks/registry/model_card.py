@@ -43,6 +43,7 @@ class ModelCard(BaseModel):
     class_names: tuple[str, ...] = ()
     featurizer: str = "unknown"
     weights: str = "unknown"
+    weights_note: str = ""
     input_size: str = "?"
     parameter_count: int | None = None
     mac_count: int | None = None
@@ -91,6 +92,8 @@ class ModelCard(BaseModel):
         ]
         if self.weights == "none":
             lines.append("- featurizer weights were randomly initialised (weights `none`), not pretrained")
+        if self.weights_note:
+            lines.append(f"- featurizer weights: {self.weights_note}")
         return lines
 
     def markdown(self) -> str:
