@@ -100,7 +100,7 @@ def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = Non
     if _reached(config, "validate"):
         return summary
 
-    weights = weights or choose_weights_task(config.weights, config.featurizer)
+    weights = weights or choose_weights_task(config.weights, config.featurizer, config.imagenet_top)
     config = config.model_copy(update={"weights": weights.used})
     print(f"featurizer weights: {weights.note}")
     summary.update(weights=weights.used, weights_note=weights.note)

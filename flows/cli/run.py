@@ -119,7 +119,9 @@ def _run(args: argparse.Namespace) -> int:
     from fpgaflow.tasks.featurizers.weights_store import choose_weights
 
     # Weights that cannot be had end the command here (exit code 2), before any step runs.
-    weights = None if config.until == "validate" else choose_weights(config.weights, config.featurizer)
+    weights = (
+        None if config.until == "validate" else choose_weights(config.weights, config.featurizer, include_top=config.imagenet_top)
+    )
     try:
         summary = train_and_deploy(config, weights)
     except PipelineStepError as error:
@@ -135,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sample_image(data_dir: Path) -> Path | None:
-    return next((path for path in sorted(data_dir.glob("*/*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), None)
+    return next((path for path in sorted(data_dir.rglob("*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), None)
 
 
 def _answer_lines(client, image: Path, detects: bool) -> list[str]:

@@ -17,8 +17,8 @@ build_featurizer_task = task(name="build-featurizer", cache_policy=NO_CACHE, per
 
 
 @task(name="choose-weights", cache_policy=NO_CACHE, persist_result=False)
-def choose_weights_task(requested: str, featurizer: str) -> WeightsChoice:
-    return choose_weights(requested, featurizer)
+def choose_weights_task(requested: str, featurizer: str, include_top: bool = False) -> WeightsChoice:
+    return choose_weights(requested, featurizer, include_top=include_top)
 
 
 @task(name="featurize", cache_policy=NO_CACHE, persist_result=False)

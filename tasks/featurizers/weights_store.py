@@ -241,18 +241,24 @@ class WeightsChoice(BaseModel):
 
 
 def choose_weights(
-    requested: str, featurizer: str, settings: PipelineSettings | None = None, stream: TextIO | None = None
+    requested: str,
+    featurizer: str,
+    settings: PipelineSettings | None = None,
+    stream: TextIO | None = None,
+    include_top: bool = False,
 ) -> WeightsChoice:
     """Obtain the ImageNet file a run needs, before anything else runs.
 
     'imagenet' must be had (else :class:`WeightsUnavailable`, naming the ways out); 'auto' tries within
-    ``weights_auto_timeout_seconds`` and no retries, and otherwise falls back to 'none', saying why."""
+    ``weights_auto_timeout_seconds`` and no retries, and otherwise falls back to 'none', saying why.
+    ``include_top``: the featurizer's full ImageNet classifier file instead of its featurizer file."""
     settings = settings or get_pipeline_settings()
     keyword = str(requested).lower()
     if keyword not in ("imagenet", "auto"):
         note = "seeded random initialisation (weights none)" if keyword == "none" else f"weights file {requested}"
         return WeightsChoice(requested=requested, used=requested, note=note)
-    entry = manifest_of(settings).for_featurizer(featurizer)
+    manifest = manifest_of(settings)
+    entry = manifest.classifier(featurizer) if include_top else manifest.for_featurizer(featurizer)
     if keyword == "imagenet":
         obtain(entry, settings, stream=stream)
         return WeightsChoice(requested=keyword, used="imagenet", note=f"ImageNet weights ({entry.file}, verified)")
