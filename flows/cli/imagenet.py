@@ -12,6 +12,7 @@ import json
 from fpgaflow.flows.cli import UsageError
 
 PREFIX = "imagenet/"
+CLASSIFIER_FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16")
 
 
 def is_imagenet_reference(reference: str) -> bool:
@@ -23,11 +24,12 @@ def deploy_imagenet(args: argparse.Namespace) -> int:
 
     from fpgaflow.flows.cli.run import print_next_steps
     from fpgaflow.tasks.config import load_config
-    from fpgaflow.tasks.imagenet.classifier import APPLICATIONS
 
     name = args.reference[len(PREFIX) :]
-    if name not in APPLICATIONS:
-        raise UsageError(f"no ImageNet classifier {args.reference!r}; there are {', '.join(PREFIX + n for n in APPLICATIONS)}")
+    if name not in CLASSIFIER_FEATURIZERS:
+        raise UsageError(
+            f"no ImageNet classifier {args.reference!r}; there are {', '.join(PREFIX + n for n in CLASSIFIER_FEATURIZERS)}"
+        )
     if args.calibration is None:
         raise UsageError(
             f"{args.reference} needs --calibration DIR: a few of your own photographs (any folder layout) to calibrate "
@@ -50,14 +52,17 @@ def deploy_imagenet(args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise UsageError("; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())) from None
 
+    from fpgaflow.tasks.featurizers.weights_manifest import CLASS_INDEX
+    from fpgaflow.tasks.featurizers.weights_store import choose_weights, manifest_of, obtain
+    from fpgaflow.tasks.settings import get_pipeline_settings
+
+    # Files that cannot be had end the command here (exit code 2), before any step (or TensorFlow) starts.
+    weights = choose_weights("imagenet", name, include_top=True)
+    obtain(manifest_of(get_pipeline_settings()).get(CLASS_INDEX))
+
     from fpgaflow.flows.train_and_deploy import train_and_deploy
     from fpgaflow.tasks.errors import PipelineStepError
-    from fpgaflow.tasks.featurizers.weights_store import choose_weights
-    from fpgaflow.tasks.imagenet.classifier import imagenet_class_names
 
-    # Files that cannot be had end the command here (exit code 2), before any step runs.
-    weights = choose_weights("imagenet", name, include_top=True)
-    imagenet_class_names()
     try:
         summary = train_and_deploy(config, weights)
     except PipelineStepError as error:

@@ -115,13 +115,15 @@ def _run(args: argparse.Namespace) -> int:
             + "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
         ) from None
 
-    from fpgaflow.flows.train_and_deploy import train_and_deploy
     from fpgaflow.tasks.featurizers.weights_store import choose_weights
 
-    # Weights that cannot be had end the command here (exit code 2), before any step runs.
+    # Weights that cannot be had end the command here (exit code 2), before any step (or TensorFlow) starts.
     weights = (
         None if config.until == "validate" else choose_weights(config.weights, config.featurizer, include_top=config.imagenet_top)
     )
+
+    from fpgaflow.flows.train_and_deploy import train_and_deploy
+
     try:
         summary = train_and_deploy(config, weights)
     except PipelineStepError as error:

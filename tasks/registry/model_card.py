@@ -68,7 +68,8 @@ class ModelCard(BaseModel):
             facts.append(f"{self.parameter_count / 1e6:.2f} M parameters")
         if self.mac_count is not None:
             facts.append(f"{self.mac_count / 1e9:.3f} GMAC per image")
-        return [f"- featurizer `{self.featurizer}` ({', '.join(facts)})"]
+        lines = [f"- featurizer `{self.featurizer}` ({', '.join(facts)})"]
+        return lines + ([f"- featurizer weights: {self.weights_note}"] if self.weights_note else [])
 
     def _metrics(self) -> list[str]:
         if not self.test_metrics:
@@ -92,8 +93,6 @@ class ModelCard(BaseModel):
         ]
         if self.weights == "none":
             lines.append("- featurizer weights were randomly initialised (weights `none`), not pretrained")
-        if self.weights_note:
-            lines.append(f"- featurizer weights: {self.weights_note}")
         return lines
 
     def markdown(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from fpgaflow.tasks.featurizers.weights_store import (
     obtain,
 )
 from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.settings import reload_settings
 from tests.fixtures.weights_server import (
     class_index_file,
     closed_port_url,
@@ -222,3 +224,56 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise():
     assert "\r" not in plain.getvalue()
     assert plain.getvalue().splitlines()[1:] == [f"  f.h5: {p}% ({p:.1f} MB of 100.0 MB)" for p in (0, 25, 50, 75, 100)]
     assert terminal.getvalue().count("\r") == 21 and "[##############################] 100%" in terminal.getvalue()
+
+
+@pytest.fixture
+def cli_settings(tmp_path, generated, monkeypatch):
+    """The fpgaflow command's settings pointed at the test manifest (the published URL: nothing listens)."""
+
+    def point_at(server_url: str) -> None:
+        manifest = write_manifest(tmp_path / "cli-manifest.json", generated, closed_port_url())
+        monkeypatch.setenv("FPGAFLOW_WEIGHTS_MANIFEST", str(manifest))
+        monkeypatch.setenv("FPGAFLOW_WEIGHTS_URL", server_url)
+        monkeypatch.setenv("FPGAFLOW_WEIGHTS_RETRIES", "0")
+        reload_settings()
+
+    return point_at
+
+
+def test_weights_list_fetch_and_import_commands(tmp_path, server, generated, cli_settings, capsys):
+    from fpgaflow.flows.cli import main
+
+    cli_settings(server.url)
+    assert main(["weights", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split() == [
+        NAME,
+        f"{generated[NAME].stat().st_size / 1e6:.1f}",
+        "MB",
+        "sha256",
+        sha256_of(generated[NAME]),
+        "not",
+        "cached",
+    ]
+    assert main(["weights", "fetch", NAME]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"cache/weights/{generated[NAME].name}")
+    assert main(["weights", "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["cached"].endswith(generated[NAME].name) and rows[1]["cached"] is None
+    assert main(["weights", "import", str(generated["imagenet_class_index"])]) == 0
+    assert "imagenet_class_index: sha256 verified, copied to" in capsys.readouterr().out
+    assert main(["doctor"]) == 0
+    assert "2 of 2 cached (resnet50_notop, imagenet_class_index)" in capsys.readouterr().out
+    assert main(["weights", "fetch", "resnet18"]) == 2
+    assert "no ImageNet file is called 'resnet18'" in capsys.readouterr().err
+
+
+def test_run_without_its_weights_exits_2_before_any_step(digits_dir, cli_settings, capsys, fpgaflow_home):
+    from fpgaflow.flows.cli import main
+
+    cli_settings(closed_port_url())
+    assert main(["run", str(digits_dir), "--input-size", "32"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("fpgaflow run: error: cannot download resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert "Connection refused" in error and "--weights none" in error
+    assert not (fpgaflow_home / "mlflow.db").exists() and not list((fpgaflow_home / "cache" / "weights").iterdir())
