@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 MAX_DESCRIPTION_CHARS = 5000
 MAX_TAG_VALUE_CHARS = 5000
+MAX_CLASSES_LISTED = 20  # the ImageNet classifier's 1,000 names would crowd out the rest of the card
 
 
 class Gate(BaseModel):
@@ -59,7 +60,9 @@ class ModelCard(BaseModel):
                 "- images per split: " + ", ".join(f"{split} {count}" for split, count in sorted(self.split_sizes.items()))
             )
         if self.class_names:
-            lines.append(f"- {len(self.class_names)} classes: " + ", ".join(self.class_names))
+            shown = self.class_names[:MAX_CLASSES_LISTED]
+            more = len(self.class_names) - len(shown)
+            lines.append(f"- {len(self.class_names)} classes: " + ", ".join(shown) + (f" and {more} more" if more else ""))
         return lines
 
     def _model(self) -> list[str]:

@@ -7,7 +7,10 @@ random) and a class index, served by a test HTTP server on 127.0.0.1 with their 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,12 +53,20 @@ def served(published, tmp_path, monkeypatch, pipeline_settings):
 
 
 @pytest.mark.slow
-def test_deploy_imagenet_resnet50_serves_the_1000_class_names(prefect_harness, served, calibration, capsys):
+def test_deploy_imagenet_resnet50_serves_the_1000_class_names(served, calibration):
+    """The command in a process of its own (with its own ephemeral Prefect), as a user runs it."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("PREFECT_HOME", "PREFECT_API_URL")}
     arguments = ["deploy", "imagenet/resnet50", "--calibration", str(calibration), "--input-size", "32"]
-    code = main([*arguments, "--numerics", "fp32,int8", "--json"])
-    output = capsys.readouterr().out
-    assert code == 0, output
-    summary = json.loads(output.splitlines()[-1])
+    done = subprocess.run(
+        [sys.executable, "-m", "fpgaflow.flows", *arguments, "--numerics", "fp32,int8", "--json"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert "downloading resnet50_weights_tf_dim_ordering_tf_kernels.h5" in done.stderr
     assert summary["model_name"] == "imagenet-resnet50" and summary["num_classes"] == 1000
     assert summary["weights"] == "imagenet" and summary["gates_passed"]
     assert set(summary["numerics"]) == {"fp32", "int8"} and summary["numerics"]["fp32"]["accuracy"] == 1.0
@@ -70,6 +81,7 @@ def test_deploy_imagenet_resnet50_serves_the_1000_class_names(prefect_harness, s
     client = mlflow_client()
     version = client.get_model_version("imagenet-resnet50", summary["model_version"])
     assert "ImageNet weights (resnet50_weights_tf_dim_ordering_tf_kernels.h5, verified)" in version.description
+    assert "1000 classes: class_0, class_1," in version.description and "and 980 more" in version.description
     assert client.get_run(summary["mlflow_run_id"]).data.tags[TAG_WEIGHTS].startswith("ImageNet weights")
     assert "no labelled ImageNet data" in version.description  # the numerics gate says what it compared
 
