@@ -44,6 +44,8 @@ def time_pipeline(work: Path, input_size: int, per_class: int, epochs: int) -> P
         str(data),
         "--featurizer",
         "resnet50",
+        "--weights",
+        "none",
         "--input-size",
         str(input_size),
         "--epochs",

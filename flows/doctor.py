@@ -7,6 +7,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.settings import get_pipeline_settings
 
 CPU_FEATURES = {
@@ -62,6 +63,17 @@ def onnxruntime_report() -> str:
     return f"{onnxruntime.__version__} (providers: {', '.join(onnxruntime.get_available_providers())})"
 
 
+def weights_report() -> str:
+    from fpgaflow.tasks.featurizers.weights_store import cache_status
+
+    try:
+        rows = cache_status()
+    except PipelineStepError as error:
+        return str(error)
+    cached = [row.entry.name for row in rows if row.path]
+    return f"{len(cached)} of {len(rows)} cached" + (f" ({', '.join(cached)})" if cached else "") + "; `fpgaflow weights list`"
+
+
 def machine_report() -> dict[str, str]:
     settings = get_pipeline_settings()
     return {
@@ -76,4 +88,5 @@ def machine_report() -> dict[str, str]:
         "fpgaflow home": str(settings.home),
         "mlflow tracking uri": settings.mlflow_tracking_uri,
         "prefect api": prefect_api_mode(),
+        "imagenet weights": weights_report(),
     }

@@ -25,6 +25,8 @@ from fpgaflow.tasks.conversion.onnx_stages import ParityError, load_held_out_ima
 from fpgaflow.tasks.conversion.steps import convert_task
 from fpgaflow.tasks.data.steps import validate_data
 from fpgaflow.tasks.deployment.steps import deploy_task, smoke_test_task
+from fpgaflow.tasks.featurizers.steps import choose_weights_task
+from fpgaflow.tasks.featurizers.weights_store import WeightsChoice
 from fpgaflow.tasks.kinds import kind_of
 from fpgaflow.tasks.numerics.steps import evaluate_numerics_task
 from fpgaflow.tasks.packaging.image_build import ImageBuildFailed
@@ -85,8 +87,12 @@ def _serving_image(service_dir: Path, config: PipelineConfig) -> tuple[str | Non
 
 
 @flow(name="train_and_deploy", log_prints=True)
-def train_and_deploy(config: PipelineConfig) -> dict:
-    """Run the pipeline up to ``config.until`` and return the run summary (the CLI's ``--json``)."""
+def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = None) -> dict:
+    """Run the pipeline up to ``config.until`` and return the run summary (the CLI's ``--json``).
+
+    The featurizer's weights are obtained right after validation (``weights``, when the caller already
+    chose them): a run that cannot have them stops before training and before MLflow hears of it;
+    'auto' without them says so and goes on from seeded random initialisation."""
     kind = kind_of(config)
     summary: dict = {"flow_run_id": str(flow_run.get_id())}
     intake = validate_data(kind, config.data_dir)
@@ -94,10 +100,15 @@ def train_and_deploy(config: PipelineConfig) -> dict:
     if _reached(config, "validate"):
         return summary
 
+    weights = weights or choose_weights_task(config.weights, config.featurizer, config.imagenet_top)
+    config = config.model_copy(update={"weights": weights.used})
+    print(f"featurizer weights: {weights.note}")
+    summary.update(weights=weights.used, weights_note=weights.note)
+
     key = run_key(config, intake.dataset_fingerprint)
     run_dir = get_pipeline_settings().home / "runs" / config.resolved_model_name / key
     splits = kind.load_splits(intake.split_path)
-    mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint)
+    mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint, weights.note)
     cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
     trained = cached(train_task, key, "train")(
         kind, splits, intake.class_names, intake.dataset_fingerprint, config, run_dir / "train"

@@ -75,7 +75,16 @@ class PipelineConfig(BaseModel):
     data_dir: Path
     model_name: str = Field(default="", description="Registered model name; empty = the data folder's name.")
     featurizer: Literal[FEATURIZERS] = "resnet50"  # type: ignore[valid-type]
-    weights: str = Field(default="none", description="'imagenet', 'none' (seeded random init) or a weights file path.")
+    weights: str = Field(
+        default="imagenet",
+        description="'imagenet' (downloaded and verified once, see `fpgaflow weights`), 'auto' (ImageNet when it can "
+        "be had, else seeded random init, said so), 'none' (seeded random init) or a weights file path.",
+    )
+    classifier: Literal["trained", "imagenet"] = Field(
+        default="trained",
+        description="'trained': a head trained on the labelled data; 'imagenet': the featurizer's own Keras ImageNet "
+        "top (1,000 classes, nothing trained; the data is a folder of unlabelled calibration images).",
+    )
     input_size: int = Field(default=224, ge=32, description="Square input side; the original service used 224.")
     seed: int = 0
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -136,6 +145,21 @@ class PipelineConfig(BaseModel):
             if name not in self.training.model_fields_set:
                 setattr(self.training, name, value)
         return self
+
+    @model_validator(mode="after")
+    def _imagenet_classifier_needs_imagenet_weights(self) -> PipelineConfig:
+        if self.classifier == "imagenet" and (self.detects or self.weights != "imagenet"):
+            raise ValueError(
+                f"classifier 'imagenet' is a classification featurizer's ImageNet top: it needs weights 'imagenet' "
+                f"and one of {', '.join(f for f in FEATURIZERS if f not in DETECTOR_FEATURIZERS)}, "
+                f"not {self.featurizer} with weights {self.weights!r}"
+            )
+        return self
+
+    @property
+    def imagenet_top(self) -> bool:
+        """True for the ImageNet classifier (the featurizer's Keras top, no head trained)."""
+        return self.classifier == "imagenet"
 
     @property
     def detects(self) -> bool:

@@ -58,8 +58,35 @@ class PipelineSettings(Settings):
     # -- training: featurizers, feature cache, fine-tuning ---------------------------------
     imagenet_weights_dir: Path = Field(
         default=Path("~/.keras/models"),
-        description="Directory searched for ImageNet weight files under their keras.applications file names "
-        "(the Keras cache by default); weights 'imagenet' fails with instructions when the file is not there.",
+        description="The Keras cache: an ImageNet file already there under its keras.applications name is "
+        "reused (after its hash is checked) instead of downloaded again.",
+    )
+
+    # -- ImageNet weights: download, mirror, cache (fpgaflow weights ...) ------------------------
+    weights_url: str = Field(
+        default="",
+        description="Base URL of a mirror serving the ImageNet files under their keras.applications file names "
+        "(<weights_url>/<file>); empty = each file's published URL.",
+    )
+    weights_manifest: Path | None = Field(
+        default=None,
+        description="JSON manifest of the ImageNet files (name, file, url, sha256 or md5, size) used instead of "
+        "the built-in one, e.g. for files an air-gapped site retrained; unset = the keras.applications files.",
+    )
+    weights_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds a weights download may wait to connect or for the next bytes."
+    )
+    weights_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a weights download whose connection failed or was cut."
+    )
+    weights_retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="Wait before the first retry of a weights download; doubled for each next one."
+    )
+    weights_auto_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="With weights 'auto': seconds a download may wait (no retries) before the run falls back to "
+        "seeded random initialisation, saying so.",
     )
     feature_cache: bool = Field(
         default=True,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.settings import reload_settings
+from tests.fixtures.weights_server import closed_port_url
 
 
 def pytest_configure(config) -> None:
@@ -27,6 +28,9 @@ def pytest_unconfigure(config) -> None:
 def fpgaflow_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("fpgaflow-home")
     monkeypatch.setenv("FPGAFLOW_HOME", str(home))
+    # No test downloads from the internet or reads the user's Keras cache: weights come from a test's own server.
+    monkeypatch.setenv("FPGAFLOW_WEIGHTS_URL", closed_port_url())
+    monkeypatch.setenv("FPGAFLOW_IMAGENET_WEIGHTS_DIR", str(home / "keras-cache"))
     reload_settings()
     yield home
     reload_settings()

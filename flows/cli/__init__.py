@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "fpgaflow.flows.cli.serving",
     "fpgaflow.flows.cli.device",
     "fpgaflow.flows.cli.featurizers",
+    "fpgaflow.flows.cli.weights",
     "fpgaflow.flows.cli.run",
     "fpgaflow.flows.cli.registry",
     "fpgaflow.flows.cli.image",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fpgaflow.flows.cli import UsageError
@@ -46,9 +47,11 @@ def register(subparsers) -> None:
     reload_keys.set_defaults(handler=_reload_keys)
 
     deploy = subparsers.add_parser(
-        "deploy", help="Deploy a model version onto the cluster (rolling update if another version runs)."
+        "deploy",
+        help="Deploy a model version onto the cluster (rolling update if another version runs), or build and deploy "
+        "a featurizer's ImageNet classifier (imagenet/resnet50 ...).",
     )
-    deploy.add_argument("reference", metavar="NAME@ALIAS|NAME@VERSION|SERVICE_DIR")
+    deploy.add_argument("reference", metavar="NAME@ALIAS|NAME@VERSION|SERVICE_DIR|imagenet/FEATURIZER")
     deploy.add_argument("--replicas", type=int, default=1, help="Replicas (default 1).")
     deploy.add_argument(
         "--target",
@@ -59,6 +62,16 @@ def register(subparsers) -> None:
     deploy.add_argument("--base-image", help="Base image when the serving image is built (default: the image_base setting).")
     deploy.add_argument("--device", help="Device profile of a cluster this command starts (default: the device_profile setting).")
     deploy.add_argument("--json", action="store_true")
+    imagenet = deploy.add_argument_group("imagenet/FEATURIZER (the ImageNet classifier, 1,000 classes)")
+    imagenet.add_argument(
+        "--calibration", type=Path, help="Folder of your own images: int8 calibration and the numerics gate's comparison."
+    )
+    imagenet.add_argument("--input-size", type=int, help="Square input side in pixels (default 224).")
+    imagenet.add_argument(
+        "--numerics",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        help="Comma-separated numeric formats to compare with fp32 (default fp32,int8,msfp9).",
+    )
     deploy.set_defaults(handler=_deploy)
 
     undeploy = subparsers.add_parser("undeploy", help="Stop serving a model; its nodes become free.")
@@ -135,6 +148,10 @@ def _reload_keys(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise UsageError(f"--replicas must be at least 1, got {args.replicas}")
+    from fpgaflow.flows.cli.imagenet import deploy_imagenet, is_imagenet_reference
+
+    if is_imagenet_reference(args.reference):
+        return deploy_imagenet(args)
     from fpgaflow.tasks.deployment.deploy import deploy
     from fpgaflow.tasks.errors import PipelineStepError
 

@@ -24,7 +24,11 @@ def register(subparsers) -> None:
     run.add_argument("--json", action="store_true", help="End with one JSON line summarising the run.")
     run.add_argument("--model-name", help="Registered model name (default: the data folder's name).")
     run.add_argument("--featurizer", help="resnet50, resnet152, densenet121, vgg16 or ssd_vgg.")
-    run.add_argument("--weights", help="imagenet, none (seeded random init) or a weights file path.")
+    run.add_argument(
+        "--weights",
+        help="imagenet (default; downloaded once and verified), auto (imagenet when it can be had, else seeded "
+        "random init, said so), none (seeded random init) or a weights file path.",
+    )
     run.add_argument("--input-size", type=int, help="Square input side in pixels (default 224; 300 for ssd_vgg).")
     run.add_argument("--seed", type=int)
     run.add_argument("--epochs", type=int, dest="training.epochs")
@@ -117,10 +121,17 @@ def _run(args: argparse.Namespace) -> int:
             + "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
         ) from None
 
+    from fpgaflow.tasks.featurizers.weights_store import choose_weights
+
+    # Weights that cannot be had end the command here (exit code 2), before any step (or TensorFlow) starts.
+    weights = (
+        None if config.until == "validate" else choose_weights(config.weights, config.featurizer, include_top=config.imagenet_top)
+    )
+
     from fpgaflow.flows.train_and_deploy import train_and_deploy
 
     try:
-        summary = train_and_deploy(config)
+        summary = train_and_deploy(config, weights)
     except PipelineStepError as error:
         print(f"fpgaflow run: {error}")
         return 1
@@ -134,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sample_image(data_dir: Path) -> Path | None:
-    return next((path for path in sorted(data_dir.glob("*/*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), None)
+    return next((path for path in sorted(data_dir.rglob("*")) if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), None)
 
 
 def _answer_lines(client, image: Path, detects: bool) -> list[str]:

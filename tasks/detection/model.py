@@ -34,12 +34,10 @@ from fpgaflow.tasks.detection.priors import PriorLayout
 from fpgaflow.tasks.featurizers.catalog import (
     CAFFE_PREPROCESSING,
     INPUT,
-    WeightsUnavailable,
-    architecture,
     count_macs,
-    imagenet_weights_file,
     seed_everything,
 )
+from fpgaflow.tasks.featurizers.weights_store import WeightsUnavailable, choose_weights, imagenet_file
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 DEFAULT_INPUT_SIZE = 300
@@ -182,14 +180,14 @@ def describe(model: keras.Model, weights: str, seed: int, width: float, fine_tun
 
 
 def load_imagenet_vgg16(model: keras.Model, width: float, settings: PipelineSettings) -> None:
-    """Copy ImageNet VGG-16 convolutions (the keras.applications file the vgg16 featurizer uses) into the backbone."""
+    """Copy the ImageNet VGG-16 convolutions (keras.applications' notop file) into the backbone."""
     if width != 1.0:
         raise WeightsUnavailable(
             f"ImageNet VGG-16 weights fit width 1.0 only, not {width}: use width 1.0, or weights 'none' or a file"
         )
-    path = imagenet_weights_file(architecture("vgg16"), settings)
+    path = imagenet_file("ssd_vgg", settings)
     try:
-        reference = keras.applications.VGG16(include_top=True, weights=str(path))
+        reference = keras.applications.VGG16(include_top=False, weights=str(path))
     except (ValueError, OSError) as error:
         raise WeightsUnavailable(f"cannot read ImageNet VGG-16 weights from {path}: {error}") from None
     for layer in backbone_layers(model):
@@ -212,6 +210,8 @@ def build_detector(
     """
     settings = settings or get_pipeline_settings()
     keyword = str(weights).lower()
+    if keyword == "auto":
+        keyword = choose_weights(keyword, "ssd_vgg", settings).used
     weights_file = None if keyword in ("imagenet", "none") else Path(weights).expanduser().resolve()
     if weights_file is not None and not weights_file.is_file():
         raise WeightsUnavailable(

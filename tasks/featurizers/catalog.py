@@ -3,8 +3,9 @@
 The same featurizers the original service offered: ResNet-50 and ResNet-152 (2048-d), DenseNet-121
 (1024-d) and VGG-16 (the 4096-d fc7 layer; Keras names it ``fc2``). Every model takes the tensor
 ``input`` [N, S, S, 3] made by :func:`fpgaflow.fpga_runtime.preprocessing.preprocess` with the featurizer's
-spec, and returns ``features`` [N, D]. Weights are ``imagenet`` (a keras.applications file found
-locally), ``none`` (seeded random initialisation) or the path of a weights file.
+spec, and returns ``features`` [N, D]. Weights are ``imagenet`` (the keras.applications file, obtained
+and verified by :mod:`fpgaflow.tasks.featurizers.weights_store`), ``auto`` (ImageNet when it can be had,
+else seeded), ``none`` (seeded random initialisation) or the path of a weights file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.featurizers.weights_store import WeightsUnavailable, choose_weights, imagenet_file
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 INPUT = "input"
@@ -41,17 +43,12 @@ class UnknownFeaturizer(PipelineStepError):
     """A featurizer name this module does not build."""
 
 
-class WeightsUnavailable(PipelineStepError):
-    """Weights that cannot be found or do not fit the featurizer; the message says how to provide them."""
-
-
 @dataclass(frozen=True)
 class Architecture:
     """What differs between featurizers, as data: the builder, the feature size, the preprocessing."""
 
     name: str
     preprocessing: dict
-    imagenet_file: str
     block_pattern: str  # regex; its first group names the block a layer belongs to (used to unfreeze blocks)
     build: Callable[[keras.KerasTensor, str | None], keras.KerasTensor]  # (input, ImageNet file or None) -> features
 
@@ -67,12 +64,6 @@ def _pooled(application) -> Callable[[keras.KerasTensor, str | None], keras.Kera
 def _vgg16_fc7(inputs: keras.KerasTensor, imagenet_file: str | None) -> keras.KerasTensor:
     """VGG-16 up to fc7; fc6 is sized to the input's last feature map, so any input size works."""
     if imagenet_file is not None:
-        size = inputs.shape[1]
-        if size != VGG16_IMAGENET_INPUT_SIZE:
-            raise WeightsUnavailable(
-                f"ImageNet weights for vgg16 fit input size {VGG16_IMAGENET_INPUT_SIZE} only (its fc6 layer is sized to "
-                f"a 7x7x512 map), not {size}: use input size {VGG16_IMAGENET_INPUT_SIZE}, or weights 'none' or a file"
-            )
         full = keras.applications.VGG16(include_top=True, weights=imagenet_file, input_tensor=inputs)
         fc7 = full.get_layer("fc2").output
     else:
@@ -89,25 +80,22 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "resnet50",
             CAFFE_PREPROCESSING,
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             r"^(conv\d_block\d+)_",
             _pooled(keras.applications.ResNet50),
         ),
         Architecture(
             "resnet152",
             CAFFE_PREPROCESSING,
-            "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
             r"^(conv\d_block\d+)_",
             _pooled(keras.applications.ResNet152),
         ),
         Architecture(
             "densenet121",
             TORCH_PREPROCESSING,
-            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
             r"^(conv\d_block\d+|pool\d)_",
             _pooled(keras.applications.DenseNet121),
         ),
-        Architecture("vgg16", CAFFE_PREPROCESSING, "vgg16_weights_tf_dim_ordering_tf_kernels.h5", r"^(block\d|fc\d)", _vgg16_fc7),
+        Architecture("vgg16", CAFFE_PREPROCESSING, r"^(block\d|fc\d)", _vgg16_fc7),
     )
 }
 
@@ -202,17 +190,13 @@ def describe(
     )
 
 
-def imagenet_weights_file(arch: Architecture, settings: PipelineSettings) -> Path:
-    directory = settings.imagenet_weights_dir.expanduser()
-    path = directory / arch.imagenet_file
-    if not path.is_file():
+def check_imagenet_input_size(name: str, input_size: int) -> None:
+    """VGG-16's ImageNet fc6 is sized to a 7x7x512 map: its file fits input size 224 only."""
+    if name == "vgg16" and input_size != VGG16_IMAGENET_INPUT_SIZE:
         raise WeightsUnavailable(
-            f"ImageNet weights for {arch.name} are not available: {path} does not exist and fpgaflow does not "
-            f"download them. Put the keras.applications file {arch.imagenet_file} into {directory} (or set "
-            f"FPGAFLOW_IMAGENET_WEIGHTS_DIR to the directory holding it), pass the path of a weights file "
-            f"instead, or use weights 'none'"
+            f"ImageNet weights for vgg16 fit input size {VGG16_IMAGENET_INPUT_SIZE} only (its fc6 layer is sized to "
+            f"a 7x7x512 map), not {input_size}: use input size {VGG16_IMAGENET_INPUT_SIZE}, or weights 'none' or a file"
         )
-    return path
 
 
 def _load_weights_file(model: keras.Model, path: Path, arch: Architecture, input_size: int) -> None:
@@ -241,13 +225,17 @@ def seed_everything(seed: int) -> None:
 def build_featurizer(
     name: str, weights: str = "none", input_size: int = 224, seed: int = 0, settings: PipelineSettings | None = None
 ) -> Featurizer:
-    """Build featurizer ``name`` with ``weights`` 'imagenet', 'none' (seeded) or a weights file path."""
+    """Build featurizer ``name`` with ``weights`` 'imagenet', 'auto', 'none' (seeded) or a weights file path."""
     arch = architecture(name)
     if input_size < 32:
         raise ValueError(f"input size must be at least 32 pixels (the featurizers downsample 32x), got {input_size}")
     settings = settings or get_pipeline_settings()
     keyword = str(weights).lower()
-    imagenet_file = imagenet_weights_file(arch, settings) if keyword == "imagenet" else None
+    if keyword == "auto":
+        keyword = choose_weights(keyword, name, settings).used
+    if keyword == "imagenet":
+        check_imagenet_input_size(name, input_size)
+    imagenet_path = imagenet_file(name, settings) if keyword == "imagenet" else None
     weights_file = None if keyword in ("imagenet", "none") else Path(weights).expanduser().resolve()
     if weights_file is not None and not weights_file.is_file():
         raise WeightsUnavailable(
@@ -255,7 +243,7 @@ def build_featurizer(
         )
     seed_everything(seed)
     inputs = keras.Input(shape=(input_size, input_size, 3), name=INPUT, dtype="float32")
-    features = arch.build(inputs, str(imagenet_file) if imagenet_file else None)
+    features = arch.build(inputs, str(imagenet_path) if imagenet_path else None)
     model = keras.Model(inputs, features, name=f"{arch.name}_featurizer")
     if weights_file is not None:
         _load_weights_file(model, weights_file, arch, input_size)

@@ -11,8 +11,14 @@ from prefect.cache_policies import NO_CACHE
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.featurizers.catalog import build_featurizer
 from fpgaflow.tasks.featurizers.features import FeatureExtractor, FeatureSet, feature_cache_dir, featurize_splits
+from fpgaflow.tasks.featurizers.weights_store import WeightsChoice, choose_weights
 
 build_featurizer_task = task(name="build-featurizer", cache_policy=NO_CACHE, persist_result=False)(build_featurizer)
+
+
+@task(name="choose-weights", cache_policy=NO_CACHE, persist_result=False)
+def choose_weights_task(requested: str, featurizer: str, include_top: bool = False) -> WeightsChoice:
+    return choose_weights(requested, featurizer, include_top=include_top)
 
 
 @task(name="featurize", cache_policy=NO_CACHE, persist_result=False)

@@ -12,11 +12,14 @@ from __future__ import annotations
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.kinds.classifier import CLASSIFIER
 from fpgaflow.tasks.kinds.detector import DETECTOR
+from fpgaflow.tasks.kinds.imagenet import IMAGENET_CLASSIFIER
 from fpgaflow.tasks.kinds.protocol import ModelKind
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (CLASSIFIER, DETECTOR)}
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (CLASSIFIER, DETECTOR, IMAGENET_CLASSIFIER)}
 
 
 def kind_of(config: PipelineConfig) -> ModelKind:
-    """The kind of model ``config`` trains (its featurizer decides)."""
-    return KINDS[DETECTOR.name if config.detects else CLASSIFIER.name]
+    """The kind of model ``config`` trains (its featurizer and classifier decide)."""
+    if config.detects:
+        return DETECTOR
+    return IMAGENET_CLASSIFIER if config.imagenet_top else CLASSIFIER

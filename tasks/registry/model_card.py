@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 MAX_DESCRIPTION_CHARS = 5000
 MAX_TAG_VALUE_CHARS = 5000
+MAX_CLASSES_LISTED = 20  # the ImageNet classifier's 1,000 names would crowd out the rest of the card
 
 
 class Gate(BaseModel):
@@ -43,6 +44,7 @@ class ModelCard(BaseModel):
     class_names: tuple[str, ...] = ()
     featurizer: str = "unknown"
     weights: str = "unknown"
+    weights_note: str = ""
     input_size: str = "?"
     parameter_count: int | None = None
     mac_count: int | None = None
@@ -58,7 +60,9 @@ class ModelCard(BaseModel):
                 "- images per split: " + ", ".join(f"{split} {count}" for split, count in sorted(self.split_sizes.items()))
             )
         if self.class_names:
-            lines.append(f"- {len(self.class_names)} classes: " + ", ".join(self.class_names))
+            shown = self.class_names[:MAX_CLASSES_LISTED]
+            more = len(self.class_names) - len(shown)
+            lines.append(f"- {len(self.class_names)} classes: " + ", ".join(shown) + (f" and {more} more" if more else ""))
         return lines
 
     def _model(self) -> list[str]:
@@ -67,7 +71,8 @@ class ModelCard(BaseModel):
             facts.append(f"{self.parameter_count / 1e6:.2f} M parameters")
         if self.mac_count is not None:
             facts.append(f"{self.mac_count / 1e9:.3f} GMAC per image")
-        return [f"- featurizer `{self.featurizer}` ({', '.join(facts)})"]
+        lines = [f"- featurizer `{self.featurizer}` ({', '.join(facts)})"]
+        return lines + ([f"- featurizer weights: {self.weights_note}"] if self.weights_note else [])
 
     def _metrics(self) -> list[str]:
         if not self.test_metrics:

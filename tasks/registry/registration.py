@@ -34,7 +34,7 @@ from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, evaluation_metrics
-from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, split_sizes
+from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, TAG_WEIGHTS, split_sizes
 from fpgaflow.tasks.registry.version_state import (
     TAG_FEATURIZER,
     TAG_INPUT_TENSORS,
@@ -273,6 +273,7 @@ def model_card_from_run(
         class_names=class_names,
         featurizer=params.get("featurizer", "unknown"),
         weights=params.get("weights", "unknown"),
+        weights_note=run.data.tags.get(TAG_WEIGHTS, ""),
         input_size=params.get("input_size", "?"),
         parameter_count=_int_param(params.get(f"{FEATURIZER_PARAM_PREFIX}parameter_count")),
         mac_count=_int_param(params.get(f"{FEATURIZER_PARAM_PREFIX}mac_count")),

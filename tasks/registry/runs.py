@@ -49,6 +49,9 @@ TAG_FLOW_RUN_ID = "fpgaflow.prefect.flow_run_id"
 
 TAG_FLOW_RUN_URL = "fpgaflow.prefect.flow_run_url"
 
+# How the featurizer's weights were chosen: ImageNet, or why a run fell back to seeded random initialisation.
+TAG_WEIGHTS = "fpgaflow.weights"
+
 
 SPLIT_PARAM = "data.{split}_images"
 
@@ -135,8 +138,10 @@ def start_pipeline_run(
     dataset_fingerprint: str,
     settings: PipelineSettings | None = None,
     run_name: str | None = None,
+    weights_note: str = "",
 ) -> str:
-    """Open the MLflow run of one pipeline run: config as params, lineage as tags. Returns the run id."""
+    """Open the MLflow run of one pipeline run: config as params, lineage (and how the featurizer's weights
+    were chosen) as tags. Returns the run id."""
     settings = settings or get_pipeline_settings()
     if not dataset_fingerprint:
         raise PipelineStepError(
@@ -147,7 +152,8 @@ def start_pipeline_run(
     run = client.create_run(
         experiment_id,
         run_name=run_name,
-        tags=lineage_tags(config.resolved_model_name, dataset_fingerprint),
+        tags=lineage_tags(config.resolved_model_name, dataset_fingerprint)
+        | ({TAG_WEIGHTS: weights_note} if weights_note else {}),
     )
     params = flatten(config.model_dump(mode="json"))
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in params.items()])

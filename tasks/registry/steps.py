@@ -60,8 +60,8 @@ def log_conversion_task(run_id: str, report: ConversionReport) -> None:
 
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE)
-def start_pipeline_run_task(config: PipelineConfig, dataset_fingerprint: str) -> str:
-    run_id = start_pipeline_run(config, dataset_fingerprint)
+def start_pipeline_run_task(config: PipelineConfig, dataset_fingerprint: str, weights_note: str = "") -> str:
+    run_id = start_pipeline_run(config, dataset_fingerprint, weights_note=weights_note)
     publish_link("mlflow-run", run_url(run_id), f"MLflow run {run_id}", "the MLflow run of this pipeline run")
     return run_id
 

@@ -157,7 +157,19 @@ def test_fpgaflow_run_with_mlflow_down_ends_with_one_line_naming_the_server(tmp_
     environment.pop("PREFECT_HOME", None)
     environment.pop("PREFECT_API_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "fpgaflow.flows", "run", str(data_dir), "--until", "train", "--input-size", "32"],
+        [
+            sys.executable,
+            "-m",
+            "fpgaflow.flows",
+            "run",
+            str(data_dir),
+            "--until",
+            "train",
+            "--input-size",
+            "32",
+            "--weights",
+            "none",
+        ],
         cwd=REPO,
         env=environment,
         capture_output=True,

@@ -48,6 +48,7 @@ def config(intake) -> PipelineConfig:
     return PipelineConfig(
         data_dir=intake.data_dir,
         featurizer="ssd_vgg",
+        weights="none",
         input_size=96,
         seed=0,
         numerics=("fp32", "int8"),

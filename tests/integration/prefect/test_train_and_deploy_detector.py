@@ -53,6 +53,8 @@ def test_fpgaflow_run_trains_registers_and_deploys_a_detector(prefect_harness, p
         str(detection_dir),
         "--featurizer",
         "ssd_vgg",
+        "--weights",
+        "none",
         "--input-size",
         "96",
         "--detection-width",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
 from fpgaflow.tasks.config import DetectionConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.catalog import WeightsUnavailable
+from tests.fixtures.weights_server import closed_port_url, keras_weights_file, weights_server, write_manifest
 
 
 def test_full_size_ssd300_has_the_twelve_head_tensors_of_the_original():
@@ -54,14 +56,32 @@ def test_seeded_builds_are_identical_and_a_weights_file_restores_them(small, tmp
         build_detector(3, weights=str(path), input_size=96, width=0.125)
 
 
-def test_missing_imagenet_weights_say_where_to_put_them(tmp_path):
+def test_missing_imagenet_weights_name_the_vgg16_notop_file_and_the_ways_out():
     from fpgaflow.tasks.detection.model import build_detector
     from fpgaflow.tasks.settings import PipelineSettings
 
-    with pytest.raises(WeightsUnavailable, match="vgg16_weights_tf_dim_ordering_tf_kernels.h5"):
-        build_detector(2, weights="imagenet", input_size=96, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
+    settings = PipelineSettings(weights_url=closed_port_url(), weights_retries=0)
+    with pytest.raises(WeightsUnavailable, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.*--weights none"):
+        build_detector(2, weights="imagenet", input_size=96, settings=settings)
     with pytest.raises(WeightsUnavailable, match="width 1.0 only"):
-        build_detector(2, weights="imagenet", input_size=96, width=0.5, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
+        build_detector(2, weights="imagenet", input_size=96, width=0.5, settings=settings)
+
+
+def test_the_backbone_takes_the_imagenet_vgg16_notop_file(tmp_path):
+    """The detector obtains keras.applications' VGG-16 notop file through the same cache as the featurizers."""
+    from fpgaflow.tasks.detection.model import build_detector
+    from fpgaflow.tasks.featurizers.weights_store import cache_dir
+    from fpgaflow.tasks.settings import PipelineSettings
+
+    published = keras_weights_file(tmp_path, "VGG16", include_top=False)
+    manifest = write_manifest(tmp_path / "manifest.json", {"vgg16_notop": published}, closed_port_url())
+    with weights_server({published.name: published}) as server:
+        settings = PipelineSettings(weights_manifest=manifest, weights_url=server.url)
+        detector = build_detector(2, weights="imagenet", input_size=96, feature_maps=4, width=1.0, settings=settings)
+    assert detector.info.weights == "imagenet" and (cache_dir(settings) / published.name).is_file()
+    reference = keras.applications.VGG16(include_top=False, weights=str(published))
+    for name in ("block1_conv1", "block5_conv3"):
+        np.testing.assert_array_equal(detector.model.get_layer(name).kernel.numpy(), reference.get_layer(name).kernel.numpy())
 
 
 def test_ssd_loss_mines_three_negatives_per_positive():

@@ -109,7 +109,9 @@ def registry(tmp_path_factory):
     """Model 'pets' with champion version 1 (trained with 3 epochs at 48 px on its own folder)."""
     settings = PipelineSettings(home=tmp_path_factory.mktemp("home"))
     champion_data = tmp_path_factory.mktemp("champion-data")
-    config = PipelineConfig(data_dir=champion_data, model_name="pets", input_size=48, training=TrainingConfig(epochs=3))
+    config = PipelineConfig(
+        data_dir=champion_data, model_name="pets", weights="none", input_size=48, training=TrainingConfig(epochs=3)
+    )
     register_tiny_service(settings, config, tmp_path_factory.mktemp("services"), seed=1, aliases=(CHAMPION_ALIAS,))
     return settings, config
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.featurizers.catalog import (
-    ARCHITECTURES,
     FEATURES,
     INPUT,
     UnknownFeaturizer,
@@ -19,6 +16,7 @@ from fpgaflow.tasks.featurizers.catalog import (
     count_macs,
 )
 from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.weights_server import closed_port_url
 
 CAFFE = {"channel_order": "BGR", "mean": (123.68, 116.779, 103.939), "std": (1.0, 1.0, 1.0)}
 TORCH = {"channel_order": "RGB", "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
@@ -89,30 +87,17 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 def test_imagenet_without_the_file_says_how_to_provide_it(tmp_path):
-    settings = PipelineSettings(imagenet_weights_dir=tmp_path)
+    settings = PipelineSettings(weights_url=closed_port_url(), weights_retries=0)
     with pytest.raises(WeightsUnavailable) as caught:
         build_featurizer("densenet121", "imagenet", 32, settings=settings)
     message = str(caught.value)
-    assert str(tmp_path / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5") in message
-    assert "FPGAFLOW_IMAGENET_WEIGHTS_DIR" in message and "'none'" in message
+    assert "cannot download densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "FPGAFLOW_WEIGHTS_URL" in message and "fpgaflow weights import FILE" in message and "--weights none" in message
 
 
-def test_imagenet_weights_are_read_from_the_keras_file(tmp_path):
-    """A file in the layout keras.applications downloads (legacy HDF5, notop) under its Keras name."""
-    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    reference.set_weights([np.full(w.shape, 0.01 * (i % 7), np.float32) for i, w in enumerate(reference.get_weights())])
-    with h5py.File(tmp_path / ARCHITECTURES["resnet50"].imagenet_file, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
-    featurizer = build_featurizer("resnet50", "imagenet", 32, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
-    assert featurizer.info.weights == "imagenet"
-    conv = featurizer.model.get_layer("conv5_block3_3_conv")
-    np.testing.assert_array_equal(conv.kernel.numpy(), reference.get_layer("conv5_block3_3_conv").kernel.numpy())
-
-
-def test_vgg16_imagenet_weights_need_input_224(tmp_path):
-    (tmp_path / ARCHITECTURES["vgg16"].imagenet_file).write_bytes(b"present")
+def test_vgg16_imagenet_weights_need_input_224_and_say_so_before_any_download():
     with pytest.raises(WeightsUnavailable, match="fit input size 224 only"):
-        build_featurizer("vgg16", "imagenet", 64, settings=PipelineSettings(imagenet_weights_dir=tmp_path))
+        build_featurizer("vgg16", "imagenet", 64, settings=PipelineSettings(weights_url=closed_port_url()))
 
 
 @pytest.mark.parametrize("name", ["ssd_vgg", "resnet18"])
