@@ -145,9 +145,12 @@ def test_load_service_refuses_a_directory_without_service_json(tmp_path):
 
 
 def test_the_stage_records_the_block_size_its_graph_was_prepared_with(converted, preprocess_spec, tmp_path):
+    import numpy as np
+
     from fpgaflow.tasks.numerics.formats import prepare_format_file
 
-    msfp9 = prepare_format_file(converted.fpga_onnx, "msfp9", tmp_path / "msfp9.onnx", calibration=None, block_size=8)
+    calibration = np.random.default_rng(0).normal(size=(4, INPUT_SIZE, INPUT_SIZE, 3)).astype(np.float32)
+    msfp9 = prepare_format_file(converted.fpga_onnx, "msfp9", tmp_path / "msfp9.onnx", calibration, block_size=8)
     service_dir = package(converted, preprocess_spec, tmp_path / "msfp9", numeric_format="msfp9", fpga_onnx=msfp9)
     featurizer, classifier = load_service(service_dir).stages
     assert (featurizer.numeric_format, featurizer.block_size, classifier.block_size) == ("msfp9", 8, None)

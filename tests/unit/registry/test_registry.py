@@ -208,7 +208,7 @@ def test_run_holds_params_curves_metrics_and_lineage(chain, client):
     assert run.info.status == "FINISHED"
     assert run.data.params["featurizer"] == "resnet50"
     assert run.data.params["training.epochs"] == "16"
-    assert run.data.params["numerics"] == "fp32,int8,msfp9"
+    assert run.data.params["numerics"] == "fp32,int8,msfp8,msfp9"
     assert run.data.params["featurizer.feature_dim"] == "8"
     assert run.data.params["data.train_images"] == "10"
     assert run.data.tags["fpgaflow.dataset_fingerprint"] == FINGERPRINT

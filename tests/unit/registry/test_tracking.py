@@ -144,9 +144,8 @@ def test_model_card_before_numerics_says_pending():
 
 
 def test_model_card_fits_the_registry_description_limit():
-    many = tuple(f"class-{index:04d}-with-a-long-name" for index in range(400))
-    gates = (Gate(name="parity", passed=True, detail="ok"),)
-    text = ModelCard(name="big", version="1", class_names=many, numeric_format="fp32", gates=gates).markdown()
+    gates = tuple(Gate(name=f"gate-{index:03d}", passed=True, detail="a long detail " * 10) for index in range(100))
+    text = ModelCard(name="big", version="1", numeric_format="fp32", gates=gates).markdown()
     assert len(text) == MAX_DESCRIPTION_CHARS and text.endswith("…")
 
 
