@@ -1,11 +1,14 @@
-"""The detector's frozen featurizer (VGG-16 + SSD extra layers) and an on-disk cache of its feature maps.
+"""The detector's frozen featurizer (the VGG-16 backbone) and an on-disk cache of its feature maps.
 
-A detector trained the way transfer learning is usually done computes its feature maps once per image
-and trains only the box and class heads on them. The featurizer is the detector's own model cut at
-the feature maps (``conv4_3`` after its L2 scale, ``fc7``, ``conv8_2`` ...), so it shares the
-detector's weights. Each image's maps are cached in one file named by the featurizer's graph hash
-(architecture and every weight) and the preprocessing, then the image's content hash: a second run
-reads them back, a changed image (or featurizer) is computed afresh.
+A detector trained the way transfer learning is usually done computes its backbone's feature maps
+once per image and trains only what comes after on them. The featurizer is the detector's own model
+cut where the SSD layers start: ``conv4_3`` L2-normalised (before its learned scale) and ``pool5``
+(what fc6 reads), so it shares the detector's weights. Cutting after the SSD extra layers instead,
+so that only the heads learn, was measured on the sample data with seeded random weights: test mAP
+stayed near 0 (see README), so the extra layers train too. Each image's maps are cached in one
+file named by the featurizer's graph hash (architecture and every weight) and the preprocessing,
+then the image's content hash: a second run reads them back, a changed image (or featurizer) is
+computed afresh.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 CACHE_FORMAT = 1
 CACHE_FOLDER = "detection-maps"
-# The layer whose output is feature map k, in the order of the heads (see geometry.MAP_LAYERS).
-MAP_OUTPUT_LAYERS = ("conv4_3_norm_scale", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2")
+# The backbone outputs the SSD layers read: conv4_3 normalised (map 0, before its scale) and pool5 (fc6's input).
+CUT_LAYERS = ("conv4_3_norm", "pool5")
 
 
 @dataclass(frozen=True)
 class FeatureMaps:
-    """Feature maps of some images: one array ``[N, H_k, W_k, C_k]`` per map, rows in the order of the paths."""
+    """Backbone maps of some images: one array ``[N, H, W, C]`` per cut layer, rows in the order of the paths."""
 
     maps: list[np.ndarray]
     from_cache: int  # images read back from the cache
@@ -49,10 +52,10 @@ class FeatureMaps:
 
 
 def featurizer_model(detector: Detector) -> keras.Model:
-    """The detector cut at its feature maps: preprocessed images → the maps its heads read."""
+    """The detector's VGG-16 backbone: preprocessed images → the maps its SSD layers read (conv4_3 alone for one map)."""
     model = detector.model
-    names = MAP_OUTPUT_LAYERS[: detector.info.feature_maps]
-    return keras.Model(model.inputs, [model.get_layer(name).output for name in names], name="ssd_vgg_feature_maps")
+    names = CUT_LAYERS[: 1 if detector.info.feature_maps == 1 else 2]
+    return keras.Model(model.inputs, [model.get_layer(name).output for name in names], name="ssd_vgg_backbone")
 
 
 def graph_fingerprint(featurizer: keras.Model, spec: PreprocessSpec) -> str:

@@ -1,10 +1,10 @@
-"""Training only a detector's box and class heads, on its cached feature maps ('head' mode, the default).
+"""Training a detector's SSD layers on its cached backbone maps ('head' mode, the default).
 
-The featurizer (VGG-16 and the SSD extra layers) runs once per image
-(:mod:`fpgaflow.tasks.detection.feature_maps`); each epoch then only runs the heads, a 3x3 convolution
-per map and kind, which takes seconds where the whole SSD would take minutes. The heads model
-calls the detector's own head layers, so training it trains the detector. Untrained and trained
-mAP are measured on the same cached maps.
+The frozen VGG-16 backbone runs once per image (:mod:`fpgaflow.tasks.detection.feature_maps`); each
+epoch then runs only the SSD layers (the conv4_3 scale, fc6/fc7, the extra layers and the box and
+class heads) on the cached maps, about a tenth of the detector's multiply-accumulates at 300 px.
+The SSD-layers model calls the detector's own layers, so training it trains the detector. Untrained
+and trained mAP are measured on the same cached maps.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fpgaflow.tasks.detection.average_precision import GroundTruth, MeanAverageP
 from fpgaflow.tasks.detection.detect import detect
 from fpgaflow.tasks.detection.epoch_report import EpochReport
 from fpgaflow.tasks.detection.feature_maps import (
+    CUT_LAYERS,
     FeatureMapCache,
     FeatureMaps,
     extract_feature_maps,
@@ -68,14 +69,21 @@ class MapBatches(keras.utils.PyDataset):
 
 
 def heads_model(detector: Detector, featurizer: keras.Model) -> keras.Model:
-    """Feature maps → the detector's heads, concatenated ``[N, P, 4 + classes + 1]``; shares the detector's head layers."""
+    """Backbone maps → the SSD layers and heads, concatenated ``[N, P, 4 + classes + 1]``; shares the detector's layers."""
     info, model = detector.info, detector.model
     inputs = [
-        keras.Input(shape=tuple(output.shape[1:]), name=f"map_{k}", dtype="float32")
-        for k, output in enumerate(featurizer.outputs)
+        keras.Input(shape=tuple(output.shape[1:]), name=name, dtype="float32")
+        for name, output in zip(CUT_LAYERS, featurizer.outputs)
     ]
+    maps = [model.get_layer("conv4_3_norm_scale")(inputs[0])]
+    if info.feature_maps > 1:
+        x = model.get_layer("fc7")(model.get_layer("fc6")(inputs[1]))
+        maps.append(x)
+        for number in range(8, 8 + info.feature_maps - 2):
+            x = model.get_layer(f"conv{number}_2")(model.get_layer(f"conv{number}_1")(x))
+            maps.append(x)
     heads = {}
-    for k, feature_map in enumerate(inputs):
+    for k, feature_map in enumerate(maps):
         heads[loc_name(k)] = model.get_layer(loc_name(k))(feature_map)
         heads[conf_name(k)] = model.get_layer(conf_name(k))(feature_map)
     return keras.Model(inputs, concatenated_heads(heads, info.feature_maps, info.num_classes), name="ssd_heads")

@@ -1,8 +1,8 @@
 """Training an SSD detector: ground truth from annotation files, matched targets, the SSD loss, seeded fitting.
 
 This module trains end to end on the images ('full' mode): the last ``unfreeze_blocks`` VGG blocks,
-the SSD extra layers and the heads learn. The default 'head' mode, which trains only the heads on
-cached feature maps, is :mod:`fpgaflow.tasks.detection.head_training` and shares the pieces here.
+the SSD extra layers and the heads learn. The default 'head' mode, which trains the SSD layers on
+cached backbone maps, is :mod:`fpgaflow.tasks.detection.head_training` and shares the pieces here.
 Targets are matched once per image (IoU >= ``match_iou`` plus the best prior of every object),
 images are read and preprocessed batch by batch with the one preprocessing, the order is
 reshuffled each epoch with a seeded generator, each epoch is reported with its validation mAP, and

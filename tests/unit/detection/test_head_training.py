@@ -1,4 +1,4 @@
-"""The detector's default recipe: feature maps computed once per image (cached), only the heads trained on them."""
+"""The detector's default recipe: backbone maps computed once per image (cached), the SSD layers trained on them."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_the_graph_hash_changes_with_the_weights_and_the_preprocessing():
     )
 
 
-def test_the_default_trains_only_the_heads_on_cached_maps_and_reports_every_epoch(data, tmp_path, capsys):
+def test_the_default_trains_the_ssd_layers_on_cached_backbone_maps_and_reports_every_epoch(data, tmp_path, capsys):
     from fpgaflow.tasks.detection.feature_maps import featurizer_model
     from fpgaflow.tasks.detection.head_training import heads_model, train_detector_heads
     from fpgaflow.tasks.featurizers.features import load_images
@@ -107,7 +107,7 @@ def test_the_default_trains_only_the_heads_on_cached_maps_and_reports_every_epoc
     assert config.training.mode == "head"
     settings = PipelineSettings(home=tmp_path / "home")
     detector = _detector()
-    heads = {layer.name for layer in detector.model.layers if layer.name.startswith(("loc_", "conf_"))}
+    ssd_layers = {layer.name for layer in detector.model.layers if layer.weights and not layer.name.startswith("block")}
     before = {layer.name: [np.array(value) for value in layer.get_weights()] for layer in detector.model.layers}
 
     result = train_detector_heads(detector, splits, class_names, config, settings)
@@ -117,7 +117,7 @@ def test_the_default_trains_only_the_heads_on_cached_maps_and_reports_every_epoc
         for name, weights in before.items()
         if any(not np.array_equal(old, new) for old, new in zip(weights, detector.model.get_layer(name).get_weights()))
     }
-    assert changed and changed <= heads  # a head whose cells matched no object in these few images keeps its weights
+    assert changed and changed <= ssd_layers and {"fc6", "conf_0"} <= changed  # the VGG-16 backbone stays frozen
     assert result.trained.trained_blocks == [] and detector.info.fine_tuned
     assert (result.maps_computed, result.maps_from_cache) == (20, 0)
     assert [record["epoch"] for record in result.trained.history] == [0, 1]
