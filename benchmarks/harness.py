@@ -130,7 +130,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
 
     from fpgaflow.benchmarks.inprocess import onnxruntime_request, tensorflow_request
     from fpgaflow.benchmarks.machine import best_peak, machine_info, measure_peak
-    from fpgaflow.benchmarks.pipeline import time_pipeline
+    from fpgaflow.benchmarks.pipeline import time_detection_pipeline, time_pipeline
     from fpgaflow.benchmarks.report import write_charts, write_markdown
     from fpgaflow.benchmarks.serving import BenchCluster
     from fpgaflow.benchmarks.subjects import FORMATS, build_subjects
@@ -204,6 +204,11 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
         _log("end-to-end pipeline on the sample digits")
         pipeline = time_pipeline(work, 64, plan.pipeline_per_class, plan.pipeline_epochs).to_dict()
         pipeline["log"] = os.path.relpath(pipeline["log"], out)
+    detection_pipeline = None
+    if plan.pipeline:
+        _log("default detection run on the sample detection data")
+        detection_pipeline = time_detection_pipeline(work).to_dict()
+        detection_pipeline["log"] = os.path.relpath(detection_pipeline["log"], out)
 
     results: dict[str, Any] = {
         "machine": machine.to_dict() | {"description": machine.describe()},
@@ -235,6 +240,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
         "memory_mb": memory,
         "fpga_emulation": emulation,
         "pipeline": pipeline,
+        "detection_pipeline": detection_pipeline,
     }
     results["targets"] = [target.to_dict() for target in judge_targets(results)]
     results["seconds"] = time.perf_counter() - started

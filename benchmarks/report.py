@@ -118,6 +118,15 @@ def markdown(results: dict) -> str:
             f"End-to-end pipeline: `{pipeline['command']}` on {pipeline['images']} images {verdict} in "
             f"{pipeline['seconds']:.0f} s.",
         ]
+    detection = results.get("detection_pipeline")
+    if detection:
+        verdict = "succeeded" if detection["exit_code"] == 0 else f"failed with exit code {detection['exit_code']}"
+        found = f", test mAP@0.5 {detection['map50']:.3f}" if detection["map50"] is not None else ""
+        lines += [
+            "",
+            f"Detection pipeline: `{detection['command']}` on {detection['images']} images {verdict} in "
+            f"{detection['seconds']:.0f} s, peak RSS {detection['peak_rss_mb']:.0f} MB{found}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
