@@ -95,7 +95,7 @@ class FeatureMapCache:
         descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{image_hash}.", suffix=".tmp")
         try:
             with os.fdopen(descriptor, "wb") as handle:
-                np.savez(handle, **{f"map_{k}": values for k, values in enumerate(maps)})
+                np.savez(handle, allow_pickle=False, **{f"map_{k}": values for k, values in enumerate(maps)})
             os.replace(temporary, self.path(image_hash))
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
