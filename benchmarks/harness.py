@@ -147,7 +147,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
 
     from fpgaflow.benchmarks.inprocess import onnxruntime_request, tensorflow_request
     from fpgaflow.benchmarks.machine import best_peak, machine_info, measure_peak
-    from fpgaflow.benchmarks.pipeline import featurize_memory, time_main_job, time_pipeline
+    from fpgaflow.benchmarks.pipeline import featurize_memory, time_detection_pipeline, time_main_job, time_pipeline
     from fpgaflow.benchmarks.report import write_charts, write_markdown
     from fpgaflow.benchmarks.serving import BenchCluster
     from fpgaflow.benchmarks.subjects import FORMATS, build_subjects
@@ -229,6 +229,11 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
         _log(f"featurize + numerics path on {', '.join(map(str, plan.featurize_counts))} synthetic images")
         pipeline["runs"] += featurize_memory(work, plan.featurize_counts, plan.featurize_input_size)
         pipeline["runs"] = [run.to_dict() | {"log": os.path.relpath(run.log, out)} for run in pipeline["runs"]]
+    detection_pipeline = None
+    if plan.pipeline:
+        _log("default detection run on the sample detection data")
+        detection_pipeline = time_detection_pipeline(work).to_dict()
+        detection_pipeline["log"] = os.path.relpath(detection_pipeline["log"], out)
 
     results: dict[str, Any] = {
         "machine": machine.to_dict() | {"description": machine.describe()},
@@ -260,6 +265,7 @@ def run_benchmark(out: Path, plan: RunPlan, settings: PipelineSettings) -> dict:
         "memory_mb": memory,
         "fpga_emulation": emulation,
         "pipeline": pipeline,
+        "detection_pipeline": detection_pipeline,
     }
     results["targets"] = [target.to_dict() for target in judge_targets(results)]
     results["seconds"] = time.perf_counter() - started

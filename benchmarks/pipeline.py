@@ -93,6 +93,20 @@ class MeasuredRun:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DetectionPipelineTiming:
+    seconds: float
+    peak_rss_mb: float
+    images: int
+    map50: float | None  # test mAP@0.5 from the run's --json summary
+    command: str
+    exit_code: int
+    log: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_measured(command: Sequence[str], home: Path, log: Path) -> tuple[int, float, float]:
     """(exit code, seconds, peak RSS MB) of ``command`` run with ``FPGAFLOW_HOME=home``, its output into ``log``."""
     peak_file = log.with_suffix(".peak-rss")
@@ -160,3 +174,26 @@ def featurize_memory(
 
 def _last_json_line(log: Path) -> dict:
     return json.loads(next(line for line in reversed(log.read_text().splitlines()) if line.startswith("{")))
+
+
+def time_detection_pipeline(work: Path, seed: int = 7) -> DetectionPipelineTiming:
+    """Write the sample detection data (300 images) and time the default detector run through packaging on it."""
+    from fpgaflow.tasks.detection.intake import IMAGES_DIR
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
+
+    data = work / "digit-boxes"
+    write_detection_sample_data(data)
+    command = [sys.executable, "-m", "fpgaflow.flows", "run", str(data), "--until", "package", "--featurizer", "ssd_vgg"]
+    command += ["--weights", "none", "--seed", str(seed), "--json"]
+    log = work / "detection-pipeline.log"
+    code, seconds, peak = run_measured(command, work / "detection-home", log)
+    metrics = _last_json_line(log).get("metrics", {}) if code == 0 else {}
+    return DetectionPipelineTiming(
+        seconds=seconds,
+        peak_rss_mb=peak,
+        images=sum(1 for _ in (data / IMAGES_DIR).iterdir()),
+        map50=metrics.get("map50"),
+        command=" ".join(["fpgaflow", *command[3:]]).replace(str(data), "digit-boxes"),
+        exit_code=code,
+        log=str(log),
+    )

@@ -129,6 +129,15 @@ def markdown(results: dict) -> str:
                 lines.append(
                     _row([run["what"], run["images"], f"{run['seconds']:.0f}", f"{run['peak_rss_mb']:.0f}", run["exit_code"]])
                 )
+    detection = results.get("detection_pipeline")
+    if detection:
+        verdict = "succeeded" if detection["exit_code"] == 0 else f"failed with exit code {detection['exit_code']}"
+        found = f", test mAP@0.5 {detection['map50']:.3f}" if detection["map50"] is not None else ""
+        lines += [
+            "",
+            f"Detection pipeline: `{detection['command']}` on {detection['images']} images {verdict} in "
+            f"{detection['seconds']:.0f} s, peak RSS {detection['peak_rss_mb']:.0f} MB{found}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -43,11 +43,10 @@ def non_max_suppression(
     candidates = np.flatnonzero(scores > np.float32(score_threshold))
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     kept: list[int] = []
-    for index in order:
-        if len(kept) >= max_boxes:
-            break
-        if not kept or iou(boxes[index : index + 1], boxes[kept]).max() <= np.float32(iou_threshold):
-            kept.append(int(index))
+    while len(order) and len(kept) < max_boxes:  # keep the best left, drop every box it overlaps too much
+        best, order = order[0], order[1:]
+        kept.append(int(best))
+        order = order[iou(boxes[best : best + 1], boxes[order])[0] <= np.float32(iou_threshold)]
     return np.asarray(kept, dtype=np.int64)
 
 

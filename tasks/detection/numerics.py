@@ -5,7 +5,8 @@ The classifier's gate compares top-1 accuracy with fp32; a detector has no top-1
 compares test mAP@0.5 with fp32's, with the same allowed drops (``max_accuracy_drop``, fractions:
 0.01 = one mAP point), and the results' ``accuracy`` holds the mAP. Every format is prepared by
 :func:`fpgaflow.tasks.numerics.formats.prepare_format_file` (int8 calibrated on training images) and run by
-onnxruntime with the CPU stage on the test images. Unlike a classifier's head, the detector's heads
+onnxruntime with the CPU stage on the test images, each format in one pass with one session per stage
+and the images read batch by batch. Unlike a classifier's head, the detector's heads
 are inside the FPGA stage, so nothing is retrained per format: the gate measures exactly what the
 device would serve, and every format shares the one CPU stage (decoding + NMS).
 """
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from fpgaflow.fpga_runtime.ort import make_session
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_STAGE_FILE
 from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
-from fpgaflow.tasks.detection.conversion import FPGA_INPUT, run_stage
+from fpgaflow.tasks.detection.conversion import FPGA_INPUT
+from fpgaflow.tasks.detection.progress import Progress
 from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
@@ -32,12 +35,20 @@ from fpgaflow.tasks.numerics.outcome import FormatFiles, NumericsOutcome, calibr
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
-def served_detections(fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spec: PreprocessSpec) -> list[ImageDetections]:
-    """Detections of image files through both ONNX stages, batch by batch, as a node computes them."""
+def served_detections(
+    fpga_onnx: Path, cpu_onnx: Path, paths: Sequence[str], spec: PreprocessSpec, description: str = "detect"
+) -> list[ImageDetections]:
+    """Detections of image files through both ONNX stages, as a node computes them: one session per stage, the
+    images read batch by batch (memory bounded by the batch, not the split)."""
+    fpga, cpu = make_session(Path(fpga_onnx)), make_session(Path(cpu_onnx))
+    fpga_outputs, cpu_outputs = [output.name for output in fpga.get_outputs()], [output.name for output in cpu.get_outputs()]
     found = []
-    for start in range(0, len(paths), PREDICT_BATCH_SIZE):
-        images = load_images(paths[start : start + PREDICT_BATCH_SIZE], spec)
-        found += detections_of(run_stage(cpu_onnx, run_stage(fpga_onnx, {FPGA_INPUT: images})))
+    with Progress(description, total=len(paths), unit="img") as progress:
+        for start in range(0, len(paths), PREDICT_BATCH_SIZE):
+            images = load_images(paths[start : start + PREDICT_BATCH_SIZE], spec)
+            heads = dict(zip(fpga_outputs, fpga.run(fpga_outputs, {FPGA_INPUT: images})))
+            found += detections_of(dict(zip(cpu_outputs, cpu.run(cpu_outputs, heads))))
+            progress.update(len(images))
     return found
 
 
@@ -76,7 +87,8 @@ def evaluate_detector_numerics(
         fpga_onnx = prepare_format_file(
             fp32_fpga_onnx, name, Path(output_dir) / name / FPGA_STAGE_FILE, calibration, config.msfp_block_size, settings
         )
-        maps[name] = mean_average_precision(served_detections(fpga_onnx, fp32_cpu_onnx, paths, spec), truths, class_names).map50
+        found = served_detections(fpga_onnx, fp32_cpu_onnx, paths, spec, f"{name} test mAP")
+        maps[name] = mean_average_precision(found, truths, class_names).map50
         files[name] = FormatFiles(fpga_onnx, Path(fp32_cpu_onnx))
     results = gate_detector_formats(maps, drop_limits(settings, config.max_accuracy_drop))
     return decide_serve_format(results, files, calibration[0], config, settings)

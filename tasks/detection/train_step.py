@@ -16,6 +16,7 @@ import pandas as pd
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.detection.export import DetectorFiles, export_detector
 from fpgaflow.tasks.detection.geometry import DetectorInfo
+from fpgaflow.tasks.detection.head_training import train_detector_heads
 from fpgaflow.tasks.detection.model import build_detector
 from fpgaflow.tasks.detection.training import evaluate_detector, train_detector
 from fpgaflow.tasks.errors import PipelineStepError
@@ -77,7 +78,10 @@ def detection_train_step(
 ) -> DetectionTrainingOutcome:
     """Train on the manifest's train/val images, evaluate mAP@0.5 on its test images, export into ``output_dir/model``.
 
-    ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step (the detector has no feature cache).
+    'head' mode (the default) trains the heads on cached feature maps
+    (:mod:`fpgaflow.tasks.detection.head_training`); 'full' mode trains end to end on the images.
+    ``dataset_fingerprint`` is accepted for the same call shape as the classifier's step (the feature-map cache
+    is keyed by each image's own content).
     """
     settings = settings or get_pipeline_settings()
     missing = [column for column in ("path", "annotation", "split") if column not in splits.columns]
@@ -88,9 +92,13 @@ def detection_train_step(
     detector = build_detector(
         len(class_names), config.weights, config.input_size, config.seed, detection.feature_maps, detection.width, settings
     )
-    untrained = evaluate_detector(detector, test, class_names, detection)
-    trained = train_detector(detector, train, val, class_names, config.training, detection, config.seed)
-    result = evaluate_detector(trained.detector, test, class_names, detection)
+    if config.training.mode == "head":
+        heads = train_detector_heads(detector, splits, class_names, config, settings)
+        trained, untrained, result = heads.trained, heads.untrained, heads.evaluated
+    else:
+        untrained = evaluate_detector(detector, test, class_names, detection)
+        trained = train_detector(detector, train, val, class_names, config.training, detection, config.seed)
+        result = evaluate_detector(trained.detector, test, class_names, detection)
     output_dir = Path(output_dir)
     table = pd.DataFrame(result.per_class)
     csv = write_text_atomic(output_dir / EVALUATION_DIR / PER_CLASS_FILE, table.to_csv(index=False))

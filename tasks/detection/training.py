@@ -1,11 +1,12 @@
 """Training an SSD detector: ground truth from annotation files, matched targets, the SSD loss, seeded fitting.
 
-In 'head' mode (the default) the VGG-16 convolutions stay frozen and the SSD layers learn: fc6/fc7,
-the extra layers, the conv4_3 scale and the box and class heads. 'full' mode also trains the last
-``unfreeze_blocks`` VGG blocks. Targets are matched once per image (IoU >= ``match_iou`` plus the
-best prior of every object), images are read and preprocessed batch by batch with the one
-preprocessing, the order is reshuffled each epoch with a seeded generator, and early stopping
-keeps the weights of the best validation loss. The same seed and data give the same weights.
+This module trains end to end on the images ('full' mode): the last ``unfreeze_blocks`` VGG blocks,
+the SSD extra layers and the heads learn. The default 'head' mode, which trains the SSD layers on
+cached backbone maps, is :mod:`fpgaflow.tasks.detection.head_training` and shares the pieces here.
+Targets are matched once per image (IoU >= ``match_iou`` plus the best prior of every object),
+images are read and preprocessed batch by batch with the one preprocessing, the order is
+reshuffled each epoch with a seeded generator, each epoch is reported with its validation mAP, and
+early stopping keeps the weights of the best validation loss. The same seed and data give the same weights.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fpgaflow.tasks.detection.annotations import read_annotation
 from fpgaflow.tasks.detection.average_precision import GroundTruth, MeanAveragePrecision, detections_of, mean_average_precision
 from fpgaflow.tasks.detection.boxes import match
 from fpgaflow.tasks.detection.detect import detect
+from fpgaflow.tasks.detection.epoch_report import EpochReport
 from fpgaflow.tasks.detection.geometry import conf_name, flatten_heads, loc_name
 from fpgaflow.tasks.detection.loss import SsdLoss
 from fpgaflow.tasks.detection.model import BACKBONE_PREFIX, Detector, backbone_layers, describe
@@ -70,19 +72,22 @@ def _concatenated(tensors: list, name: str):
     return keras.layers.Concatenate(axis=1, name=name)(tensors) if len(tensors) > 1 else tensors[0]
 
 
+def concatenated_heads(heads: dict, feature_maps: int, num_classes: int) -> keras.KerasTensor:
+    """Head tensors by name → one tensor ``[N, P, 4 + classes + 1]`` in prior order (offsets, then logits)."""
+    locs = [keras.layers.Reshape((-1, 4), name=f"{loc_name(k)}_flat")(heads[loc_name(k)]) for k in range(feature_maps)]
+    confs = [
+        keras.layers.Reshape((-1, num_classes + 1), name=f"{conf_name(k)}_flat")(heads[conf_name(k)]) for k in range(feature_maps)
+    ]
+    return keras.layers.Concatenate(axis=-1, name="offsets_and_logits")(
+        [_concatenated(locs, "offsets"), _concatenated(confs, "logits")]
+    )
+
+
 def training_model(detector: Detector) -> keras.Model:
     """The detector with its heads concatenated in prior order: ``[N, P, 4 + classes + 1]`` for the SSD loss."""
     info, model = detector.info, detector.model
-    outputs = dict(zip(model.output_names, model.outputs))
-    locs = [keras.layers.Reshape((-1, 4), name=f"{loc_name(k)}_flat")(outputs[loc_name(k)]) for k in range(info.feature_maps)]
-    confs = [
-        keras.layers.Reshape((-1, info.num_classes + 1), name=f"{conf_name(k)}_flat")(outputs[conf_name(k)])
-        for k in range(info.feature_maps)
-    ]
-    combined = keras.layers.Concatenate(axis=-1, name="offsets_and_logits")(
-        [_concatenated(locs, "offsets"), _concatenated(confs, "logits")]
-    )
-    return keras.Model(model.inputs, combined, name="ssd_training")
+    heads = dict(zip(model.output_names, model.outputs))
+    return keras.Model(model.inputs, concatenated_heads(heads, info.feature_maps, info.num_classes), name="ssd_training")
 
 
 def set_trainable(model: keras.Model, mode: str, unfreeze_blocks: int) -> list[str]:
@@ -147,7 +152,13 @@ def train_detector(
         optimizer=make_optimizer(training, global_clipnorm=GLOBAL_CLIPNORM),
         loss=SsdLoss(detection.negative_ratio, detection.loc_weight),
     )
-    callbacks = []
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochReport(
+            training.epochs,
+            len(batches["train"]),
+            lambda: evaluate_detector(detector, val_rows, class_names, detection).map50,
+        )
+    ]
     if training.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
