@@ -44,6 +44,7 @@ def _config(splits: pd.DataFrame, **training) -> PipelineConfig:
         data_dir=pd.Series(splits["path"]).iloc[0].rsplit("/", 2)[0],
         featurizer="ssd_vgg",
         input_size=INPUT_SIZE,
+        weights="none",
         seed=0,
         training={"epochs": 2, "batch_size": 4, "early_stopping_patience": 0, **training},
         detection={"width": WIDTH},
