@@ -127,7 +127,7 @@ class BlockFloatNumerics:
 
     def prepare(self, model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
         prepared = apply_block_float(model, self.format)
-        if not self.bias_correction:
+        if not self.bias_correction or not any(node.op_type == "Conv" for node in model.graph.node):
             return prepared
         calibration = np.asarray(calibration, dtype=np.float32)
         if calibration.ndim != 4 or len(calibration) == 0:
