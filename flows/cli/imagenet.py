@@ -7,7 +7,6 @@ gate on the calibration images, package, deploy and smoke test; only the train s
 from __future__ import annotations
 
 import argparse
-import json
 
 from fpgaflow.flows.cli import UsageError
 
@@ -22,7 +21,7 @@ def is_imagenet_reference(reference: str) -> bool:
 def deploy_imagenet(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from fpgaflow.flows.cli.run import print_next_steps
+    from fpgaflow.flows.cli.run import run_pipeline
     from fpgaflow.tasks.config import load_config
 
     name = args.reference[len(PREFIX) :]
@@ -60,18 +59,4 @@ def deploy_imagenet(args: argparse.Namespace) -> int:
     weights = choose_weights("imagenet", name, include_top=True)
     obtain(manifest_of(get_pipeline_settings()).get(CLASS_INDEX))
 
-    from fpgaflow.flows.train_and_deploy import train_and_deploy
-    from fpgaflow.tasks.errors import PipelineStepError
-
-    try:
-        summary = train_and_deploy(config, weights)
-    except PipelineStepError as error:
-        print(f"fpgaflow deploy: {error}")
-        return 1
-    if args.json:
-        print(json.dumps(summary, default=str))
-    else:
-        for key, value in summary.items():
-            print(f"{key}: {value}")
-        print_next_steps(summary, config)
-    return 0
+    return run_pipeline(config, weights, "fpgaflow deploy", args.json)

@@ -11,6 +11,7 @@ from fpgaflow.flows.cli import UsageError
 
 if TYPE_CHECKING:
     from fpgaflow.tasks.config import PipelineConfig
+    from fpgaflow.tasks.featurizers.weights_store import WeightsChoice
 
 
 def register(subparsers) -> None:
@@ -111,7 +112,6 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from fpgaflow.tasks.config import load_config
-    from fpgaflow.tasks.errors import PipelineStepError
 
     try:
         config = load_config(args.config, data_dir=args.data_dir, **{key: getattr(args, key) for key in OVERRIDES})
@@ -128,14 +128,20 @@ def _run(args: argparse.Namespace) -> int:
         None if config.until == "validate" else choose_weights(config.weights, config.featurizer, include_top=config.imagenet_top)
     )
 
+    return run_pipeline(config, weights, "fpgaflow run", args.json)
+
+
+def run_pipeline(config: PipelineConfig, weights: WeightsChoice | None, command: str, as_json: bool) -> int:
+    """The pipeline flow run with ``config``, its summary printed (JSON, or lines and the next steps); 1 when a step fails."""
     from fpgaflow.flows.train_and_deploy import train_and_deploy
+    from fpgaflow.tasks.errors import PipelineStepError
 
     try:
         summary = train_and_deploy(config, weights)
     except PipelineStepError as error:
-        print(f"fpgaflow run: {error}")
+        print(f"{command}: {error}")
         return 1
-    if args.json:
+    if as_json:
         print(json.dumps(summary, default=str))
     else:
         for key, value in summary.items():
