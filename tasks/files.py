@@ -5,22 +5,29 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write to a temporary file beside ``path``, then rename it into place."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """``write(handle)`` into a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    return write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 def replace_directory_atomic(build, destination: Path) -> Path:

@@ -14,8 +14,6 @@ computed afresh.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from fpgaflow.tasks.detection.model import Detector
 from fpgaflow.tasks.detection.progress import Progress
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
+from fpgaflow.tasks.files import write_atomic
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 CACHE_FORMAT = 1
@@ -91,15 +90,8 @@ class FeatureMapCache:
             return None  # a damaged entry is recomputed and overwritten
 
     def save(self, image_hash: str, maps: Sequence[np.ndarray]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{image_hash}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                np.savez(handle, allow_pickle=False, **{f"map_{k}": values for k, values in enumerate(maps)})
-            os.replace(temporary, self.path(image_hash))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        arrays = {f"map_{k}": values for k, values in enumerate(maps)}
+        write_atomic(self.path(image_hash), lambda handle: np.savez(handle, allow_pickle=False, **arrays))
 
 
 def map_cache_dir(settings: PipelineSettings | None = None) -> Path | None:

@@ -11,10 +11,9 @@ the same graph on the same images is never featurized twice, and a changed image
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.files import write_atomic
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 SPLITS = ("train", "val", "test")
@@ -164,18 +164,6 @@ def cache_key(extractor_fingerprint: str, spec: PreprocessSpec, images: str) -> 
     return hashlib.sha256(f"{CACHE_FORMAT}|{extractor_fingerprint}|{spec.model_dump_json()}|{images}".encode()).hexdigest()
 
 
-def _save_atomic(path: Path, features: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.save(handle, features, allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _load_cached(path: Path, rows: int) -> np.ndarray | None:
     """The cached features, or None when the file is missing or unreadable (a torn or foreign file is recomputed)."""
     try:
@@ -224,7 +212,7 @@ def featurize_splits_with(
             for name, values in computed.items():
                 features[name][split] = values
                 if name in cache_paths and split in cache_paths[name]:
-                    _save_atomic(cache_paths[name][split], values)
+                    write_atomic(cache_paths[name][split], partial(np.save, arr=values, allow_pickle=False))
     return {
         name: FeatureSet(
             {split: SplitFeatures(features[name][split], labels[split]) for split in present},
