@@ -56,14 +56,8 @@ def time_pipeline(work: Path, input_size: int, per_class: int, epochs: int) -> P
         "local",
         "--json",
     ]
-    environment = {**os.environ, "FPGAFLOW_HOME": str(home)}
     log = work / "pipeline.log"
-    start = time.perf_counter()
-    with open(log, "wb") as log_file:
-        code = subprocess.run(
-            command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        ).returncode
-    seconds = time.perf_counter() - start
+    code, seconds, _ = run_measured(command, home, log)
     pipeline_settings = PipelineSettings(home=home)
     if gateway_running(pipeline_settings):
         stop_cluster(pipeline_settings)
