@@ -178,7 +178,7 @@ def _deploy(args: argparse.Namespace) -> int:
             }
         )
     else:
-        split = f", split across {result.parts} devices each" if result.parts > 1 else ""
+        split = f", split across {result.devices} devices each" if result.devices > 1 else ""
         print(
             f"deployed {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
             f"endpoint {result.endpoint}"
