@@ -23,9 +23,9 @@ import onnx
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition, ResourceExhausted
 from fpgaflow.fpga_runtime.placement.cost import cost_report
 from fpgaflow.fpga_runtime.placement.fit import fpga_stage_reports
-from fpgaflow.fpga_runtime.placement.split import chained_parity, extract_parts, plan_split, single_fpga_stage
+from fpgaflow.fpga_runtime.placement.split import SplitPlan, chained_parity, extract_parts, plan_split, single_fpga_stage
 from fpgaflow.fpga_runtime.profiles import DeviceProfile, load_profile
-from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
+from fpgaflow.fpga_runtime.service import ServiceDefinition, Stage, load_service
 from fpgaflow.tasks.files import replace_directory_atomic
 from fpgaflow.tasks.packaging.service_dir import stage_from_onnx
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
@@ -142,7 +142,11 @@ def fit_to_device(service_dir: str | Path, device_profile: str | Path, settings:
     service_dir = Path(service_dir).resolve()
     service = load_service(service_dir)
     profile = load_profile(device_profile)
-    reports = [report for _, report in fpga_stage_reports(service, service_dir, profile)]
+    stage_reports = fpga_stage_reports(service, service_dir, profile)
+    reports = [report for _, report in stage_reports]
+
+    def plan_of(stage: Stage) -> SplitPlan:
+        return plan_split(onnx.load(str(service_dir / stage.file)), stage.numeric_format, profile.onchip_memory_bytes)
 
     def itself(devices: int) -> SplitResult:
         return SplitResult(
@@ -157,8 +161,10 @@ def fit_to_device(service_dir: str | Path, device_profile: str | Path, settings:
 
     if all(report.fits for report in reports):
         return itself(max(1, len(reports)))
+    if len(reports) > 1:  # split already: a part that does not fit one device is a layer its node cuts over several
+        return itself(sum(1 if report.fits else plan_of(stage).devices for stage, report in stage_reports))
     stage = single_fpga_stage(service)
-    plan = plan_split(onnx.load(str(service_dir / stage.file)), stage.numeric_format, profile.onchip_memory_bytes)
+    plan = plan_of(stage)
     if plan.parts == 1:
         return itself(plan.devices)
     target = settings.home / "split" / f"{service.name}-{service.version}-{profile.name}"

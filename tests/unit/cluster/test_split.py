@@ -121,3 +121,5 @@ def test_a_layer_cut_by_columns_is_a_part_written_whole_for_its_node_to_cut(tmp_
     assert part1.fits and not part2.fits  # fc2 whole: 16,640 bytes, which its node cuts over three devices
     assert part2.graph.weight_bytes == 64 * 64 * 4 + 64 * 4
     assert fit_to_device(source, profile, PipelineSettings(home=tmp_path)).devices == 4
+    again = fit_to_device(tmp_path / "split", profile, PipelineSettings(home=tmp_path))  # a split deploys as it is
+    assert (again.service_dir, again.parts, again.devices) == ((tmp_path / "split").resolve(), 2, 4)
