@@ -39,7 +39,7 @@ class BenchCluster:
         fits = {name: fit_to_device(path, self.settings.device_profile, self.settings) for name, path in self.services.items()}
         start_cluster(
             "local",
-            nodes=sum(fit.parts for fit in fits.values()),
+            nodes=sum(fit.devices for fit in fits.values()),
             device=self.settings.device_profile,
             port=0,
             settings=self.settings,
@@ -53,7 +53,7 @@ class BenchCluster:
                     model=result.model,
                     host=host,
                     port=int(port),
-                    devices=result.parts,
+                    devices=result.devices,
                     service_dir=result.service_dir,
                 )
         except BaseException:

@@ -10,8 +10,11 @@ Node 1 (the entry) answers the public APIs like any node; the others answer ``Ch
 health only.
 
     python -m fpgaflow.fpga_runtime.chain SERVICE_DIR --segment K [--next HOST:PORT] [--host H] [--port N] [--device P]
+        [--devices N]
 
-prints ``listening on HOST:PORT`` once its segment is loaded, like ``python -m fpgaflow.fpga_runtime``.
+prints ``listening on HOST:PORT`` once its segment is loaded, like ``python -m fpgaflow.fpga_runtime``, then what the
+segment runs on (``serving wide v1 in fp32 over 3 × stratix10 ... (segment 2 of 2)``): a segment whose layer is
+larger than one device holds its column slices on several devices (``--devices``), as ``fpgaflow serve`` does.
 """
 
 from __future__ import annotations
@@ -30,16 +33,16 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fpgaflow.fpga_runtime import codec
-from fpgaflow.fpga_runtime.device import EmulatedDevice
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, InvalidServiceDefinition, PredictionError
-from fpgaflow.fpga_runtime.executor import CpuStage, FpgaStage, ServiceExecutor, StageRunner, TimingObserver, _check_graph_matches
+from fpgaflow.fpga_runtime.executor import CpuStage, ServiceExecutor, StageRunner, TimingObserver, _check_graph_matches
 from fpgaflow.fpga_runtime.metrics import ServerMetrics
-from fpgaflow.fpga_runtime.placement.segments import segments
+from fpgaflow.fpga_runtime.placement.segments import segment_count, segments
 from fpgaflow.fpga_runtime.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from fpgaflow.fpga_runtime.profiles import load_profile
 from fpgaflow.fpga_runtime.proto import tf_serving_pb2 as pb
 from fpgaflow.fpga_runtime.protocol import AUTHORIZATION_METADATA, bearer
 from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
-from fpgaflow.fpga_runtime.serve import _address
+from fpgaflow.fpga_runtime.serve import _address, positive_count
 from fpgaflow.fpga_runtime.server import OVERALL, ModelServer, grpc_options
 from fpgaflow.fpga_runtime.service import Stage, load_service
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
@@ -86,6 +89,9 @@ class NextNode:
 class SegmentExecutor(ServiceExecutor):
     """Segment ``segment`` (1-based) of a split service on this node's device, then the next node.
 
+    A segment's FPGA stage too large for one device (a layer cut by output columns) runs on as many devices
+    as it needs, at most ``max_devices``, side by side in this node as ``fpgaflow serve`` runs them.
+
     Behaves as a :class:`ServiceExecutor` of the whole service: ``service`` is the whole service,
     ``predict_encoded``/``predict_preprocessed`` (entry node) and :meth:`run_segment` (other nodes)
     return the last segment's outputs.
@@ -103,6 +109,7 @@ class SegmentExecutor(ServiceExecutor):
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         on_timing: TimingObserver | None = None,
         settings: Settings | None = None,
+        max_devices: int | None = None,
     ) -> None:
         settings = settings or get_settings()
         self.directory = Path(service_dir)
@@ -125,16 +132,20 @@ class SegmentExecutor(ServiceExecutor):
             )
         self.segment = segment
         self.input_name = own[0].inputs[0].name
+        if max_devices is not None and max_devices < 1:
+            raise InvalidInput(f"a node needs at least one device, not {max_devices}")
+        self.max_devices = max_devices or settings.server_devices
         has_fpga = any(stage.target == "FPGA" for stage in own)
-        device = EmulatedDevice(device_profile or settings.device_profile, intra_op_threads) if has_fpga else None
-        self.device = device
+        self.profile = load_profile(device_profile or settings.device_profile) if has_fpga else None
+        self.device = None
+        self._parts_dir = None
         self.stages: list[StageRunner] = []
         try:
             for stage in own:
                 path = self.directory / stage.file
                 runner: StageRunner = (
-                    FpgaStage(stage, path, device)
-                    if stage.target == "FPGA" and device is not None
+                    self._fpga_stage(stage, path, intra_op_threads)
+                    if stage.target == "FPGA"
                     else CpuStage(stage, path, intra_op_threads)
                 )
                 self.stages.append(runner)
@@ -210,17 +221,20 @@ def serve(args: argparse.Namespace) -> int:
     stop: Callable[[], object]
     if args.segment == 1:
         server = ModelServer(_address(host, port), settings=settings)
-        executor = SegmentExecutor(args.service_dir, 1, args.next, args.device, settings=settings)
+        executor = SegmentExecutor(args.service_dir, 1, args.next, args.device, settings=settings, max_devices=args.devices)
         executor.on_timing = server.metrics.stage_observer(executor.service.name, executor.service.version)
         server.data_plane.attach(executor)
         server.start()
         bound, stop = server.port, lambda: server.stop().wait()
     else:
-        executor = SegmentExecutor(args.service_dir, args.segment, args.next, args.device, settings=settings)
+        executor = SegmentExecutor(
+            args.service_dir, args.segment, args.next, args.device, settings=settings, max_devices=args.devices
+        )
         segment_server = SegmentServer(executor, _address(host, port), settings)
         segment_server.start()
         bound, stop = segment_server.port, lambda: segment_server.stop(settings.server_shutdown_grace_seconds)
     print(f"listening on {_address(host, bound)}", flush=True)
+    print(f"{executor.describe()} (segment {args.segment} of {segment_count(executor.service)})", flush=True)
     stop_requested.wait()
     log.info("stopping segment %d: draining in-flight calls", args.segment)
     stop()
@@ -237,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--port", type=int, default=None, help="gRPC port; 0 picks a free one (default: the server_port setting)."
     )
     parser.add_argument("--device", default=None, help="Device profile name or YAML path (default: the device_profile setting).")
+    parser.add_argument(
+        "--devices",
+        type=positive_count,
+        default=None,
+        metavar="N",
+        help="Most emulated devices the segment may use (default: the server_devices setting, else as many as it needs).",
+    )
     args = parser.parse_args(argv)
     try:
         return serve(args)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="Device profile name or YAML path (default: the device_profile setting).")
     parser.add_argument(
         "--devices",
-        type=_positive,
+        type=positive_count,
         default=None,
         metavar="N",
         help="Most emulated devices to chain the model over (default: the server_devices setting, else as many as it needs).",
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(value: str) -> int:
+def positive_count(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
     return int(value)

@@ -34,7 +34,9 @@ def register(subparsers) -> None:
     up.set_defaults(handler=_up)
     status = commands.add_parser("status", help="Nodes, models, health, request rates and p50/p99 latency.")
     status.add_argument(
-        "--json", action="store_true", help="Print one JSON object (nodes: id, address, pid/container, model, healthy)."
+        "--json",
+        action="store_true",
+        help="Print one JSON object (nodes: id, address, pid/container, model, segment, host, healthy).",
     )
     status.set_defaults(handler=_status)
     down = commands.add_parser("down", help="Stop every node and the gateway; remove what the cluster made.")
@@ -178,7 +180,7 @@ def _deploy(args: argparse.Namespace) -> int:
             }
         )
     else:
-        split = f", split across {result.parts} devices each" if result.parts > 1 else ""
+        split = f", split across {result.devices} devices each" if result.devices > 1 else ""
         print(
             f"deployed {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
             f"endpoint {result.endpoint}"
@@ -233,7 +235,16 @@ def _print_status(status: dict) -> None:
     print()
     print(
         _table(
-            ["NODE", "ADDRESS", "PID" if status["target"] == "local" else "CONTAINER", "MODEL", "SEGMENT", "HEALTHY", "RESTARTS"],
+            [
+                "NODE",
+                "ADDRESS",
+                "PID" if status["target"] == "local" else "CONTAINER",
+                "MODEL",
+                "SEGMENT",
+                "HELD BY",
+                "HEALTHY",
+                "RESTARTS",
+            ],
             [
                 [
                     node["id"],
@@ -241,6 +252,7 @@ def _print_status(status: dict) -> None:
                     node["pid"] if status["target"] == "local" else node["container"],
                     f"{node['model']} {node['version']}" if node["model"] else None,
                     node["segment"],
+                    node["host"],
                     "yes" if node["healthy"] else "NO",
                     node["restarts"],
                 ]
@@ -252,7 +264,19 @@ def _print_status(status: dict) -> None:
         print()
         print(
             _table(
-                ["MODEL", "VERSION", "REPLICAS", "HEALTHY", "NODES/REPLICA", "REQ/S", "P50 MS", "P99 MS", "REQUESTS", "FAILED"],
+                [
+                    "MODEL",
+                    "VERSION",
+                    "REPLICAS",
+                    "HEALTHY",
+                    "NODES/REPLICA",
+                    "DEVICES/REPLICA",
+                    "REQ/S",
+                    "P50 MS",
+                    "P99 MS",
+                    "REQUESTS",
+                    "FAILED",
+                ],
                 [
                     [
                         model["name"],
@@ -260,6 +284,7 @@ def _print_status(status: dict) -> None:
                         model["replicas"],
                         model["healthy_replicas"],
                         model["nodes_per_replica"],
+                        model["devices_per_replica"],
                         model["rate_per_second"],
                         model["p50_ms"],
                         model["p99_ms"],

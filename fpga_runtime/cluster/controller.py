@@ -22,8 +22,7 @@ from fpgaflow.fpga_runtime.cluster.launcher import Launcher, NodeSpec
 from fpgaflow.fpga_runtime.cluster.router import ReplicaSpec
 from fpgaflow.fpga_runtime.cluster.state import ClusterState, NodeRecord, PlacementRecord, ReplicaRecord, StateStore
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
-from fpgaflow.fpga_runtime.placement.fit import StageFitChecks
-from fpgaflow.fpga_runtime.placement.segments import segment_count
+from fpgaflow.fpga_runtime.placement.fit import SegmentDevices
 from fpgaflow.fpga_runtime.service import ServiceDefinition, load_service
 from fpgaflow.fpga_runtime.settings import Settings
 
@@ -41,7 +40,7 @@ class Controller:
         self._operation = threading.RLock()
         self._state_lock = threading.Lock()
         self._services: dict[str, ServiceDefinition] = {}
-        self._fit_checks = StageFitChecks()
+        self._segment_devices = SegmentDevices()
         self._retry_at: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise_forever, name="fpgaflow-supervisor", daemon=True)
@@ -80,7 +79,7 @@ class Controller:
         self.stop_supervising()
         with self._operation:
             names = list(self.state.placements)
-            nodes = [node for node in self.state.nodes if not node.free]
+            nodes = [node for node in self.state.nodes if not node.free and node.host is None]
             for name in names:
                 self.gateway.router.remove(name)
             self._in_parallel(lambda node: self.launcher.stop(node, self.settings.server_shutdown_grace_seconds), nodes)
@@ -97,7 +96,7 @@ class Controller:
         with self._operation:
             service_dir = str(Path(service_dir).resolve())
             service = self._service(service_dir, reload=True)
-            self._fit_checks.check(service, service_dir, self.state.device_profile)
+            self._devices_per_segment(service, service_dir)
             if self.launcher.requires_image and not image:
                 raise InvalidInput(
                     f"the {self.state.target} target runs nodes from a serving image; build one for {service_dir} "
@@ -122,7 +121,7 @@ class Controller:
     def undeploy(self, name: str) -> dict:
         with self._operation:
             placement = self._placement(name)
-            freed = [node_id for replica in placement.replicas for node_id in replica.nodes]
+            freed = [node.id for replica in placement.replicas for node in self.state.with_held(replica.nodes)]
             versions = {replica.version for replica in placement.replicas} | {placement.version}
             self._retire(placement, list(placement.replicas))
             with self._state_lock:
@@ -148,7 +147,8 @@ class Controller:
                 "model": node.model,
                 "version": node.version,
                 "segment": node.segment,
-                "healthy": True if node.free else bool(router.node_healthy(node.address)),
+                "host": node.host,
+                "healthy": True if node.free else bool(router.node_healthy(state.node(node.host or node.id).address)),
                 "restarts": node.restarts,
                 "log": node.log,
             }
@@ -176,6 +176,7 @@ class Controller:
             "replicas": len(placement.replicas),
             "healthy_replicas": sum(1 for replica in replicas if replica["healthy"] and not replica["draining"]),
             "nodes_per_replica": len(placement.replicas[0].nodes) if placement.replicas else 0,
+            "devices_per_replica": len(self.state.with_held(placement.replicas[0].nodes)) if placement.replicas else 0,
             "versions": sorted({replica.version for replica in placement.replicas}),
             "placement": [
                 {
@@ -225,10 +226,10 @@ class Controller:
         self, placement: PlacementRecord, service: ServiceDefinition, service_dir: str, image: str | None, replicas: int
     ) -> None:
         """Rolling update: start the new version on free (or freed) nodes, route to it once ready, drain and stop the old."""
-        name, per_replica = placement.name, segment_count(service)
+        name, per_replica = placement.name, sum(self._devices_per_segment(service, service_dir))
         old = list(placement.replicas)
         free = len(self.state.free_nodes())
-        capacity = free + sum(len(replica.nodes) for replica in old)
+        capacity = free + sum(len(self.state.with_held(replica.nodes)) for replica in old)
         if capacity < replicas * per_replica:
             raise ResourceExhausted(
                 f"cannot update {name} to version {service.version}: {replicas} replica(s) x {per_replica} node(s) "
@@ -273,22 +274,29 @@ class Controller:
         self._save()
 
     def _reserve(self, service: ServiceDefinition, service_dir: str, image: str | None, replicas: int) -> list[ReplicaRecord]:
-        per_replica = segment_count(service)
+        """Nodes for ``replicas`` chains: per segment, the node that runs it and the nodes it holds for its other devices."""
+        devices = self._devices_per_segment(service, service_dir)
+        per_replica = sum(devices)
         what = f"{replicas} replica(s) of {service.name} version {service.version}" + (
             f" (split across {per_replica} devices each)" if per_replica > 1 else ""
         )
         with self._state_lock:
-            nodes = self.state.reserve(replicas * per_replica, what)
+            free = iter(self.state.reserve(replicas * per_replica, what))
             records = []
-            for index in range(replicas):
-                chain = nodes[index * per_replica : (index + 1) * per_replica]
-                for position, node in enumerate(chain, start=1):
-                    node.model, node.version = service.name, service.version
-                    node.segment = position if per_replica > 1 else None
-                records.append(
-                    ReplicaRecord(version=service.version, service_dir=service_dir, image=image, nodes=[n.id for n in chain])
-                )
+            for _ in range(replicas):
+                runners = []
+                for position, count in enumerate(devices, start=1):
+                    runner, *held = (next(free) for _ in range(count))
+                    for node in (runner, *held):
+                        node.model, node.version = service.name, service.version
+                        node.segment = position if len(devices) > 1 else None
+                        node.host = runner.id if node is not runner else None
+                    runners.append(runner.id)
+                records.append(ReplicaRecord(version=service.version, service_dir=service_dir, image=image, nodes=runners))
         return records
+
+    def _devices_per_segment(self, service: ServiceDefinition, service_dir: str) -> tuple[int, ...]:
+        return self._segment_devices.per_segment(service, service_dir, self.state.device_profile)
 
     def _start_all(self, records: list[ReplicaRecord]) -> None:
         """Start replicas side by side; if any fails, stop the others, free every node, raise the first error."""
@@ -303,8 +311,7 @@ class Controller:
         self._in_parallel(start, records)
         if errors:
             for record in records:
-                for node_id in record.nodes:
-                    node = self.state.node(node_id)
+                for node in self.state.with_held(record.nodes):
                     if node.address is not None:
                         self.launcher.stop(node, 0)
                     with self._state_lock:
@@ -329,6 +336,7 @@ class Controller:
                     device_profile=self.state.device_profile,
                     segment=position if chained else None,
                     next_hop=next_hop,
+                    devices=1 + len(self.state.held_by(node.id)),
                 )
                 process = self.launcher.start(spec)
                 with self._state_lock:
@@ -361,7 +369,7 @@ class Controller:
         nodes = [self.state.node(node_id) for record in records for node_id in record.nodes]
         self._in_parallel(lambda node: self.launcher.stop(node, self.settings.server_shutdown_grace_seconds), nodes)
         with self._state_lock:
-            for node in nodes:
+            for node in self.state.with_held([node.id for node in nodes]):
                 node.clear()
         self._save()
 

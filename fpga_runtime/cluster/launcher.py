@@ -18,8 +18,9 @@ from fpgaflow.fpga_runtime.settings import Settings
 class NodeSpec:
     """What one node is to run: a whole service, or segment ``segment`` of a split one.
 
-    ``devices``: the emulated devices a node running a whole service may chain its model over (the
-    cluster counts each node as one device, and splits a model too large for one across nodes instead).
+    ``devices``: the emulated devices the node may run its service or segment over: one, or the several a layer
+    larger than one device is cut over by output columns (the cluster counts each node as one device and holds
+    the others for it, :attr:`fpgaflow.fpga_runtime.cluster.state.NodeRecord.host`).
     """
 
     node_id: str

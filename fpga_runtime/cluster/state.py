@@ -6,7 +6,9 @@ one) and reloads it on start, so placements survive a gateway restart.
 
 A node is one emulated FPGA: it holds at most one model (or one segment of a model split across
 devices). A placement is a model name with its replicas; a replica is the list of nodes that
-serve one copy of the model, the entry node first (one node, or one node per segment).
+serve one copy of the model, the entry node first (one node, or one node per segment). A segment whose
+layer is larger than one device (cut by output columns) runs in its node's process over that node and
+the nodes it holds: each held node names it as its ``host``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class NodeRecord(BaseModel):
     model: str | None = None
     version: str | None = None
     segment: int | None = Field(default=None, description="1-based segment of a split model; None = the whole model.")
+    host: str | None = Field(
+        default=None,
+        description="The node whose process runs on this one's device too (a layer cut over several); None: its own.",
+    )
     restarts: int = 0
     log: str | None = None
 
@@ -55,7 +61,7 @@ class NodeRecord(BaseModel):
     def clear(self) -> None:
         """Free the node."""
         self.detach()
-        self.model = self.version = self.segment = None
+        self.model = self.version = self.segment = self.host = None
 
 
 class ReplicaRecord(BaseModel):
@@ -107,6 +113,13 @@ class ClusterState(BaseModel):
             if node.id == node_id:
                 return node
         raise KeyError(node_id)
+
+    def with_held(self, node_ids: list[str]) -> list[NodeRecord]:
+        """The nodes ``node_ids`` (those running processes) and, after each, the nodes whose devices it holds."""
+        return [node for node_id in node_ids for node in (self.node(node_id), *self.held_by(node_id))]
+
+    def held_by(self, node_id: str) -> list[NodeRecord]:
+        return [node for node in self.nodes if node.host == node_id]
 
     def free_nodes(self) -> list[NodeRecord]:
         return [node for node in self.nodes if node.free]

@@ -292,9 +292,12 @@ def single_fpga_stage(service: ServiceDefinition) -> Stage:
     return fpga[0]
 
 
-def extract_parts(model: onnx.ModelProto, plan: SplitPlan, directory: Path, stem: str) -> list[tuple[Path, ...]]:
+def extract_parts(
+    model: onnx.ModelProto, plan: SplitPlan, directory: Path, stem: str, cut_slices: bool = True
+) -> list[tuple[Path, ...]]:
     """Write each part of ``plan`` into ``directory``: ``STEM.partK.onnx``, or ``STEM.partK.sliceJ.onnx`` for each column
-    slice of a sliced part. One tuple of files per part, in order."""
+    slice of a sliced part (``cut_slices=False``: a sliced part whole, as ``STEM.partK.onnx``, for the node that runs
+    it to cut). One tuple of files per part, in order."""
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     inputs = [value.name for value in model.graph.input if value.name not in initializers]
     outputs = [value.name for value in model.graph.output]
@@ -307,7 +310,7 @@ def extract_parts(model: onnx.ModelProto, plan: SplitPlan, directory: Path, stem
         for tensor in region.graph.initializer:
             tensor.CopyFrom(initializers[tensor.name])
         _copy_metadata(model, region)
-        if part.sliced is None:
+        if part.sliced is None or not cut_slices:
             path = directory / f"{stem}.part{index}.onnx"
             onnx.save(region, str(path))
             files.append((path,))

@@ -39,7 +39,7 @@ def _deployment_markdown(result: DeployResult) -> str:
         ("target", result.target),
         ("endpoint", result.endpoint),
         ("replicas", result.replicas),
-        ("devices per replica", result.parts),
+        ("devices per replica", result.devices),
         ("image", result.image or result.image_reason),
         ("service", result.service_dir),
     ]
@@ -68,7 +68,7 @@ def _split_markdown(result: SplitResult) -> str:
         for index, (weight, cut) in enumerate(zip(result.part_weight_bytes, (*result.cuts, "(outputs)")), start=1)
     )
     return (
-        f"Split across **{result.parts}** {result.device_profile} devices "
+        f"Split into **{result.parts}** parts over **{result.devices}** {result.device_profile} devices "
         f"({result.onchip_memory_bytes / 1e6:.2f} MB on chip each); chained parts vs whole graph: max abs diff "
         f"{result.max_abs_diff:.3g}.\n\n| part | weights | hands on |\n|---|---|---|\n{rows}\n"
     )

@@ -41,6 +41,7 @@ class DeployResult:
     image: str | None = None
     image_reason: str = ""
     parts: int = 1
+    devices: int = 1
     nodes: list[list[str]] = field(default_factory=list)
     applied: bool = True
     reason: str = ""
@@ -52,7 +53,7 @@ class DeployResult:
             "image": self.image,
             "target": self.target,
             "replicas": self.replicas,
-            "devices_per_replica": self.parts,
+            "devices_per_replica": self.devices,
         }
         if self.image is None and self.image_reason:
             summary["image_reason"] = self.image_reason
@@ -131,7 +132,7 @@ class ClusterTarget:
             if image is None:
                 raise DeployFailed(f"the {self.name} target needs a serving image: {image_reason}")
         if not running:
-            start_cluster(self.name, max(settings.cluster_nodes, replicas * fit.parts), device, settings=settings)
+            start_cluster(self.name, max(settings.cluster_nodes, replicas * fit.devices), device, settings=settings)
         with cluster_client(settings) as client:
             try:
                 placed = client.deploy(str(fit.service_dir), replicas, image)
@@ -147,6 +148,7 @@ class ClusterTarget:
             image=image,
             image_reason=image_reason,
             parts=fit.parts,
+            devices=fit.devices,
             nodes=[replica["nodes"] for replica in placed["placement"]],
         )
 
@@ -183,6 +185,7 @@ class KubernetesTarget:
             image=image,
             image_reason=image_reason,
             parts=fit.parts,
+            devices=fit.devices,
             applied=applied,
             reason=reason,
         )

@@ -1,8 +1,9 @@
 """The ``local`` target: every node is a process on this machine, on a free loopback port.
 
 A whole service runs as ``python -m fpgaflow.fpga_runtime SERVICE_DIR``, a segment of a split service as
-``python -m fpgaflow.fpga_runtime.chain SERVICE_DIR --segment K --next HOST:PORT``; each in a session of
-its own (nodes outlive the gateway that started them), its log in ``<cluster>/logs/<node>.log``.
+``python -m fpgaflow.fpga_runtime.chain SERVICE_DIR --segment K --next HOST:PORT``, both with ``--devices N``
+(the devices the cluster holds for the node); each in a session of its own (nodes outlive the gateway that
+started them), its log in ``<cluster>/logs/<node>.log``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ class LocalLauncher:
         self._lock = threading.Lock()
 
     def command(self, spec: NodeSpec) -> list[str]:
-        where = ["--host", NODE_HOST, "--port", "0", "--device", spec.device_profile]
+        where = ["--host", NODE_HOST, "--port", "0", "--device", spec.device_profile, "--devices", str(spec.devices)]
         if spec.segment is None:
-            return [sys.executable, "-m", RUNTIME_MODULE, spec.service_dir, *where, "--devices", str(spec.devices)]
+            return [sys.executable, "-m", RUNTIME_MODULE, spec.service_dir, *where]
         hop = ["--next", spec.next_hop] if spec.next_hop else []
         return [sys.executable, "-m", f"{RUNTIME_MODULE}.chain", spec.service_dir, "--segment", str(spec.segment), *hop, *where]
 

@@ -1,9 +1,11 @@
-"""A model too large for one device: split across two nodes, chained node to node, answering as the unsplit model."""
+"""A model too large for one device: split across nodes, chained node to node, answering as the unsplit model; a layer
+larger than one device cut by output columns over the devices one node holds."""
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ from fpgaflow.fpga_runtime.cluster.daemon import cluster_client
 from fpgaflow.fpga_runtime.errors import UpstreamError
 from fpgaflow.fpga_runtime.server import create_server
 from fpgaflow.tasks.deployment.deploy import deploy
-from tests.fixtures.split_service import small_device_profile, write_residual_service
-from tests.fixtures.tiny_service import encoded_images
+from tests.fixtures.split_service import WIDE_DEVICE_BYTES, small_device_profile, write_residual_service, write_wide_service
+from tests.fixtures.tiny_service import encoded_images, reference_probabilities
+from tests.fixtures.wire import kserve_probabilities
 from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status
 
 pytestmark = pytest.mark.slow
@@ -62,3 +65,32 @@ def test_a_model_split_across_two_devices_answers_as_the_unsplit_one_and_survive
         assert after[1]["restarts"] == 1 and after[0]["pid"] != nodes[0]["pid"]  # the chain restarts whole
         with gateway_client(settings) as scorer:
             np.testing.assert_allclose(scorer.score_images(images), split, rtol=0, atol=1e-6)
+
+
+def test_a_layer_larger_than_a_device_runs_over_the_devices_its_node_holds_and_answers_both_apis(tmp_path):
+    # fc2 of the wide featurizer (16,640 bytes) exceeds a 6,000-byte device: segment 1 (fc1) takes one device,
+    # segment 2 (fc2) one node process over three devices, its column slices side by side.
+    service_dir = write_wide_service(tmp_path / "wide")
+    profile = small_device_profile(tmp_path / "profiles", WIDE_DEVICE_BYTES)
+    images = encoded_images(3)
+    with running_cluster(tmp_path / "home", nodes=4, device=str(profile)) as settings:
+        result = deploy(service_dir, replicas=1, settings=settings)
+        assert (result.parts, result.devices, result.nodes) == (2, 4, [["node-1", "node-2"]])
+        assert result.summary()["devices_per_replica"] == 4
+        nodes = status(settings)["nodes"]
+        assert [(node["segment"], node["host"], node["healthy"]) for node in nodes] == [
+            (1, None, True),
+            (2, None, True),
+            (2, "node-2", True),
+            (2, "node-2", True),
+        ]
+        assert nodes[2]["pid"] is None and status(settings)["models"][0]["devices_per_replica"] == 4
+        described = Path(nodes[1]["log"]).read_text()
+        assert "serving wide v1 in fp32 over 3 × small-fpga" in described
+        assert "layer fc2 cut by output columns over 3 of them (segment 2 of 2)" in described
+
+        expected = reference_probabilities(service_dir, images)
+        with gateway_client(settings) as scorer:
+            np.testing.assert_allclose(scorer.score_images(images), expected, rtol=1e-5, atol=1e-6)
+        gateway = status(settings)["gateway"]["address"]
+        np.testing.assert_allclose(kserve_probabilities(gateway, "wide", images), expected, rtol=1e-5, atol=1e-6)

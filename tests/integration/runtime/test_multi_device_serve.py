@@ -10,16 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 
-from fpgaflow.fpga_runtime import codec
 from fpgaflow.fpga_runtime.client import PredictionClient
-from fpgaflow.fpga_runtime.proto import open_inference_pb2 as oip
 from tests.fixtures.split_service import small_device_profile, write_residual_service
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
-from tests.fixtures.wire import oip_call
+from tests.fixtures.wire import kserve_probabilities
 from tests.integration.runtime.test_serve_cli import EXIT_TIMEOUT, Node
 
 TIMEOUT = 30
@@ -33,11 +30,7 @@ def score_both_ways(node: Node, model: str, images: list[bytes]) -> tuple[np.nda
     """Probabilities from the TF Serving API (the fpgaflow client) and from KServe v2 ModelInfer."""
     with PredictionClient(node.host, node.port, service_name=model, timeout=TIMEOUT) as client:
         tf_serving = client.score_images(images)
-    request = oip.ModelInferRequest(model_name=model)
-    request.inputs.add(name="images", datatype="BYTES", shape=[len(images)]).contents.bytes_contents.extend(images)
-    with grpc.insecure_channel(node.address) as channel:
-        response = oip_call(channel, "ModelInfer")(request, timeout=TIMEOUT)
-    return np.asarray(tf_serving), codec.infer_outputs_to_numpy(response)["probabilities"]
+    return np.asarray(tf_serving), kserve_probabilities(node.address, model, images, TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from fpgaflow.fpga_runtime.cluster.state import NodeRecord, StateStore, new_stat
 from fpgaflow.fpga_runtime.errors import FpgaflowError, InvalidInput, ModelNotFound, ResourceExhausted
 from fpgaflow.tasks.deployment.split import split_service
 from fpgaflow.tasks.settings import PipelineSettings
-from tests.fixtures.split_service import small_device_profile, write_residual_service
+from tests.fixtures.split_service import WIDE_DEVICE_BYTES, small_device_profile, write_residual_service, write_wide_service
 from tests.fixtures.tiny_service import write_tiny_service
 
 
@@ -59,7 +59,11 @@ def services(tmp_path_factory):
     root = tmp_path_factory.mktemp("services")
     deep = write_residual_service(root / "deep")
     split_service(deep, root / "deep-split", small_device_profile(root / "profiles"), PipelineSettings(home=root))
+    wide_profile = small_device_profile(root / "wide-profiles", WIDE_DEVICE_BYTES)
+    split_service(write_wide_service(root / "wide"), root / "wide-split", wide_profile, PipelineSettings(home=root))
     return {
+        "wide": str(root / "wide-split"),
+        "wide-profile": str(wide_profile),
         "v1": str(write_tiny_service(root / "tiny-1", version="1")),
         "v2": str(write_tiny_service(root / "tiny-2", version="2", seed=5)),
         "split": str(root / "deep-split"),
@@ -68,10 +72,10 @@ def services(tmp_path_factory):
 
 @pytest.fixture
 def cluster(tmp_path):
-    def make(nodes: int) -> tuple[Controller, RecordingLauncher]:
+    def make(nodes: int, device: str = "arria10") -> tuple[Controller, RecordingLauncher]:
         settings = PipelineSettings(home=tmp_path, cluster_drain_timeout_seconds=1)
         launcher = RecordingLauncher()
-        state = new_state("test", "local", "arria10", nodes)
+        state = new_state("test", "local", device, nodes)
         gateway = Gateway("127.0.0.1:0", settings)
         return Controller(state, StateStore(tmp_path / "cluster"), launcher, gateway, settings), launcher
 
@@ -162,6 +166,31 @@ def test_a_split_model_takes_a_chain_of_nodes_started_from_the_last_segment(clus
     assert [node.segment for node in controller.state.nodes] == [1, 2, 1, 2]
     with pytest.raises(ResourceExhausted, match=r"split across 2 devices each\): 2 asked, 0 of 4 free"):
         controller.scale("deep", 3)
+
+
+def test_a_layer_cut_over_several_devices_runs_in_one_node_that_holds_the_others(cluster, services):
+    # The wide split: part 1 on one device, part 2 (a layer larger than a device) cut by columns over three.
+    controller, launcher = cluster(8, services["wide-profile"])
+    placed = controller.deploy(services["wide"], 2)
+    assert [replica["nodes"] for replica in placed["placement"]] == [["node-1", "node-2"], ["node-5", "node-6"]]
+    assert (placed["nodes_per_replica"], placed["devices_per_replica"]) == (2, 4)
+    assert [(node.segment, node.host) for node in controller.state.nodes[:4]] == [
+        (1, None),
+        (2, None),
+        (2, "node-2"),
+        (2, "node-2"),
+    ]
+    assert sorted(launcher.running) == ["node-1", "node-2", "node-5", "node-6"]
+    assert [launcher.running[node][1].devices for node in ("node-1", "node-2")] == [1, 3]
+    with pytest.raises(ResourceExhausted, match=r"split across 4 devices each\): 4 asked, 0 of 8 free"):
+        controller.scale("wide", 3)
+
+    launcher.crash("node-2")
+    controller.supervise_once()
+    assert launcher.running["node-2"][1].devices == 3 and controller.state.node("node-4").host == "node-2"
+
+    assert controller.undeploy("wide")["freed_nodes"] == [f"node-{number}" for number in range(1, 9)]
+    assert len(controller.state.free_nodes()) == 8 and all(node.host is None for node in controller.state.nodes)
 
 
 def test_the_supervisor_restarts_a_dead_replica_and_backs_off_when_the_restart_fails(cluster, services):

@@ -1,4 +1,4 @@
-"""How a node is started: a whole-service node takes the most devices it may chain its model over."""
+"""How a node is started: a node takes the most devices it may run its service or segment over."""
 
 from __future__ import annotations
 
@@ -29,15 +29,16 @@ def test_a_container_of_a_whole_service_may_be_asked_for_several_devices():
     assert "--devices" not in node_command(None, None, 8500, "stratix10")[1]
 
 
-def test_a_segment_container_runs_one_device_and_takes_no_device_count():
-    entrypoint, arguments = node_command(2, "node-3:8500", 8500, "stratix10", 1)
+def test_a_segment_container_takes_the_devices_its_segment_holds():
+    entrypoint, arguments = node_command(2, "node-3:8500", 8500, "stratix10", 3)
     assert entrypoint == [f"{VENV}/bin/python", "-m", CHAIN_MODULE]
-    assert "--devices" not in arguments and arguments[:3] == [SERVICE_PATH, "--segment", "2"]
+    assert arguments[:3] == [SERVICE_PATH, "--segment", "2"] and arguments[-2:] == ["--devices", "3"]
+    assert "--devices" not in node_command(2, None, 8500, "stratix10")[1]
 
 
-def test_local_nodes_of_whole_services_are_held_to_the_devices_the_cluster_counts(tmp_path):
+def test_local_nodes_are_held_to_the_devices_the_cluster_counts(tmp_path):
     launcher = LocalLauncher("test", Settings(home=tmp_path), tmp_path)
     assert launcher.command(spec())[-2:] == ["--devices", "1"]
     assert launcher.command(spec(devices=3))[-2:] == ["--devices", "3"]
-    chained = launcher.command(spec(segment=1, next_hop="127.0.0.1:1"))
-    assert chained[:3] == [sys.executable, "-m", "fpgaflow.fpga_runtime.chain"] and "--devices" not in chained
+    chained = launcher.command(spec(segment=1, next_hop="127.0.0.1:1", devices=2))
+    assert chained[:3] == [sys.executable, "-m", "fpgaflow.fpga_runtime.chain"] and chained[-2:] == ["--devices", "2"]

@@ -109,9 +109,17 @@ def test_fit_to_device_splits_once_and_reuses_the_split(service_dir, profile, tm
     assert fit_to_device(first.service_dir, profile, settings).service_dir == first.service_dir
 
 
-def test_the_cluster_refuses_a_layer_cut_by_columns_and_names_the_one_node_command(tmp_path):
+def test_a_layer_cut_by_columns_is_a_part_written_whole_for_its_node_to_cut(tmp_path):
     source = write_wide_service(tmp_path / "wide")
     profile = small_device_profile(tmp_path / "profiles", WIDE_DEVICE_BYTES)
-    with pytest.raises(ResourceExhausted, match=r"\(fc2\): they are cut by output columns over 4 devices .* --devices 4"):
-        split_service(source, tmp_path / "split", profile, PipelineSettings(home=tmp_path))
-    assert not (tmp_path / "split").exists()
+    result = split_service(source, tmp_path / "split", profile, PipelineSettings(home=tmp_path))
+    assert (result.parts, result.devices, result.cuts) == (2, 4, ("hidden",)) and result.max_abs_diff <= 1e-6
+    split = load_service(tmp_path / "split")
+    assert [stage.file for stage in split.stages] == ["featurizer.part1.onnx", "featurizer.part2.onnx", "head.onnx"]
+    device = load_profile(profile)
+    part1, part2 = (cost_report(tmp_path / "split" / stage.file, "fp32", device) for stage in split.stages[:2])
+    assert part1.fits and not part2.fits  # fc2 whole: 16,640 bytes, which its node cuts over three devices
+    assert part2.graph.weight_bytes == 64 * 64 * 4 + 64 * 4
+    assert fit_to_device(source, profile, PipelineSettings(home=tmp_path)).devices == 4
+    again = fit_to_device(tmp_path / "split", profile, PipelineSettings(home=tmp_path))  # a split deploys as it is
+    assert (again.service_dir, again.parts, again.devices) == ((tmp_path / "split").resolve(), 2, 4)
