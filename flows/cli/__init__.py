@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fpgaflow.flows.cli.run",
     "fpgaflow.flows.cli.registry",
     "fpgaflow.flows.cli.image",
+    "fpgaflow.flows.cli.lifecycle",
     "fpgaflow.flows.cli.numerics",
     "fpgaflow.flows.cli.cluster",
     "fpgaflow.flows.cli.operations",

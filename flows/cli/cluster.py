@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fpgaflow.flows.cli import UsageError
+from fpgaflow.flows.cli.tables import table
 
 if TYPE_CHECKING:
     from fpgaflow.fpga_runtime.settings import Settings
@@ -214,16 +215,6 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(value) -> str:
-    return "-" if value is None else str(value)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    cells = [header, *[[_cell(value) for value in row] for row in rows]]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
-    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells)
-
-
 def _print_status(status: dict) -> None:
     gateway = status["gateway"] or {}
     print(
@@ -232,7 +223,7 @@ def _print_status(status: dict) -> None:
     )
     print()
     print(
-        _table(
+        table(
             ["NODE", "ADDRESS", "PID" if status["target"] == "local" else "CONTAINER", "MODEL", "SEGMENT", "HEALTHY", "RESTARTS"],
             [
                 [
@@ -251,7 +242,7 @@ def _print_status(status: dict) -> None:
     if status["models"]:
         print()
         print(
-            _table(
+            table(
                 ["MODEL", "VERSION", "REPLICAS", "HEALTHY", "NODES/REPLICA", "REQ/S", "P50 MS", "P99 MS", "REQUESTS", "FAILED"],
                 [
                     [
