@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fpgaflow.flows.cli import UsageError
+from fpgaflow.flows.cli.run import add_label_arguments
 from fpgaflow.flows.cli.tables import table
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def register(subparsers) -> None:
         type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
         help="Comma-separated numeric formats to compare with fp32 (default fp32,int8,msfp9).",
     )
+    add_label_arguments(imagenet)
     deploy.set_defaults(handler=_deploy)
 
     undeploy = subparsers.add_parser("undeploy", help="Stop serving a model; its nodes become free.")
@@ -153,6 +155,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
     if is_imagenet_reference(args.reference):
         return deploy_imagenet(args)
+    if args.tags or args.description:
+        raise UsageError("--tag and --description label a version when it is registered: give them to `fpgaflow run`")
     from fpgaflow.tasks.deployment.deploy import deploy
     from fpgaflow.tasks.errors import PipelineStepError
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fpgaflow.fpga_runtime.errors import InvalidInput, ModelNotFound
 from fpgaflow.fpga_runtime.service import check_name
+from fpgaflow.tasks.config import RESERVED_TAG_PREFIX
 from fpgaflow.tasks.packaging.service_dir import default_service_dir
 from fpgaflow.tasks.registry.lookup import MISSING, holds_service, version_by_alias_or_number
 from fpgaflow.tasks.registry.version_state import (
@@ -29,8 +30,6 @@ from fpgaflow.tasks.registry.version_state import (
 )
 from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
-
-RESERVED_TAG_PREFIX = "fpgaflow."
 
 
 class VersionReference(BaseModel):
