@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "fpgaflow.flows.cli.cluster",
     "fpgaflow.flows.cli.operations",
     "fpgaflow.flows.cli.bench",
+    "fpgaflow.flows.cli.ui",
 )
 
 
