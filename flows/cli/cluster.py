@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fpgaflow.flows.cli import UsageError
-from fpgaflow.flows.cli.run import add_label_arguments
+from fpgaflow.flows.cli.run import add_label_arguments, add_quiet_argument
 from fpgaflow.flows.cli.tables import table
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ def register(subparsers) -> None:
         help="Comma-separated numeric formats to compare with fp32 (default fp32,int8,msfp9).",
     )
     add_label_arguments(imagenet)
+    add_quiet_argument(imagenet)
     deploy.set_defaults(handler=_deploy)
 
     undeploy = subparsers.add_parser("undeploy", help="Stop serving a model; its nodes become free.")

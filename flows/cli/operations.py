@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from fpgaflow.flows.cli import UsageError
-from fpgaflow.flows.cli.run import add_label_arguments, labels_of
+from fpgaflow.flows.cli.run import add_label_arguments, add_quiet_argument, labels_of
 
 
 def register(subparsers) -> None:
@@ -50,6 +50,7 @@ def register(subparsers) -> None:
     retrain.add_argument("--no-roll-out", action="store_true", help="Promote a better candidate but do not deploy it.")
     retrain.add_argument("--json", action="store_true", help="End with one JSON line summarising the decision.")
     add_label_arguments(retrain)
+    add_quiet_argument(retrain)
     retrain.set_defaults(handler=_retrain)
 
 
