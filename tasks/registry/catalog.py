@@ -151,12 +151,13 @@ def describe_version(model_version: ModelVersion) -> dict[str, Any]:
 
 
 def local_service_dirs(model_version: ModelVersion, settings: PipelineSettings) -> list[Path]:
-    """The service directories on this machine that hold this version (the package step's, the downloaded one)."""
+    """The service directories fpgaflow wrote for this version under its home (the package step's, a downloaded one)."""
     name, version = model_version.name, str(model_version.version)
     candidates = [Path(path) for path in (model_version.tags.get(TAG_SERVICE_DIR),) if path]
     candidates.append(default_service_dir(name, version, settings))
+    home = settings.home.resolve()
     unique = dict.fromkeys(path.resolve() for path in candidates)
-    return [path for path in unique if holds_service(path, name, version)]
+    return [path for path in unique if path.is_relative_to(home) and holds_service(path, name, version)]
 
 
 def delete_version(client: MlflowClient, name: str, version: str) -> bool:

@@ -219,3 +219,12 @@ def test_services_list_the_saved_state_while_the_gateway_is_down(home, capsys):
     assert "gateway down" in run(capsys, "services", "list")[1]
     code, _, err = run(capsys, "services", "show", "cats")
     assert code == 2 and "no service 'cats' on the cluster (services: pets)" in err
+
+
+def test_a_service_directory_outside_the_home_is_left_alone(home, capsys, tmp_path):
+    settings, _ = home
+    config = PipelineConfig(data_dir=tmp_path / "pets", model_name="pets")
+    version = register_tiny_service(settings, config, tmp_path / "elsewhere", seed=3)
+    assert run(capsys, "models", "delete", f"pets@{version}")[0] == 0
+    assert (tmp_path / "elsewhere" / "pets" / version / "service.json").is_file()
+    assert versions(settings) == ["1", "2"]
