@@ -266,7 +266,7 @@ def _services_show(args: argparse.Namespace) -> int:
         return 0
     print(f"service {service['name']} version {service['version']}")
     for key, value in service.items():
-        if key not in ("name", "placement"):
+        if key not in ("name", "version", "placement"):
             print(f"  {key:<18} {cell(value)}")
     for index, replica in enumerate(service.get("placement", []), start=1):
         print(f"  replica {index}: version {replica['version']} on {', '.join(replica['nodes'])}, {replica['requests']} requests")
