@@ -7,6 +7,7 @@ from prefect import flow
 
 from fpgaflow.flows.deploy_model import deploy_model
 from fpgaflow.flows.train_and_deploy import train_and_deploy
+from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.data.steps import validate_data
 from fpgaflow.tasks.kinds import CLASSIFIER
 from fpgaflow.tasks.operations.scoring import split_images
@@ -15,12 +16,24 @@ from fpgaflow.tasks.registry.steps import find_champion_task, promote_task, reso
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(data_dir: str = "", model_name: str = "", config_path: str = "", roll_out: bool = True) -> dict:
+def retrain(
+    data_dir: str = "",
+    model_name: str = "",
+    config_path: str = "",
+    roll_out: bool = True,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+) -> dict:
     """Retrain ``model_name`` on ``data_dir`` (either may be empty: the model name defaults to the folder's
     name, the folder to the one the champion was trained on). The config is the YAML file ``config_path``
     when given, else the champion's own. Artifact ``retrain-decision``: both versions' accuracy and why.
-    ``roll_out`` deploys a promoted candidate to the config's target."""
+    ``roll_out`` deploys a promoted candidate to the config's target; ``tags`` and ``description`` label the
+    version it registers."""
     config = retrain_config_task(data_dir, model_name, config_path)
+    if tags or description:
+        config = PipelineConfig.model_validate(
+            {**config.model_dump(), "tags": tags or config.tags, "description": description or config.description}
+        )
     name = config.resolved_model_name
     intake = validate_data(CLASSIFIER, config.data_dir)
     summary = train_and_deploy(config)

@@ -32,6 +32,7 @@ from fpgaflow.tasks.numerics.steps import evaluate_numerics_task
 from fpgaflow.tasks.packaging.image_build import ImageBuildFailed
 from fpgaflow.tasks.packaging.steps import build_image_task, package_task
 from fpgaflow.tasks.registry.publication import pipeline_summary
+from fpgaflow.tasks.registry.registration import label_tags
 from fpgaflow.tasks.registry.steps import (
     finish_run_task,
     log_conversion_task,
@@ -45,8 +46,9 @@ from fpgaflow.tasks.registry.steps import (
 from fpgaflow.tasks.settings import get_pipeline_settings
 from fpgaflow.tasks.training.steps import train_task
 
-# Fields that change where a run ends or deploys, not what it computes.
-NOT_IN_CACHE_KEY = {"until", "target", "replicas", "base_image"}
+# Fields that change where a run ends or deploys, not what it computes; the labels of the registered
+# version are set again by every run, cached or not.
+NOT_IN_CACHE_KEY = {"until", "target", "replicas", "base_image", "tags", "description"}
 
 
 def _reached(config: PipelineConfig, step: str) -> bool:
@@ -131,7 +133,14 @@ def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = Non
     files = trained.model_files
     tensor_names = kind.tensor_names(config.featurizer)
     registered = register_task(
-        kind, mlflow_run_id, model_name, files.fpga_stage, files.cpu_stage, intake.class_names, tensor_names
+        kind,
+        mlflow_run_id,
+        model_name,
+        files.fpga_stage,
+        files.cpu_stage,
+        intake.class_names,
+        tensor_names,
+        label_tags(config.tags, config.description),
     )
     summary.update(tensor_names.client_names())
     spec = trained.featurizer.preprocessing

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         "Two keys allow rotating one while clients still use the other (health checks stay open).",
     )
 
+    client_token: str = Field(
+        default="",
+        description="API key `fpgaflow score` sends as 'authorization: Bearer <key>' (FPGAFLOW_CLIENT_TOKEN); "
+        "`--token-file` overrides it. Never given on a command line, where `ps` would show it.",
+    )
+
     # -- reliability and security: gateway TLS, API key rotation, gateway watchdog -------------
     gateway_tls_cert_file: Path | None = Field(
         default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,8 @@ FEATURIZERS = ("resnet50", "resnet152", "densenet121", "vgg16", *DETECTOR_FEATUR
 STEPS = ("validate", "train", "package", "deploy")
 SSD_INPUT_SIZE = 300
 SSD_TRAINING_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3}
+TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,249}")
+RESERVED_TAG_PREFIX = "fpgaflow."
 
 
 class TrainingConfig(BaseModel):
@@ -110,6 +113,10 @@ class PipelineConfig(BaseModel):
     replicas: int = Field(default=1, ge=1)
     base_image: str = Field(default="", description="Base image of the serving image; empty = the image_base setting.")
     until: Literal[STEPS] = "deploy"  # type: ignore[valid-type]
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Labels set as tags on the registered model version (`--tag KEY=VALUE`)."
+    )
+    description: str = Field(default="", description="What the model version is, shown first in its model card.")
 
     @field_validator("data_dir")
     @classmethod
@@ -126,6 +133,18 @@ class PipelineConfig(BaseModel):
         bad = {name: limit for name, limit in limits.items() if not 0 <= limit <= 1}
         if bad:
             raise ValueError(f"an allowed drop is a fraction between 0 and 1, got {bad}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _user_tag_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not TAG_KEY.fullmatch(key):
+                raise ValueError(
+                    f"tag key {key!r}: use letters, digits and _ - . / (at most 250 characters), starting with a letter or digit"
+                )
+            if key.startswith(RESERVED_TAG_PREFIX):
+                raise ValueError(f"tag key {key!r}: keys starting with {RESERVED_TAG_PREFIX!r} are fpgaflow's own")
         return value
 
     @field_validator("model_name")

@@ -18,6 +18,12 @@ from fpgaflow.fpga_runtime.settings import Settings
 
 
 class PipelineSettings(Settings):
+    progress: bool = Field(
+        default=True,
+        description="Progress of long steps (featurization, training epochs, numerics, weight downloads, image builds): "
+        "a bar on a terminal, plain lines otherwise; false (`--quiet`) silences it.",
+    )
+
     # -- MLflow tracking store ----------------------------------------------------------------
     mlflow_tracking_uri: str = Field(
         default="",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from fpgaflow.fpga_runtime.errors import FpgaflowError
@@ -23,10 +24,12 @@ COMMAND_MODULES = (
     "fpgaflow.flows.cli.run",
     "fpgaflow.flows.cli.registry",
     "fpgaflow.flows.cli.image",
+    "fpgaflow.flows.cli.lifecycle",
     "fpgaflow.flows.cli.numerics",
     "fpgaflow.flows.cli.cluster",
     "fpgaflow.flows.cli.operations",
     "fpgaflow.flows.cli.bench",
+    "fpgaflow.flows.cli.ui",
 )
 
 
@@ -42,9 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def silence_progress() -> None:
+    """``--quiet``: the progress setting off for this process and the ones it starts."""
+    from fpgaflow.fpga_runtime.settings import get_settings
+    from fpgaflow.tasks.settings import get_pipeline_settings
+
+    os.environ["FPGAFLOW_PROGRESS"] = "false"
+    get_settings.cache_clear()
+    get_pipeline_settings.cache_clear()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        silence_progress()
     try:
         return int(args.handler(args) or 0)
     except (UsageError, FpgaflowError, PipelineStepError, FileNotFoundError, NotADirectoryError) as error:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fpgaflow.flows.cli import UsageError
+from fpgaflow.flows.cli.run import add_label_arguments, add_quiet_argument
+from fpgaflow.flows.cli.tables import table
 
 if TYPE_CHECKING:
     from fpgaflow.fpga_runtime.settings import Settings
@@ -74,6 +76,8 @@ def register(subparsers) -> None:
         type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
         help="Comma-separated numeric formats to compare with fp32 (default fp32,int8,msfp9).",
     )
+    add_label_arguments(imagenet)
+    add_quiet_argument(imagenet)
     deploy.set_defaults(handler=_deploy)
 
     undeploy = subparsers.add_parser("undeploy", help="Stop serving a model; its nodes become free.")
@@ -154,6 +158,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
     if is_imagenet_reference(args.reference):
         return deploy_imagenet(args)
+    if args.tags or args.description:
+        raise UsageError("--tag and --description label a version when it is registered: give them to `fpgaflow run`")
     from fpgaflow.tasks.deployment.deploy import deploy
     from fpgaflow.tasks.errors import PipelineStepError
 
@@ -216,16 +222,6 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(value) -> str:
-    return "-" if value is None else str(value)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    cells = [header, *[[_cell(value) for value in row] for row in rows]]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
-    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells)
-
-
 def _print_status(status: dict) -> None:
     gateway = status["gateway"] or {}
     print(
@@ -234,7 +230,7 @@ def _print_status(status: dict) -> None:
     )
     print()
     print(
-        _table(
+        table(
             [
                 "NODE",
                 "ADDRESS",
@@ -263,7 +259,7 @@ def _print_status(status: dict) -> None:
     if status["models"]:
         print()
         print(
-            _table(
+            table(
                 [
                     "MODEL",
                     "VERSION",

@@ -21,7 +21,7 @@ def is_imagenet_reference(reference: str) -> bool:
 def deploy_imagenet(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from fpgaflow.flows.cli.run import run_pipeline
+    from fpgaflow.flows.cli.run import labels_of, run_pipeline
     from fpgaflow.tasks.config import load_config
 
     name = args.reference[len(PREFIX) :]
@@ -47,6 +47,7 @@ def deploy_imagenet(args: argparse.Namespace) -> int:
             target=args.target or "local",
             replicas=args.replicas,
             base_image=args.base_image,
+            **labels_of(args),
         )
     except ValidationError as error:
         raise UsageError("; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())) from None

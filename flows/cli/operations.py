@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from fpgaflow.flows.cli import UsageError
+from fpgaflow.flows.cli.run import add_label_arguments, add_quiet_argument, labels_of
 
 
 def register(subparsers) -> None:
@@ -48,6 +49,8 @@ def register(subparsers) -> None:
     retrain.add_argument("--config", type=Path, help="Pipeline YAML (default: the champion's own config).")
     retrain.add_argument("--no-roll-out", action="store_true", help="Promote a better candidate but do not deploy it.")
     retrain.add_argument("--json", action="store_true", help="End with one JSON line summarising the decision.")
+    add_label_arguments(retrain)
+    add_quiet_argument(retrain)
     retrain.set_defaults(handler=_retrain)
 
 
@@ -94,7 +97,9 @@ def _retrain(args: argparse.Namespace) -> int:
     from fpgaflow.tasks.errors import PipelineStepError
 
     try:
-        summary = retrain(str(args.data_dir or ""), args.model, str(args.config or ""), roll_out=not args.no_roll_out)
+        summary = retrain(
+            str(args.data_dir or ""), args.model, str(args.config or ""), roll_out=not args.no_roll_out, **labels_of(args)
+        )
     except PipelineStepError as error:
         print(f"fpgaflow retrain: {error}", file=sys.stderr)
         return 1

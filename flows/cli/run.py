@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     run.add_argument("--target", choices=["local", "docker", "kubernetes"])
     run.add_argument("--replicas", type=int)
     run.add_argument("--base-image", help="Base image of the serving image.")
+    add_label_arguments(run)
+    add_quiet_argument(run)
     detection = run.add_argument_group("detection (featurizer ssd_vgg)")
     detection.add_argument(
         "--detection-width",
@@ -80,6 +82,39 @@ def register(subparsers) -> None:
         if "." in action.dest and action.metavar is None:  # a nested config key: show EPOCHS, not TRAINING.EPOCHS
             action.metavar = action.dest.rsplit(".", 1)[1].upper()
     run.set_defaults(handler=_run)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tag KEY=VALUE`` (repeatable) and ``--description``: labels of the model version a command registers."""
+    parser.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="Tag the registered model version (repeatable); shown in the MLflow UI and `fpgaflow models show`.",
+    )
+    parser.add_argument("--description", help="What the registered model version is; first in its model card.")
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="No progress output (bars, a line per epoch or batch); the same as FPGAFLOW_PROGRESS=false.",
+    )
+
+
+def labels_of(args: argparse.Namespace) -> dict:
+    """The config overrides of ``--tag`` and ``--description`` (None where not given)."""
+    return {"tags": dict(args.tags) if args.tags else None, "description": args.description}
 
 
 OVERRIDES = (
@@ -114,7 +149,9 @@ def _run(args: argparse.Namespace) -> int:
     from fpgaflow.tasks.config import load_config
 
     try:
-        config = load_config(args.config, data_dir=args.data_dir, **{key: getattr(args, key) for key in OVERRIDES})
+        config = load_config(
+            args.config, data_dir=args.data_dir, **{key: getattr(args, key) for key in OVERRIDES}, **labels_of(args)
+        )
     except ValidationError as error:
         raise UsageError(
             "invalid pipeline configuration: "
@@ -184,12 +221,8 @@ def print_next_steps(summary: dict, config: PipelineConfig) -> None:
         print("\n".join(lines))
         score = "fpgaflow score IMAGE --detect" if config.detects else "fpgaflow score IMAGE"
         print(f"score your own: {score} --address {endpoint}; stop it: fpgaflow cluster down")
-    print(
-        "\nsee the run in the Prefect UI:  PREFECT_HOME="
-        + str(settings.home / "prefect")
-        + " prefect server start   (then http://127.0.0.1:4200/runs)"
-    )
+    print("\nsee the run in the Prefect UI:  fpgaflow ui prefect   (then http://127.0.0.1:4200/runs)")
     if "model_name" in summary:
-        print(
-            f"review the model in MLflow:     mlflow/start-local-ui   (then http://127.0.0.1:5000/#/models/{summary['model_name']})"
-        )
+        name = summary["model_name"]
+        print(f"review the model in MLflow:     fpgaflow ui mlflow    (then http://127.0.0.1:5000/#/models/{name})")
+        print(f"its versions, images, services: fpgaflow models show {name}")

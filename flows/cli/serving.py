@@ -22,7 +22,14 @@ def register(subparsers) -> None:
     score.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     score.add_argument("--address", required=True, metavar="HOST:PORT", help="Server or gateway address.")
     score.add_argument("--model", default="", help="Model name (default: the server's only model).")
-    score.add_argument("--token", default=None, help="API key, sent as 'authorization: Bearer <key>'.")
+    score.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="File holding the API key sent as 'authorization: Bearer <key>' (default: the client_token setting, "
+        "FPGAFLOW_CLIENT_TOKEN).",
+    )
+    score.add_argument("--token", help=argparse.SUPPRESS)
     score.add_argument("--ssl", action="store_true", help="Use TLS with the system's root certificates.")
     score.add_argument("--timeout", type=float, default=10.0, help="Deadline of each attempt, seconds (default 10).")
     score.add_argument("--retries", type=int, default=5, help="Retries on UNAVAILABLE or DEADLINE_EXCEEDED (default 5).")
@@ -68,7 +75,7 @@ def _score(args: argparse.Namespace) -> int:
         host.strip("[]"),
         int(port),
         use_ssl=args.ssl,
-        access_token=args.token,
+        access_token=access_token(args.token, args.token_file),
         service_name=args.model,
         timeout=args.timeout,
         retries=args.retries,
@@ -86,6 +93,30 @@ def _score(args: argparse.Namespace) -> int:
             for name, probability in client.top_k(probabilities, k=TOP_K):
                 print(f"  {probability:8.4f}  {name}")
     return 0
+
+
+def access_token(token_on_command_line: str | None, token_file: Path | None) -> str | None:
+    """The API key from ``--token-file``, else the client_token setting; None when neither gives one.
+
+    A key given with ``--token`` is refused: every user of the machine sees a command line (``ps``).
+    """
+    from fpgaflow.flows.cli import UsageError
+    from fpgaflow.fpga_runtime.settings import get_settings
+
+    if token_on_command_line is not None:
+        raise UsageError(
+            "--token is not accepted: a key on the command line is visible to every user of this machine (ps); "
+            "put it in a file readable by you only and pass --token-file PATH, or set FPGAFLOW_CLIENT_TOKEN"
+        )
+    if token_file is None:
+        return get_settings().client_token or None
+    try:
+        token = token_file.read_text().strip()
+    except OSError as error:
+        raise UsageError(f"--token-file {token_file}: cannot read it ({error.strerror or error})") from None
+    if not token or "\n" in token:
+        raise UsageError(f"--token-file {token_file}: the file must hold exactly one API key on one line")
+    return token
 
 
 def _detect(client, args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fpgaflow.flows.cli.run import add_quiet_argument
+
 
 def register(subparsers) -> None:
     weights = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers) -> None:
     fetch.add_argument(
         "names", nargs="+", metavar="NAME", help="A file's name (resnet50_notop ...), a featurizer (both its files) or all."
     )
+    add_quiet_argument(fetch)
     fetch.set_defaults(handler=_fetch)
     imported = commands.add_parser("import", help="Copy a file brought in by hand into the cache, after checking its hash.")
     imported.add_argument("files", nargs="+", type=Path, metavar="FILE")

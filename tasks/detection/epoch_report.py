@@ -1,6 +1,6 @@
 """One line per training epoch: loss, validation loss and mAP@0.5, elapsed time and an estimate of what remains.
 
-Within an epoch that runs longer than a few seconds, a line per :data:`~fpgaflow.tasks.detection.progress.LOG_INTERVAL_SECONDS`
+Within an epoch that runs longer than a few seconds, a line per :data:`~fpgaflow.tasks.progress.LOG_INTERVAL_SECONDS`
 says which batch it is on. The validation mAP is written into the epoch's logs as ``val_map50``, so
 the fit history holds it and callbacks placed after this one can watch it.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import keras
 
-from fpgaflow.tasks.detection.progress import LOG_INTERVAL_SECONDS, duration, say
+from fpgaflow.tasks.progress import LOG_INTERVAL_SECONDS, duration, say
 
 VAL_MAP = "val_map50"
 

@@ -23,10 +23,10 @@ import numpy as np
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.tasks.detection.model import Detector
-from fpgaflow.tasks.detection.progress import Progress
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.files import write_atomic
+from fpgaflow.tasks.progress import Progress
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 CACHE_FORMAT = 1

@@ -11,7 +11,7 @@ and :func:`fpgaflow.tasks.registry.promotion.promote` work on it unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ def register_trained_detector(
     settings: PipelineSettings | None = None,
     *,
     tensor_names: TensorNames | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
     """Create the model version of this run's detector; a retried step returns the same version.
 
@@ -89,4 +90,4 @@ def register_trained_detector(
         logged = logged_model_id(client, experiment_id, run_id, LOGGED_MODEL_NAME)
         return logged or log_detector(client, experiment_id, run_id, files, class_names)
 
-    return register_run_model(client, model_name, run_id, class_names, log_model, tensor_names)
+    return register_run_model(client, model_name, run_id, class_names, log_model, tensor_names, labels)

@@ -19,12 +19,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from fpgaflow.fpga_runtime.errors import InvalidInput
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec, preprocess
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.files import write_atomic
+from fpgaflow.tasks.progress import Progress
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 SPLITS = ("train", "val", "test")
@@ -123,7 +123,7 @@ def extract_features_with(
     if not paths:
         raise PipelineStepError(f"{description}: no images to featurize")
     results: dict[str, np.ndarray] = {}
-    with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
+    with Progress(description, total=len(paths), unit="img", shown=progress) as bar:
         start = 0
         for batch in image_batches(paths, spec, batch_size):
             for name, extractor in extractors.items():

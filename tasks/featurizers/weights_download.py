@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from fpgaflow.tasks.progress import progress_shown
+
 CHUNK_BYTES = 1 << 20
 PLAIN_STEPS = 4  # lines a non-terminal gets per file: at 25, 50, 75 and 100 %
 
@@ -44,20 +46,23 @@ def _megabytes(count: int) -> str:
 
 
 class Progress:
-    """A bar redrawn in place on a terminal; a few plain lines otherwise."""
+    """A bar redrawn in place on a terminal; a few plain lines otherwise; nothing with the progress setting off."""
 
     def __init__(self, label: str, total: int | None, stream: TextIO):
         self.label, self.total, self.stream = label, total, stream
         self.terminal = stream.isatty()
         self.shown = -1
+        self.silent = not progress_shown()
 
     def start(self, url: str) -> None:
+        if self.silent:
+            return
         size = f" ({_megabytes(self.total)})" if self.total else ""
         self.stream.write(f"downloading {self.label} from {url}{size}\n")
         self.stream.flush()
 
     def update(self, received: int) -> None:
-        if not self.total:
+        if self.silent or not self.total:
             return
         percent = min(100, received * 100 // self.total)
         if self.terminal and percent != self.shown:
@@ -71,7 +76,7 @@ class Progress:
         self.shown = percent
 
     def finish(self) -> None:
-        if self.terminal and self.total:
+        if self.terminal and self.total and not self.silent:
             self.stream.write("\n")
             self.stream.flush()
 

@@ -124,7 +124,7 @@ def ensure_experiment(client: MlflowClient, settings: PipelineSettings) -> str:
 
 
 def mlflow_ui_url(settings: PipelineSettings | None = None) -> str:
-    """Where people open the MLflow UI: the tracking server itself, or `mlflow/start-local-ui`'s default."""
+    """Where people open the MLflow UI: the tracking server itself, or `fpgaflow ui mlflow`'s default."""
     settings = settings or get_pipeline_settings()
     uri = settings.mlflow_tracking_uri
     return uri.rstrip("/") if urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"

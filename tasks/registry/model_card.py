@@ -52,6 +52,8 @@ class ModelCard(BaseModel):
     numeric_format: str = ""
     numerics: Mapping[str, tuple[float, float]] = {}
     gates: tuple[Gate, ...] = ()
+    description: str = ""
+    labels: Mapping[str, str] = {}
 
     def _data(self) -> list[str]:
         lines = [f"- dataset fingerprint: `{self.dataset_fingerprint or 'unknown'}`"]
@@ -108,6 +110,10 @@ class ModelCard(BaseModel):
             "Limits": self._limits(),
         }
         parts = [f"# {self.name} version {self.version}"]
+        if self.description:
+            parts.append(self.description.strip())
+        if self.labels:
+            parts.append("Tags: " + ", ".join(f"`{key}={value}`" for key, value in self.labels.items()))
         parts += [f"## {title}\n" + "\n".join(lines) for title, lines in sections.items() if lines]
         text = "\n\n".join(parts) + "\n"
         return text if len(text) <= MAX_DESCRIPTION_CHARS else text[: MAX_DESCRIPTION_CHARS - 1] + "…"

@@ -31,17 +31,20 @@ from pydantic import BaseModel, ConfigDict
 from fpgaflow.fpga_runtime.service import ServiceDefinition, TensorNames, check_name
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_INPUT, PROBABILITIES, load_keras_model
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.registry.catalog import user_tags
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, evaluation_metrics
 from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, TAG_WEIGHTS, split_sizes
 from fpgaflow.tasks.registry.version_state import (
+    TAG_DESCRIPTION,
     TAG_FEATURIZER,
     TAG_INPUT_TENSORS,
     TAG_OUTPUT_TENSORS,
     TAG_RUN_ID,
     TAG_STATUS,
     VersionStatus,
+    get_version,
     resumable_step,
 )
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
@@ -193,6 +196,11 @@ def create_version(
     )
 
 
+def label_tags(tags: Mapping[str, str], description: str) -> dict[str, str]:
+    """The version tags of a user's ``--tag KEY=VALUE`` labels and ``--description``."""
+    return {**tags, **({TAG_DESCRIPTION: description} if description else {})}
+
+
 def register_run_model(
     client: MlflowClient,
     model_name: str,
@@ -200,17 +208,21 @@ def register_run_model(
     class_names: Sequence[str],
     log_model: Callable[[str], str],
     tensor_names: TensorNames | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
     """The version of the model ``run_id`` trained: created once, completed by a retry, never made twice.
 
     ``log_model(experiment_id)`` logs the trained model to the run and returns its model id; it is
     called only while the run has no version. A retry finds the version by its run, also when the
     creating call failed after the registry had made it, and writes its model card if that is missing.
+    ``labels`` (:func:`label_tags`) are set on the version each time, before its card is written.
     """
     with resumable_step("registering", f"{model_name} from MLflow run {run_id}"):
         version = find_version_for_run(client, model_name, run_id)
         if version is None:
             version = create_version(client, model_name, run_id, log_model, tensor_names)
+        for key, value in (labels or {}).items():
+            client.set_model_version_tag(model_name, str(version.version), key, value)
     number = str(version.version)
     if version.tags.get(TAG_STATUS) == VersionStatus.REGISTERING:
         with resumable_step("registering", f"{model_name} version {number}"):
@@ -230,10 +242,12 @@ def register_trained_model(
     settings: PipelineSettings | None = None,
     *,
     tensor_names: TensorNames | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
     """Create the model version of this run's trained model; a retried step returns the same version.
 
-    ``tensor_names``, the names clients may use for its service's input and outputs, are tagged on the version.
+    ``tensor_names``, the names clients may use for its service's input and outputs, are tagged on the version,
+    and so are the user's ``labels`` (:func:`label_tags`).
     """
     settings = settings or get_pipeline_settings()
     check_name(model_name, "model name")
@@ -244,7 +258,7 @@ def register_trained_model(
             client, experiment_id, run_id, fpga_model_path, cpu_model_path, class_names
         )
 
-    return register_run_model(client, model_name, run_id, class_names, log_model, tensor_names)
+    return register_run_model(client, model_name, run_id, class_names, log_model, tensor_names, labels)
 
 
 def _int_param(value: str | None) -> int | None:
@@ -265,9 +279,12 @@ def model_card_from_run(
 ) -> ModelCard:
     run = client.get_run(run_id)
     params = run.data.params
+    version_tags = get_version(client, name, version).tags
     return ModelCard(
         name=name,
         version=version,
+        description=version_tags.get(TAG_DESCRIPTION, ""),
+        labels=user_tags(version_tags),
         dataset_fingerprint=run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),
         split_sizes=split_sizes(params),
         class_names=class_names,

@@ -118,6 +118,9 @@ def lineage_tags(model_name: str, dataset_fingerprint: str) -> dict[str, str]:
     return tags
 
 
+VERSION_LABELS = {"tags", "description"}  # labels of the model version the run registers, not run parameters
+
+
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config → MLflow params: ``{"training": {"epochs": 3}}`` → ``{"training.epochs": "3"}``."""
     flat: dict[str, str] = {}
@@ -155,7 +158,7 @@ def start_pipeline_run(
         tags=lineage_tags(config.resolved_model_name, dataset_fingerprint)
         | ({TAG_WEIGHTS: weights_note} if weights_note else {}),
     )
-    params = flatten(config.model_dump(mode="json"))
+    params = flatten(config.model_dump(mode="json", exclude=VERSION_LABELS))
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in params.items()])
     return run.info.run_id
 

@@ -35,12 +35,16 @@ def register_task(
     cpu_model_path: Path,
     class_names: Sequence[str],
     tensor_names: TensorNames,
+    labels: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
     """The version of the model of ``kind`` this run trained; artifact ``model-registration`` links to it in the MLflow UI.
 
     Prints the tensor names its service answers to, as the original service's users saw them when saving a model.
+    ``labels`` (the user's tags and description) are set on the version.
     """
-    registered = kind.register(run_id, model_name, fpga_model_path, cpu_model_path, class_names, tensor_names=tensor_names)
+    registered = kind.register(
+        run_id, model_name, fpga_model_path, cpu_model_path, class_names, tensor_names=tensor_names, labels=labels
+    )
     name, version = registered.name, registered.version
     print(f"registered {name} version {version}; its service's tensor names:")
     for key, value in tensor_names.client_names().items():

@@ -60,6 +60,9 @@ TAG_GATES = "fpgaflow.gates"
 TAG_STATUS = "fpgaflow.status"
 
 
+TAG_DESCRIPTION = "fpgaflow.description"  # what `--description` said at registration
+
+
 GATES_PASSED = "passed"
 
 

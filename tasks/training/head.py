@@ -21,6 +21,7 @@ from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.catalog import FEATURES, Featurizer, architecture, describe, layer_blocks, seed_everything
 from fpgaflow.tasks.featurizers.features import label_indices
 from fpgaflow.tasks.training.batches import ImageBatches
+from fpgaflow.tasks.training.epoch_progress import EpochProgress
 
 PROBABILITIES = "probabilities"
 # A feature whose training values barely vary is divided by at least this share of the mean std, so a
@@ -84,10 +85,14 @@ def _check_features(name: str, features: np.ndarray, labels: np.ndarray, num_cla
         raise PipelineStepError(f"{name} labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
 
 
-def _callbacks(config: TrainingConfig) -> list[keras.callbacks.Callback]:
-    if not config.early_stopping_patience:
-        return []
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)]
+def _callbacks(config: TrainingConfig, progress: str = "") -> list[keras.callbacks.Callback]:
+    """Early stopping (unless patience 0), and with a ``progress`` description a line (or bar) per epoch."""
+    callbacks: list[keras.callbacks.Callback] = [EpochProgress(progress, config.epochs)] if progress else []
+    if config.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)
+        )
+    return callbacks
 
 
 def _history(fit_history: keras.callbacks.History, first_epoch: int) -> list[dict]:
@@ -106,8 +111,11 @@ def train_head(
     num_classes: int,
     config: TrainingConfig,
     seed: int = 0,
+    progress: str = "",
 ) -> TrainedHead:
-    """Train the head on features (any extractor's) with early stopping on the validation loss."""
+    """Train the head on features (any extractor's) with early stopping on the validation loss.
+
+    With a ``progress`` description each epoch says its loss and accuracy (:mod:`fpgaflow.tasks.progress`)."""
     if num_classes < 2:
         raise PipelineStepError(f"a classifier needs at least 2 classes, got {num_classes}")
     train_features, val_features = (np.asarray(part, dtype=np.float32) for part in (train_features, val_features))
@@ -128,7 +136,7 @@ def train_head(
         epochs=config.epochs,
         batch_size=config.batch_size,
         shuffle=True,
-        callbacks=_callbacks(config),
+        callbacks=_callbacks(config, progress),
         verbose=0,
     )
     return TrainedHead(head, _history(fitted, 0))
@@ -159,6 +167,7 @@ def fine_tune_full(
     class_names: Sequence[str],
     config: TrainingConfig,
     seed: int = 0,
+    progress: str = "",
 ) -> TrainedStages:
     """'full' mode: after the head, train the last ``config.unfreeze_blocks`` blocks and the head end to end on images.
 
@@ -194,7 +203,7 @@ def fine_tune_full(
         validation_data=batches["val"],
         epochs=config.epochs,
         shuffle=False,
-        callbacks=_callbacks(config),
+        callbacks=_callbacks(config, progress),
         verbose=0,
     )  # ImageBatches shuffles itself, seeded
     tuned = Featurizer(model, describe(model, architecture(info.name), info.weights, info.seed, info.input_size, fine_tuned=True))

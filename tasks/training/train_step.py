@@ -92,10 +92,13 @@ def train_step(
         len(class_names),
         training,
         config.seed,
+        progress="train head" if progress else "",
     )
     head_model, history, test = head.model, head.history, features["test"]
     if training.mode == "full":
-        stages = fine_tune_full(featurizer, head, splits, class_names, training, config.seed)
+        stages = fine_tune_full(
+            featurizer, head, splits, class_names, training, config.seed, progress="fine-tune end to end" if progress else ""
+        )
         featurizer, head_model, history = stages.featurizer, stages.head, stages.history
         test = featurize(featurizer, splits[splits["split"] == "test"], "fine-tuned-featurizer.onnx")["test"]
     evaluation = evaluate_predictions(
