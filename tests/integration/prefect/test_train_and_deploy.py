@@ -1,5 +1,6 @@
 """train_and_deploy end to end as a Prefect flow run: artifacts for every step, the MLflow run and
-version, a deployed service that answers, and a re-run that reuses the cached steps."""
+version, a deployed service that answers, and a re-run that reuses the cached steps (one test: a
+pipeline run is the costly part, so the re-run follows the first run in the same home)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def task_states(flow_run_id) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_train_and_deploy_tracks_every_step_and_serves(prefect_harness, pipeline_settings, digits_dir):
+def test_train_and_deploy_tracks_every_step_serves_and_a_rerun_reuses_cached_steps(
+    prefect_harness, pipeline_settings, digits_dir
+):
     state = train_and_deploy(small_config(digits_dir), return_state=True)
     summary = state.result()
     flow_run_id = state.state_details.flow_run_id
@@ -97,10 +100,12 @@ def test_train_and_deploy_tracks_every_step_and_serves(prefect_harness, pipeline
     np.testing.assert_array_equal(result, probabilities)
     client.close()
 
+    assert_rerun_reuses_cached_steps(digits_dir, summary)
 
-@pytest.mark.slow
-def test_rerun_with_unchanged_data_and_parameters_reuses_cached_steps(prefect_harness, pipeline_settings, digits_dir):
-    first = train_and_deploy(small_config(digits_dir, until="package"))
+
+def assert_rerun_reuses_cached_steps(digits_dir, first: dict) -> None:
+    """The same data and parameters again (up to packaging, which is not part of the cache key): every step
+    that computes comes from the cache, into the same MLflow run and model version."""
     state = train_and_deploy(small_config(digits_dir, until="package"), return_state=True)
     second = state.result()
 
