@@ -15,7 +15,7 @@ from fpgaflow.fpga_runtime.cluster.daemon import cluster_client, kill_gateway, s
 from fpgaflow.fpga_runtime.cluster.processes import terminate
 from fpgaflow.fpga_runtime.cluster.state import StateStore, cluster_dir
 from fpgaflow.tasks.settings import PipelineSettings
-from tests.fixtures.docker_engine import docker_client, local_base_image  # noqa: F401  (session fixtures)
+from tests.fixtures.docker_engine import docker_client, image_home, local_base_image  # noqa: F401  (session fixtures)
 from tests.fixtures.tiny_service import encoded_images
 
 WAIT_SECONDS = 60

@@ -17,10 +17,9 @@ TAG = "fpgaflow-test/cluster-tiny:1"
 
 
 @pytest.fixture(scope="module")
-def served_image(docker_client, local_base_image, tmp_path_factory):
-    home = tmp_path_factory.mktemp("docker-image-home")
-    service_dir = write_tiny_service(home / "service", name="tiny", version="1")
-    with serving_image(docker_client, service_dir, TAG, local_base_image, home) as tag:
+def served_image(docker_client, local_base_image, image_home):
+    service_dir = write_tiny_service(image_home / "service-tiny", name="tiny", version="1")
+    with serving_image(docker_client, service_dir, TAG, local_base_image, image_home) as tag:
         yield service_dir, tag
 
 

@@ -27,12 +27,6 @@ WIDE_TAG = "fpgaflow-test/multi-device-wide:1"
 
 
 @pytest.fixture(scope="module")
-def image_home(tmp_path_factory):
-    """One home for both images: they share the wheelhouse and the engine's cached install stage."""
-    return tmp_path_factory.mktemp("docker-multi-home")
-
-
-@pytest.fixture(scope="module")
 def served_image(docker_client, local_base_image, image_home):
     service_dir = write_residual_service(image_home / "service", name="deep", version="1")
     with serving_image(docker_client, service_dir, TAG, local_base_image, image_home) as tag:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fpgaflow.fpga_runtime.client import PredictionClient
-from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, LABEL_PREFIX, RUNTIME_UID, ImageBuildFailed, build_image
+from fpgaflow.tasks.packaging.image_build import LABEL_PREFIX, RUNTIME_UID, ImageBuildFailed, build_image
 from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.lineage_service import LINEAGE, write_service_with_lineage
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
@@ -34,9 +34,9 @@ def wait_until_healthy(container) -> str:
 
 
 @pytest.fixture
-def built_image(docker_client, local_base_image, tmp_path_factory):
-    home = tmp_path_factory.mktemp("image-home")
-    service_dir = write_service_with_lineage(home / "service", name="tiny-docker", version="3")
+def built_image(docker_client, local_base_image, image_home):
+    home = image_home
+    service_dir = write_service_with_lineage(home / "service-tiny-docker", name="tiny-docker", version="3")
     lines = []
     result = build_image(
         service_dir,
@@ -47,7 +47,6 @@ def built_image(docker_client, local_base_image, tmp_path_factory):
     )
     yield result, service_dir, lines
     docker_client.images.remove(result.tag, force=True)
-    docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})
 
 
 def test_the_image_is_built_labelled_non_root_and_serves_the_model(docker_client, built_image):
@@ -92,11 +91,11 @@ def test_a_failed_build_fails_the_step_with_the_engines_error(docker_client, tmp
     assert "ERROR" in (tmp_path / "home" / "images" / "tiny-1" / "build.log").read_text()
 
 
-def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_image(docker_client, local_base_image, tmp_path):
+def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_image(
+    docker_client, local_base_image, image_home, tmp_path
+):
     service_dir = write_service_with_lineage(tmp_path / "service")
-    settings = PipelineSettings(
-        home=tmp_path / "home", image_base="fpgaflow-test/no-such-base:0", local_base_image=local_base_image
-    )
+    settings = PipelineSettings(home=image_home, image_base="fpgaflow-test/no-such-base:0", local_base_image=local_base_image)
     lines = []
     result = build_image(service_dir, tag="fpgaflow-test/fallback:1", settings=settings, on_line=lines.append)
     try:
@@ -105,4 +104,3 @@ def test_without_a_base_image_an_unpullable_default_gives_way_to_the_local_base_
         assert any("fpgaflow-test/no-such-base:0 could not be pulled" in line for line in lines)
     finally:
         docker_client.images.remove(result.tag, force=True)
-        docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})

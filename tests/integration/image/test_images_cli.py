@@ -9,7 +9,7 @@ import pytest
 from docker.errors import ImageNotFound
 
 from fpgaflow.flows.cli import main
-from fpgaflow.tasks.packaging.image_build import INSTALL_STAGE_LABEL, build_image
+from fpgaflow.tasks.packaging.image_build import build_image
 from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.settings import reload_settings
 from tests.fixtures.tiny_service import write_tiny_service
@@ -20,9 +20,9 @@ TAG = "fpgaflow-test/images-cli:5"
 
 
 def test_an_image_built_for_a_version_is_listed_and_deleted_with_its_build_directory(
-    docker_client, local_base_image, tmp_path, monkeypatch, capsys
+    docker_client, local_base_image, image_home, tmp_path, monkeypatch, capsys
 ):
-    settings = PipelineSettings(home=tmp_path / "home")
+    settings = PipelineSettings(home=image_home)
     service_dir = write_tiny_service(tmp_path / "service", name="images-cli", version="5")
     built = build_image(service_dir, base_image=local_base_image, tag=TAG, settings=settings)
     assert built.built, built.reason
@@ -44,4 +44,3 @@ def test_an_image_built_for_a_version_is_listed_and_deleted_with_its_build_direc
         reload_settings()
         with contextlib.suppress(ImageNotFound):
             docker_client.images.remove(TAG, force=True)
-        docker_client.images.prune(filters={"dangling": True, "label": INSTALL_STAGE_LABEL})
