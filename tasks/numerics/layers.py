@@ -12,6 +12,14 @@ tensor compared there. Both graphs run on the same images with the layer tensors
 summed over all images and elements (no noise at all: ``inf``). Errors compound through the
 network, so the first layers with a low SQNR, or a sharp drop from one layer to the next, are
 where a remedy (more bits, a layer kept in fp32, another block size) pays.
+
+A second figure, the *varying* SQNR, keeps only what differs from image to image, in signal and
+noise alike: each is taken minus its mean over the images at each element (at least two
+images). The head is retrained on each format's features, so an error every image shares (a
+shifted mean) costs nothing, while noise against the part that tells images apart does. Block
+floating point scales its noise with the whole signal, so where all images share a large common
+part the plain SQNR looks good while the varying one shows the loss (ResNet-50 with random
+weights on the sample digits at 224 px: msfp9 features at 23 dB SQNR, 5 dB varying).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ class LayerSqnr:
     layer: Layer
     tensor: str | None
     sqnr_db: float | None
+    varying_sqnr_db: float | None = None
 
 
 def dot_product_layers(model: onnx.ModelProto) -> list[Layer]:
@@ -98,24 +107,45 @@ def with_outputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelPr
 
 
 class _NoiseSums:
-    """Running sums of signal and noise energy per layer, so images stream through in batches."""
+    """Running sums of signal and noise energy per layer, and of the reference and the error per element (for
+    their means over the images), so images stream through in batches."""
 
     def __init__(self, count: int):
         self.signal = np.zeros(count)
         self.noise = np.zeros(count)
+        self.signal_sums: list[np.ndarray | float] = [0.0] * count
+        self.noise_sums: list[np.ndarray | float] = [0.0] * count
+        self.images = np.zeros(count, dtype=np.int64)
 
     def add(self, index: int, reference: np.ndarray, candidate: np.ndarray) -> None:
         reference = reference.astype(np.float64)
+        error = candidate.astype(np.float64) - reference
         self.signal[index] += float(np.sum(reference**2))
-        self.noise[index] += float(np.sum((reference - candidate.astype(np.float64)) ** 2))
+        self.noise[index] += float(np.sum(error**2))
+        self.signal_sums[index] = self.signal_sums[index] + reference.sum(axis=0)
+        self.noise_sums[index] = self.noise_sums[index] + error.sum(axis=0)
+        self.images[index] += len(reference)
 
     def sqnr_db(self, index: int) -> float:
-        signal, noise = self.signal[index], self.noise[index]
-        if noise == 0:
-            return math.inf
-        if signal == 0:
-            return -math.inf
-        return float(10 * math.log10(signal / noise))
+        return _decibels(self.signal[index], self.noise[index])
+
+    def varying_sqnr_db(self, index: int) -> float | None:
+        """SQNR of the reference and the error each minus its per-element mean over the images; None below two
+        images."""
+        images = self.images[index]
+        if images < 2:
+            return None
+        signal = self.signal[index] - float(np.sum(np.square(self.signal_sums[index]))) / images
+        noise = self.noise[index] - float(np.sum(np.square(self.noise_sums[index]))) / images
+        return _decibels(max(signal, 0.0), max(noise, 0.0))
+
+
+def _decibels(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return float(10 * math.log10(signal / noise))
 
 
 def per_layer_sqnr(
@@ -153,18 +183,22 @@ def per_layer_sqnr(
             for (index, _), want, have in zip(present, expected, got):
                 sums.add(index, want, have)
         results[name] = [
-            LayerSqnr(layer, taps[index], sums.sqnr_db(index) if taps[index] is not None else None)
+            LayerSqnr(layer, taps[index], sums.sqnr_db(index), sums.varying_sqnr_db(index))
+            if taps[index] is not None
+            else LayerSqnr(layer, None, None)
             for index, layer in enumerate(layers)
         ]
     return results
 
 
 def sqnr_json(results: Mapping[str, Sequence[LayerSqnr]]) -> dict:
-    """``{"layers": [{name, op_type, output}], "sqnr_db": {format: [dB or null per layer]}}`` (inf as a string)."""
+    """``{"layers": [{name, op_type, output}], "sqnr_db": {format: [dB or null per layer]}, "varying_sqnr_db": {...}}``
+    (inf as a string)."""
     first = next(iter(results.values()), [])
     return {
         "layers": [{"name": item.layer.name, "op_type": item.layer.op_type, "output": item.layer.output} for item in first],
         "sqnr_db": {name: [_json_number(item.sqnr_db) for item in items] for name, items in results.items()},
+        "varying_sqnr_db": {name: [_json_number(item.varying_sqnr_db) for item in items] for name, items in results.items()},
     }
 
 
@@ -175,13 +209,16 @@ def _json_number(value: float | None) -> float | str | None:
 
 
 def sqnr_table(results: Mapping[str, Sequence[LayerSqnr]]) -> list[str]:
-    """Lines of a text table: one row per layer, one SQNR column (dB) per format."""
+    """Lines of a text table: one row per layer, two columns (dB) per format: SQNR and ``varying`` SQNR."""
     names = list(results)
     first = next(iter(results.values()), [])
     width = max([len("layer"), *(len(item.layer.name) for item in first)])
-    lines = [f"{'#':>3} {'layer':<{width}} {'op':<6} " + " ".join(f"{name:>8}" for name in names)]
+    headers = [header for name in names for header in (name, f"{name}:varying")]
+    column = max(8, *(len(header) for header in headers))
+    lines = [f"{'#':>3} {'layer':<{width}} {'op':<6} " + " ".join(f"{header:>{column}}" for header in headers)]
     for index, item in enumerate(first):
-        cells = " ".join(f"{_cell(results[name][index].sqnr_db):>8}" for name in names)
+        values = [value for name in names for value in (results[name][index].sqnr_db, results[name][index].varying_sqnr_db)]
+        cells = " ".join(f"{_cell(value):>{column}}" for value in values)
         lines.append(f"{index:>3} {item.layer.name:<{width}} {item.layer.op_type:<6} {cells}")
     return lines
 
@@ -203,7 +240,9 @@ def plot_sqnr(results: Mapping[str, Sequence[LayerSqnr]], path: Path, title: str
     try:
         for name, items in results.items():
             values = [np.nan if item.sqnr_db is None else min(item.sqnr_db, 200.0) for item in items]
-            axes.plot(range(len(items)), values, marker="o", markersize=3, label=name)
+            (line,) = axes.plot(range(len(items)), values, marker="o", markersize=3, label=name)
+            varying = [np.nan if item.varying_sqnr_db is None else min(item.varying_sqnr_db, 200.0) for item in items]
+            axes.plot(range(len(items)), varying, linestyle="--", color=line.get_color(), label=f"{name} (varying part)")
         axes.set_xlabel("layer (Conv/Gemm/MatMul, in execution order)")
         axes.set_ylabel("SQNR vs fp32 (dB)")
         axes.set_title(title or "per-layer signal-to-quantisation-noise ratio")

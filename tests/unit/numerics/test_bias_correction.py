@@ -67,18 +67,19 @@ def test_the_bias_takes_back_the_mean_error_of_the_rounded_weights(relu_like_inp
     assert mean_error_after.max() < 0.25 * mean_error_before.max()
 
 
-def test_block_float_corrects_biases_from_calibration_images_unless_turned_off(monkeypatch, relu_like_inputs):
+def test_block_float_corrects_biases_from_calibration_images_when_turned_on(monkeypatch, relu_like_inputs):
     model = conv_model()
-    with pytest.raises(PipelineStepError, match="FPGAFLOW_MSFP_BIAS_CORRECTION=false"):
-        numerics_for("msfp9").prepare(model, np.zeros((0, 8, 8, CHANNELS_IN), np.float32))
-    monkeypatch.setenv("FPGAFLOW_MSFP_BIAS_CORRECTION", "false")
+    plain = numerics_for("msfp9")
+    assert isinstance(plain, BlockFloatNumerics) and not plain.bias_correction
+    assert plain.prepare(model, np.zeros((0, 8, 8, CHANNELS_IN), np.float32)) == apply_block_float(model, numeric_format("msfp9"))
+    monkeypatch.setenv("FPGAFLOW_MSFP_BIAS_CORRECTION", "true")
     reload_settings()
     try:
-        plain = numerics_for("msfp9")
-        assert isinstance(plain, BlockFloatNumerics) and not plain.bias_correction
-        assert plain.prepare(model, np.zeros((0, 8, 8, CHANNELS_IN), np.float32)) == apply_block_float(
-            model, numeric_format("msfp9")
-        )
+        corrected = numerics_for("msfp9")
+        assert isinstance(corrected, BlockFloatNumerics) and corrected.bias_correction
+        with pytest.raises(PipelineStepError, match="FPGAFLOW_MSFP_BIAS_CORRECTION=false"):
+            corrected.prepare(model, np.zeros((0, 8, 8, CHANNELS_IN), np.float32))
+        assert corrected.prepare(model, relu_like_inputs) != apply_block_float(model, numeric_format("msfp9"))
     finally:
         monkeypatch.delenv("FPGAFLOW_MSFP_BIAS_CORRECTION")
         reload_settings()

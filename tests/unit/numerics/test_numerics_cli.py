@@ -12,6 +12,7 @@ from PIL import Image
 
 from fpgaflow.flows.cli import main
 from fpgaflow.fpga_runtime.graph_format import FORMAT_METADATA_KEY
+from tests.fixtures.settings import reload_settings
 
 from .conftest import INPUT_SIZE
 
@@ -33,7 +34,7 @@ def test_formats_lists_bits_per_weight(capsys):
     assert formats["int8"]["bits_per_weight"] == 8
 
 
-def test_prepare_writes_the_graph_in_the_format(featurizer_path, image_dir, tmp_path, capsys):
+def test_prepare_writes_the_graph_in_the_format(featurizer_path, image_dir, tmp_path, capsys, monkeypatch):
     output = tmp_path / "int8.onnx"
     assert (
         main(
@@ -44,8 +45,16 @@ def test_prepare_writes_the_graph_in_the_format(featurizer_path, image_dir, tmp_
     assert {prop.key: prop.value for prop in onnx.load(output).metadata_props}[FORMAT_METADATA_KEY] == "int8"
     assert main(["numerics", "prepare", str(featurizer_path), "--format", "int8", "-o", str(output)]) == 2
     assert "pass --calibration IMAGE_DIR" in capsys.readouterr().err
-    assert main(["numerics", "prepare", str(featurizer_path), "--format", "msfp9", "-o", str(output)]) == 2
-    assert "msfp9 calibrates on training images: pass --calibration IMAGE_DIR" in capsys.readouterr().err
+    assert main(["numerics", "prepare", str(featurizer_path), "--format", "msfp9", "-o", str(output)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("FPGAFLOW_MSFP_BIAS_CORRECTION", "true")
+    reload_settings()
+    try:
+        assert main(["numerics", "prepare", str(featurizer_path), "--format", "msfp9", "-o", str(output)]) == 2
+        assert "msfp9 calibrates on training images: pass --calibration IMAGE_DIR" in capsys.readouterr().err
+    finally:
+        monkeypatch.delenv("FPGAFLOW_MSFP_BIAS_CORRECTION")
+        reload_settings()
     assert main(["numerics", "prepare", str(featurizer_path), "--format", "fp8", "-o", str(output)]) == 2
     assert "unknown numeric format 'fp8'" in capsys.readouterr().err
 

@@ -20,13 +20,19 @@ from fpgaflow.tasks.numerics.layers import dot_product_layers, per_layer_sqnr, s
 from .conftest import INPUT_SIZE
 
 
-def matmul_model(weights: np.ndarray) -> onnx.ModelProto:
+def matmul_model(weights: np.ndarray, offset: float = 0.0) -> onnx.ModelProto:
+    """``y = input @ weights (+ offset)``; with an ``offset`` the dense layer's output goes through an Add."""
+    nodes = [helper.make_node("MatMul", ["input", "w"], ["y" if not offset else "product"], name="dense")]
+    initializers = [numpy_helper.from_array(weights.astype(np.float32), "w")]
+    if offset:
+        nodes.append(helper.make_node("Add", ["product", "offset"], ["y"], name="shift"))
+        initializers.append(numpy_helper.from_array(np.full(weights.shape[1], offset, np.float32), "offset"))
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "w"], ["y"], name="dense")],
+        nodes,
         "one_layer",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
-        [numpy_helper.from_array(weights.astype(np.float32), "w")],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -43,6 +49,24 @@ def test_sqnr_is_signal_over_noise_energy_in_decibels():
     assert scaled.sqnr_db == pytest.approx(20.0, abs=1e-4)  # noise = 0.1 x signal
     assert results["same"][0].sqnr_db == math.inf
     assert sqnr_json(results)["sqnr_db"] == {"scaled": [20.0], "same": ["inf"]}
+
+
+def test_varying_sqnr_leaves_out_what_every_image_shares_in_signal_and_noise():
+    weights = np.arange(12, dtype=np.float32).reshape(4, 3) - 5
+    rng = np.random.default_rng(1)
+    inputs = (10.0 + rng.normal(scale=0.5, size=(6, 4))).astype(np.float32)  # a large part common to every image
+    models = {"fp32": matmul_model(weights), "scaled": matmul_model(weights * 1.1), "shifted": matmul_model(weights, 2.0)}
+    results = per_layer_sqnr(models, inputs, "input", batch_size=4)
+    (scaled,), (shifted,) = results["scaled"], results["shifted"]
+    assert scaled.sqnr_db == pytest.approx(20.0, abs=1e-4)
+    assert scaled.varying_sqnr_db == pytest.approx(20.0, abs=1e-3)  # the varying error is 0.1 x the varying signal
+    reference = inputs.astype(np.float64) @ weights
+    assert shifted.sqnr_db == pytest.approx(10 * np.log10(np.sum(reference**2) / (4.0 * reference.size)), abs=1e-3)
+    # The same shift in every image (up to float32 rounding of the sum): nothing a retrained head would miss.
+    assert shifted.varying_sqnr_db is not None and shifted.varying_sqnr_db > 100
+    assert sqnr_json(results)["varying_sqnr_db"]["scaled"] == [20.0]
+    (single,) = per_layer_sqnr(models, inputs[:1], "input")["scaled"]
+    assert single.varying_sqnr_db is None and sqnr_table({"scaled": [single]})[1].split()[-2:] == ["20.0", "-"]
 
 
 def test_layers_are_the_dot_products_after_their_own_relu(featurizer_model):
@@ -69,7 +93,8 @@ def test_every_layer_of_every_format_gets_a_finite_sqnr(featurizer_model, images
         assert len(items) == 5 and all(item.sqnr_db is not None and 0 < item.sqnr_db < 80 for item in items)
     assert np.mean([item.sqnr_db for item in results["msfp9"]]) > np.mean([item.sqnr_db for item in results["msfp8"]])
     lines = sqnr_table(results)
-    assert lines[0].split()[-3:] == ["int8", "msfp8", "msfp9"] and len(lines) == 6
+    assert lines[0].split()[-6:] == ["int8", "int8:varying", "msfp8", "msfp8:varying", "msfp9", "msfp9:varying"]
+    assert len(lines) == 6
 
 
 def test_refuses_without_the_reference_or_images(featurizer_model, images):
@@ -93,13 +118,13 @@ def test_cli_prints_the_table_and_writes_the_plot(featurizer_path, image_dir, tm
     arguments = ["numerics", "compare", str(featurizer_path), "--images", str(image_dir), "--formats", "msfp8,int8"]
     assert main([*arguments, "--per-layer", "--plot", str(plot)]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].split()[-2:] == ["msfp8", "int8"] and len(rows) == 6
+    assert rows[0].split()[-4:] == ["msfp8", "msfp8:varying", "int8", "int8:varying"] and len(rows) == 6
     assert plot.read_bytes().startswith(b"\x89PNG")
 
     assert main([*arguments, "--per-layer", "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 4 and report["plot"] == str(plot)
-    assert len(report["layers"]) == 5 and set(report["sqnr_db"]) == {"msfp8", "int8"}
+    assert len(report["layers"]) == 5 and set(report["sqnr_db"]) == set(report["varying_sqnr_db"]) == {"msfp8", "int8"}
 
 
 def test_cli_refuses_a_plot_without_per_layer_and_per_layer_without_a_format(featurizer_path, image_dir, capsys):
