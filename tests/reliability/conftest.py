@@ -7,6 +7,7 @@ and to a node, the way any client in any language reaches them.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import grpc
@@ -53,19 +54,21 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory, tiny_dir):
-    """A 2-node local cluster with tiny on both nodes; small message and batch limits."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FPGAFLOW_SERVER_MAX_MESSAGE_BYTES", str(MAX_MESSAGE_BYTES))
-    patch.setenv("FPGAFLOW_SERVER_MAX_BATCH_SIZE", str(MAX_BATCH))
-    patch.setenv("FPGAFLOW_CLUSTER_HEALTH_INTERVAL_SECONDS", "0.2")
-    try:
-        with running_cluster(tmp_path_factory.mktemp("reliability-home"), nodes=2) as settings:
+    """A 2-node local cluster with tiny on both nodes; small message and batch limits.
+
+    The limits are in the environment only while the cluster starts: its processes keep them (a restarted
+    node or gateway inherits them from the process that restarts it), and the tests that run after these in
+    the same worker see the defaults again."""
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FPGAFLOW_SERVER_MAX_MESSAGE_BYTES", str(MAX_MESSAGE_BYTES))
+            patch.setenv("FPGAFLOW_SERVER_MAX_BATCH_SIZE", str(MAX_BATCH))
+            patch.setenv("FPGAFLOW_CLUSTER_HEALTH_INTERVAL_SECONDS", "0.2")
+            settings = stack.enter_context(running_cluster(tmp_path_factory.mktemp("reliability-home"), nodes=2))
             with cluster_client(settings) as client:
                 client.deploy(str(tiny_dir), 2)
             wait_for_replicas(settings)
-            yield settings
-    finally:
-        patch.undo()
+        yield settings
 
 
 @pytest.fixture
