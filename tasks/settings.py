@@ -20,7 +20,7 @@ from fpgaflow.fpga_runtime.settings import Settings
 class PipelineSettings(Settings):
     progress: bool = Field(
         default=True,
-        description="Progress of long steps (featurization, training epochs, numerics, weight downloads, image builds): "
+        description="Progress of long steps (featurization, training epochs, detection feature maps, weight downloads): "
         "a bar on a terminal, plain lines otherwise; false (`--quiet`) silences it.",
     )
 
