@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fpgaflow.fpga_runtime.client import PredictionClient
@@ -17,6 +18,7 @@ from fpgaflow.fpga_runtime.cluster.state import StateStore, cluster_dir
 from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.docker_engine import docker_client, image_home, local_base_image  # noqa: F401  (session fixtures)
 from tests.fixtures.tiny_service import encoded_images
+from tests.fixtures.wire import kserve_probabilities
 
 WAIT_SECONDS = 60
 
@@ -66,6 +68,14 @@ def status(settings: PipelineSettings) -> dict:
 def gateway_client(settings: PipelineSettings, model: str = "", **options) -> PredictionClient:
     host, port = status(settings)["gateway"]["address"].rsplit(":", 1)
     return PredictionClient(host, int(port), service_name=model, retries=0, timeout=30, **options)
+
+
+def assert_both_apis_answer(settings: PipelineSettings, model: str, images: list[bytes], expected: np.ndarray) -> None:
+    """The gateway answers ``expected`` for ``images`` over TF Serving Predict and over KServe v2 ModelInfer."""
+    with gateway_client(settings) as scorer:
+        np.testing.assert_allclose(scorer.score_images(images), expected, rtol=1e-5, atol=1e-6)
+    gateway = status(settings)["gateway"]["address"]
+    np.testing.assert_allclose(kserve_probabilities(gateway, model, images), expected, rtol=1e-5, atol=1e-6)
 
 
 class Load:

@@ -18,8 +18,7 @@ from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.docker_engine import serving_image
 from tests.fixtures.split_service import WIDE_DEVICE_BYTES, small_device_profile, write_residual_service, write_wide_service
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
-from tests.fixtures.wire import kserve_probabilities
-from tests.integration.cluster.conftest import gateway_client, running_cluster, status
+from tests.integration.cluster.conftest import assert_both_apis_answer, running_cluster, status
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 TAG = "fpgaflow-test/multi-device-deep:1"
@@ -94,8 +93,4 @@ def test_a_docker_cluster_runs_a_layer_larger_than_a_device_in_one_container_ove
         assert "serving wide v1 in fp32 over 3 × small-fpga" in logs
         assert "layer fc2 cut by output columns over 3 of them (segment 2 of 2)" in logs
 
-        expected = reference_probabilities(source, images)
-        with gateway_client(settings) as scorer:
-            np.testing.assert_allclose(scorer.score_images(images), expected, rtol=1e-5, atol=1e-6)
-        gateway = status(settings)["gateway"]["address"]
-        np.testing.assert_allclose(kserve_probabilities(gateway, "wide", images), expected, rtol=1e-5, atol=1e-6)
+        assert_both_apis_answer(settings, "wide", images, reference_probabilities(source, images))

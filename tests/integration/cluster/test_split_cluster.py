@@ -17,8 +17,7 @@ from fpgaflow.fpga_runtime.server import create_server
 from fpgaflow.tasks.deployment.deploy import deploy
 from tests.fixtures.split_service import WIDE_DEVICE_BYTES, small_device_profile, write_residual_service, write_wide_service
 from tests.fixtures.tiny_service import encoded_images, reference_probabilities
-from tests.fixtures.wire import kserve_probabilities
-from tests.integration.cluster.conftest import Load, eventually, gateway_client, running_cluster, status
+from tests.integration.cluster.conftest import Load, assert_both_apis_answer, eventually, gateway_client, running_cluster, status
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +88,4 @@ def test_a_layer_larger_than_a_device_runs_over_the_devices_its_node_holds_and_a
         assert "serving wide v1 in fp32 over 3 × small-fpga" in described
         assert "layer fc2 cut by output columns over 3 of them (segment 2 of 2)" in described
 
-        expected = reference_probabilities(service_dir, images)
-        with gateway_client(settings) as scorer:
-            np.testing.assert_allclose(scorer.score_images(images), expected, rtol=1e-5, atol=1e-6)
-        gateway = status(settings)["gateway"]["address"]
-        np.testing.assert_allclose(kserve_probabilities(gateway, "wide", images), expected, rtol=1e-5, atol=1e-6)
+        assert_both_apis_answer(settings, "wide", images, reference_probabilities(service_dir, images))
