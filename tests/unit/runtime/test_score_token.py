@@ -8,21 +8,12 @@ import pytest
 
 from fpgaflow.flows.cli import UsageError, main
 from fpgaflow.flows.cli.serving import access_token
-from tests.fixtures.settings import reload_settings
+from tests.fixtures.settings import setting_setter
 
 
 @pytest.fixture
 def client_token(monkeypatch):
-    def set_to(value: str | None) -> None:
-        if value is None:
-            monkeypatch.delenv("FPGAFLOW_CLIENT_TOKEN", raising=False)
-        else:
-            monkeypatch.setenv("FPGAFLOW_CLIENT_TOKEN", value)
-        reload_settings()
-
-    yield set_to
-    monkeypatch.delenv("FPGAFLOW_CLIENT_TOKEN", raising=False)
-    reload_settings()
+    yield from setting_setter(monkeypatch, "FPGAFLOW_CLIENT_TOKEN")
 
 
 def test_token_on_the_command_line_is_refused_naming_the_ways_to_give_it(tmp_path, capsys):

@@ -12,7 +12,7 @@ from fpgaflow.tasks import progress
 from fpgaflow.tasks.config import TrainingConfig
 from fpgaflow.tasks.settings import get_pipeline_settings
 from fpgaflow.tasks.training.head import train_head
-from tests.fixtures.settings import reload_settings
+from tests.fixtures.settings import setting_setter
 
 EPOCHS = 3
 
@@ -28,14 +28,7 @@ def train_tiny_head(description: str) -> None:
 @pytest.fixture
 def progress_setting(monkeypatch):
     """Sets FPGAFLOW_PROGRESS for a test; the settings are read again before and after."""
-
-    def set_to(value: str) -> None:
-        monkeypatch.setenv("FPGAFLOW_PROGRESS", value)
-        reload_settings()
-
-    yield set_to
-    monkeypatch.delenv("FPGAFLOW_PROGRESS", raising=False)
-    reload_settings()
+    yield from setting_setter(monkeypatch, "FPGAFLOW_PROGRESS")
 
 
 def test_each_epoch_is_one_plain_line_off_a_terminal(progress_setting, capsys):
