@@ -85,6 +85,7 @@ def build_subjects(
 
     import keras
 
+    from fpgaflow.tasks.conversion.cache import onnx_cache_dir
     from fpgaflow.tasks.conversion.onnx_stages import convert_keras_stage
     from fpgaflow.tasks.featurizers.catalog import build_featurizer
     from fpgaflow.tasks.numerics.formats import prepare_format_file
@@ -101,8 +102,11 @@ def build_subjects(
     start = time.perf_counter()
     stages = work / "stages"
     stages.mkdir(parents=True, exist_ok=True)
-    fp32_path = convert_keras_stage(featurizer.model, stages / "featurizer-fp32.onnx", "input", "features", settings.onnx_opset)
-    head_path = convert_keras_stage(head, stages / "head.onnx", "features", "probabilities", settings.onnx_opset)
+    cache = onnx_cache_dir(settings)
+    fp32_path = convert_keras_stage(
+        featurizer.model, stages / "featurizer-fp32.onnx", "input", "features", settings.onnx_opset, cache
+    )
+    head_path = convert_keras_stage(head, stages / "head.onnx", "features", "probabilities", settings.onnx_opset, cache)
     timings["convert_onnx"] = time.perf_counter() - start
 
     spec = featurizer.info.preprocessing

@@ -106,6 +106,11 @@ class PipelineSettings(Settings):
         description="Keep tf2onnx conversions under <home>/cache/onnx, keyed by the Keras model's architecture, "
         "weights and opset, so the featurizer training ran through is not converted again by the conversion step.",
     )
+    onnx_cache_dir: Path | None = Field(
+        default=None,
+        description="Folder of the tf2onnx conversion cache instead of <home>/cache/onnx; several homes (a team's "
+        "machines on a shared disk, a test session) can share one, since an entry is written whole or not at all.",
+    )
 
     # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------
     mlflow_experiment: str = Field(default="fpgaflow", description="MLflow experiment every pipeline run is logged to.")
