@@ -106,10 +106,11 @@ class PipelineSettings(Settings):
         description="Keep tf2onnx conversions under <home>/cache/onnx, keyed by the Keras model's architecture, "
         "weights and opset, so the featurizer training ran through is not converted again by the conversion step.",
     )
-    onnx_cache_dir: Path | None = Field(
+    build_cache_dir: Path | None = Field(
         default=None,
-        description="Folder of the tf2onnx conversion cache instead of <home>/cache/onnx; several homes (a team's "
-        "machines on a shared disk, a test session) can share one, since an entry is written whole or not at all.",
+        description="Folder of the build caches, keyed by their inputs: tf2onnx conversions (onnx/) and the serving "
+        "image's fpgaflow wheel and wheelhouse (wheelhouse/); empty means <home>/cache. Several homes (a team's "
+        "machines on a shared disk, a test session) can share one: an entry is written whole or not at all.",
     )
 
     # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------
@@ -247,6 +248,10 @@ class PipelineSettings(Settings):
         if bad:
             raise ValueError(f"an allowed drop is a fraction between 0 and 1, got {bad}")
         return value
+
+    @property
+    def build_cache(self) -> Path:
+        return self.build_cache_dir or self.home / "cache"
 
     @model_validator(mode="after")
     def _default_tracking_uri(self) -> PipelineSettings:

@@ -13,27 +13,28 @@ import pytest
 from tests.fixtures.settings import reload_settings
 from tests.fixtures.weights_server import closed_port_url
 
-SHARED_ONNX_CACHE = "FPGAFLOW_ONNX_CACHE_DIR"
+SHARED_BUILD_CACHE = "FPGAFLOW_BUILD_CACHE_DIR"
 
 
 def pytest_configure(config) -> None:
     """Prefect's database and cached task results go to a folder of this session, never the user's Prefect home.
 
-    Every test has a home of its own, but they all share one tf2onnx conversion cache: tests that build the
-    same seeded featurizer convert it once per session. The first process makes it; xdist workers inherit it.
+    Every test has a home of its own, but they all share one build cache: tests that build the same seeded
+    featurizer convert it once per session, and the serving image's wheelhouse is downloaded once. The first
+    process makes it; xdist workers inherit it.
     """
     config.prefect_home = tempfile.mkdtemp(prefix="fpgaflow-tests-prefect-")
     os.environ["PREFECT_HOME"] = config.prefect_home
-    config.onnx_cache = None
+    config.build_cache = None
     if "PYTEST_XDIST_WORKER" not in os.environ:
-        config.onnx_cache = tempfile.mkdtemp(prefix="fpgaflow-tests-onnx-cache-")
-        os.environ[SHARED_ONNX_CACHE] = config.onnx_cache
+        config.build_cache = tempfile.mkdtemp(prefix="fpgaflow-tests-build-cache-")
+        os.environ[SHARED_BUILD_CACHE] = config.build_cache
 
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(config.prefect_home, ignore_errors=True)
-    if config.onnx_cache:
-        shutil.rmtree(config.onnx_cache, ignore_errors=True)
+    if config.build_cache:
+        shutil.rmtree(config.build_cache, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""tf2onnx conversions kept under ``<home>/cache/onnx`` (or ``onnx_cache_dir``), keyed by what the Keras model computes.
+"""tf2onnx conversions kept under ``<home>/cache/onnx`` (or ``build_cache_dir``), keyed by what the Keras model computes.
 
 Training featurizes through the featurizer's ONNX graph, and the conversion step converts the same
 model again from its saved file: the key (architecture, weights, tensor names, opset, tf2onnx
@@ -55,4 +55,4 @@ def onnx_cache_dir(settings: PipelineSettings | None = None) -> Path | None:
     settings = settings or get_pipeline_settings()
     if not settings.onnx_cache:
         return None
-    return settings.onnx_cache_dir or settings.home / "cache" / "onnx"
+    return settings.build_cache / "onnx"

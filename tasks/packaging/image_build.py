@@ -220,7 +220,7 @@ def write_build_context(
     for name in CONTEXT_DIRS:
         (context_dir / name).mkdir(parents=True)
     _copy_service(service_dir, context_dir / "service")
-    cache_root = settings.home / "wheelhouse"
+    cache_root = settings.build_cache / "wheelhouse"
     runtime_wheel = build_project_wheel(cache_root)
     _link_or_copy(runtime_wheel, context_dir / "runtime" / runtime_wheel.name)
     requirements = wheel_requirements(runtime_wheel)

@@ -52,7 +52,7 @@ def test_the_conversion_step_reuses_what_training_converted(stage_files, held_ou
 
 
 def test_the_cache_lives_under_home_or_a_shared_folder_and_can_be_turned_off(tmp_path, monkeypatch):
-    monkeypatch.delenv("FPGAFLOW_ONNX_CACHE_DIR", raising=False)
+    monkeypatch.delenv("FPGAFLOW_BUILD_CACHE_DIR", raising=False)
     assert onnx_cache_dir(PipelineSettings(home=tmp_path)) == tmp_path / "cache" / "onnx"
-    assert onnx_cache_dir(PipelineSettings(home=tmp_path, onnx_cache_dir=tmp_path / "team")) == tmp_path / "team"
+    assert onnx_cache_dir(PipelineSettings(home=tmp_path, build_cache_dir=tmp_path / "team")) == tmp_path / "team" / "onnx"
     assert onnx_cache_dir(PipelineSettings(home=tmp_path, onnx_cache=False)) is None
