@@ -23,6 +23,7 @@ from fpgaflow.fpga_runtime.errors import FpgaflowError
 from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.tasks.deployment.split import fit_to_device
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.progress import Progress
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
@@ -126,18 +127,26 @@ class ClusterTarget:
         device = device or settings.device_profile
         fit = fit_to_device(service_dir, device, settings)
         service = load_service(fit.service_dir)
-        image_reason = ""
-        if LAUNCHERS[self.name].requires_image:
-            image, image_reason = serving_image(fit.service_dir, image, base_image, settings)
-            if image is None:
-                raise DeployFailed(f"the {self.name} target needs a serving image: {image_reason}")
-        if not running:
-            start_cluster(self.name, max(settings.cluster_nodes, replicas * fit.devices), device, settings=settings)
-        with cluster_client(settings) as client:
-            try:
-                placed = client.deploy(str(fit.service_dir), replicas, image)
-            except FpgaflowError as error:
-                raise DeployFailed(f"deploying {service.name} version {service.version}: {error}") from None
+        needs_image = LAUNCHERS[self.name].requires_image
+        steps = 2 + needs_image + (not running)
+        with Progress(f"deploy {service.name} v{service.version}", steps, "steps", interval=0) as progress:
+            progress.update(1, f"{fit.devices} x {fit.device_profile} per replica")
+            image_reason = ""
+            if needs_image:
+                image, image_reason = serving_image(fit.service_dir, image, base_image, settings)
+                if image is None:
+                    raise DeployFailed(f"the {self.name} target needs a serving image: {image_reason}")
+                progress.update(1, f"image {image}")
+            if not running:
+                nodes = max(settings.cluster_nodes, replicas * fit.devices)
+                start_cluster(self.name, nodes, device, settings=settings)
+                progress.update(1, f"{self.name} cluster of {nodes} nodes started")
+            with cluster_client(settings) as client:
+                try:
+                    placed = client.deploy(str(fit.service_dir), replicas, image)
+                except FpgaflowError as error:
+                    raise DeployFailed(f"deploying {service.name} version {service.version}: {error}") from None
+            progress.update(1, f"{placed['replicas']} replica(s) serving at {placed['endpoint']}")
         return DeployResult(
             model=service.name,
             version=service.version,

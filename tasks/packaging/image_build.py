@@ -28,6 +28,7 @@ from fpgaflow.fpga_runtime.serving_image import SERVICE_PATH, VENV
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.packaging.docker_engine import EngineUnreachable, connect
 from fpgaflow.tasks.packaging.wheelhouse import build_project_wheel, ensure_wheelhouse, wheel_requirements
+from fpgaflow.tasks.progress import Progress
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,30 @@ class _LineLog:
         self._file.close()
 
 
+class BuildSteps:
+    """The engine's ``Step N/M : INSTRUCTION`` lines as progress: a bar on a terminal, one line per step otherwise."""
+
+    STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.progress: Progress | None = None
+
+    def see(self, line: str) -> None:
+        match = self.STEP.match(line.strip())
+        if match is None:
+            log.debug(line)
+            return
+        done, total, instruction = int(match[1]), int(match[2]), match[3]
+        if self.progress is None:
+            self.progress = Progress(f"image build {self.tag}", total, "steps", interval=0)
+        self.progress.update(done - self.progress.done, detail=instruction[:60])
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
+
+
 def _stream_build(client, context_dir: Path, tag: str, lines: _LineLog) -> tuple[str | None, str | None]:
     """Run the build, streaming its output; returns (image id, engine error)."""
     image_id = error = None
@@ -352,8 +377,10 @@ def build_image(
     result = ImageResult(
         tag=tag, built=False, base_image=base_image, context_dir=str(context_dir), log_path=str(log_path), labels=labels
     )
-    lines = _LineLog(log_path, on_line or log.info)
+    steps = BuildSteps(tag)
+    lines = _LineLog(log_path, on_line or steps.see)
     if base_note:
+        log.info(base_note)
         lines.write(base_note + "\n")
     if client is None:
         result.reason = f"image not built: {unreachable_reason}; the build context is ready in {context_dir}"
@@ -377,6 +404,7 @@ def build_image(
         image = client.images.get(image_id or tag)
     finally:
         lines.close()
+        steps.close()
         client.close()
     result.built = True
     result.image_id = image.id

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.fpga_runtime.preprocessing import PreprocessSpec
 from fpgaflow.fpga_runtime.service import TensorNames
-from fpgaflow.tasks.artifacts import in_prefect_run, publish_markdown
+from fpgaflow.tasks.artifacts import publish_markdown
 from fpgaflow.tasks.packaging.image_build import ImageResult, build_image, image_markdown
 from fpgaflow.tasks.packaging.service_dir import package_service
 
@@ -58,8 +58,7 @@ def package_task(
 
 @task(name="build-image")
 def build_image_task(service_dir: str | Path, base_image: str | None = None, tag: str | None = None) -> ImageResult:
-    """Prefect step: :func:`build_image` with the build log streamed to the run log."""
-    on_line = get_run_logger().info if in_prefect_run() else None
-    result = build_image(service_dir, base_image=base_image, tag=tag, on_line=on_line)
+    """Prefect step: :func:`build_image`, a line per Dockerfile step in the run log (the whole log in build.log)."""
+    result = build_image(service_dir, base_image=base_image, tag=tag)
     publish_markdown("image-build", image_markdown(result), description="Serving image of the service")
     return result

@@ -24,6 +24,7 @@ from packaging.requirements import Requirement
 
 from fpgaflow import fpga_runtime
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.progress import say
 
 PROJECT_NAME = "fpgaflow"
 # Both default bases, python:3.11-slim and the debootstrapped bookworm image, ship glibc >= 2.36.
@@ -52,6 +53,7 @@ def project_root() -> Path:
 
 
 def _run_pip(arguments: list[str], what: str, environment: dict[str, str] | None = None) -> None:
+    say(f"{what} ...")
     command = [sys.executable, "-m", "pip", *arguments, "--disable-pip-version-check", "--no-input"]
     completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(environment or {})})
     if completed.returncode != 0:

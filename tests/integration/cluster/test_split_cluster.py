@@ -66,7 +66,7 @@ def test_a_model_split_across_two_devices_answers_as_the_unsplit_one_and_survive
             np.testing.assert_allclose(scorer.score_images(images), split, rtol=0, atol=1e-6)
 
 
-def test_a_layer_larger_than_a_device_runs_over_the_devices_its_node_holds_and_answers_both_apis(tmp_path):
+def test_a_layer_larger_than_a_device_runs_over_the_devices_its_node_holds_and_answers_both_apis(tmp_path, capsys):
     # fc2 of the wide featurizer (16,640 bytes) exceeds a 6,000-byte device: segment 1 (fc1) takes one device,
     # segment 2 (fc2) one node process over three devices, its column slices side by side.
     service_dir = write_wide_service(tmp_path / "wide")
@@ -76,6 +76,11 @@ def test_a_layer_larger_than_a_device_runs_over_the_devices_its_node_holds_and_a
         result = deploy(service_dir, replicas=1, settings=settings)
         assert (result.parts, result.devices, result.nodes) == (2, 4, [["node-1", "node-2"]])
         assert result.summary()["devices_per_replica"] == 4
+        said = [line.split(", elapsed")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("deploy ")]
+        assert said == [
+            "deploy wide v1 1/2 steps: 4 x small-fpga per replica",
+            f"deploy wide v1 2/2 steps: 1 replica(s) serving at {result.endpoint}",
+        ]
         nodes = status(settings)["nodes"]
         assert [(node["segment"], node["host"], node["healthy"]) for node in nodes] == [
             (1, None, True),

@@ -9,7 +9,7 @@ import pytest
 
 from fpgaflow.flows.cli import main as cli_main
 from fpgaflow.fpga_runtime.errors import InvalidServiceDefinition
-from fpgaflow.tasks.packaging.image_build import ImageBuildFailed, build_image, write_build_context
+from fpgaflow.tasks.packaging.image_build import BuildSteps, ImageBuildFailed, build_image, write_build_context
 from fpgaflow.tasks.packaging.steps import build_image_task
 from fpgaflow.tasks.settings import get_pipeline_settings
 from tests.fixtures.settings import reload_settings
@@ -120,3 +120,16 @@ def test_cli_reports_the_reason_and_exits_non_zero_without_an_engine(service_dir
     summary = json.loads(captured.out)
     assert summary["image"] is None and summary["tag"] == "example/tiny:test"
     assert "no Docker engine reachable" in captured.err
+
+
+def test_the_engines_dockerfile_steps_are_one_progress_line_each_and_the_rest_stays_in_the_log(capsys):
+    steps = BuildSteps("fpgaflow/tiny:1")
+    for line in ("Step 1/3 : FROM python:3.11-slim", " ---> 1a2b", "Step 2/3 : COPY wheels /wheels", "Step 3/3 : USER 10001"):
+        steps.see(line)
+    steps.close()
+    said = [line.split(", elapsed")[0] for line in capsys.readouterr().err.splitlines()]
+    assert said == [
+        "image build fpgaflow/tiny:1 1/3 steps: FROM python:3.11-slim",
+        "image build fpgaflow/tiny:1 2/3 steps: COPY wheels /wheels",
+        "image build fpgaflow/tiny:1 3/3 steps: USER 10001",
+    ]
