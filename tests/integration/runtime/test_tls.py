@@ -6,11 +6,14 @@ gateway refuses to listen beyond loopback without TLS.
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fpgaflow.flows.cli import main
+from fpgaflow.fpga_runtime import endpoint_check
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.cluster.gateway import Gateway
 from fpgaflow.fpga_runtime.errors import FpgaflowError, PredictionError
@@ -20,6 +23,8 @@ from fpgaflow.fpga_runtime.tls import channel_credentials
 from tests.fixtures.certificates import make_certificates
 from tests.integration.runtime.conftest import READY_TIMEOUT
 
+KEY = "primary-key-0123456789"
+
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory):
@@ -27,9 +32,19 @@ def certificates(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mutual_tls_node(service_dir, certificates, tmp_path_factory):
+def keys_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    path.write_text(f"# primary, then secondary\n{KEY}\nsecondary-key-0123456789\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_node(service_dir, certificates, keys_file, tmp_path_factory):
+    """A node as a Kubernetes pod runs it: mutual TLS and API keys from files, plaintext health on its own port."""
     settings = Settings(
         home=tmp_path_factory.mktemp("home"),
+        server_api_keys_file=keys_file,
         server_tls_cert_file=certificates.server_cert,
         server_tls_key_file=certificates.server_key,
         server_tls_client_ca_file=certificates.ca,
@@ -43,7 +58,7 @@ def mutual_tls_node(service_dir, certificates, tmp_path_factory):
 
 
 def client(node, **tls) -> PredictionClient:
-    return PredictionClient("127.0.0.1", node.port, retries=0, timeout=10, **tls)
+    return PredictionClient("127.0.0.1", node.port, access_token=KEY, retries=0, timeout=10, **tls)
 
 
 def health_status(channel: grpc.Channel) -> str:
@@ -74,11 +89,12 @@ def test_probes_get_plaintext_health_on_their_own_port(mutual_tls_node):
 
 
 def test_score_takes_the_ca_and_a_client_certificate(mutual_tls_node, certificates, images, tmp_path, capsys):
-    image = tmp_path / "digit.jpg"
+    image, token = tmp_path / "digit.jpg", tmp_path / "token"
     image.write_bytes(images[0])
+    token.write_text(KEY)
     address = f"127.0.0.1:{mutual_tls_node.port}"
     tls = ["--ca-cert", str(certificates.ca), "--cert", str(certificates.client_cert), "--key", str(certificates.client_key)]
-    assert main(["score", str(image), "--address", address, "--retries", "0", *tls]) == 0
+    assert main(["score", str(image), "--address", address, "--retries", "0", "--token-file", str(token), *tls]) == 0
     assert str(image) in capsys.readouterr().out
     assert (
         main(
@@ -98,6 +114,17 @@ def test_score_takes_the_ca_and_a_client_certificate(mutual_tls_node, certificat
     assert "--cert and --key go together" in capsys.readouterr().err
     assert main(["score", str(image), "--address", address, "--ca-cert", str(tmp_path / "absent.pem")]) == 2
     assert "--ca-cert" in capsys.readouterr().err
+
+
+def test_the_kubernetes_smoke_job_command_scores_through_mutual_tls_with_a_key_file(
+    mutual_tls_node, certificates, keys_file, capsys
+):
+    address = f"localhost:{mutual_tls_node.port}"
+    tls = ["--ca-cert", str(certificates.ca), "--cert", str(certificates.client_cert), "--key", str(certificates.client_key)]
+    assert endpoint_check.main([address, "--model", "tiny", "--keys-file", str(keys_file), *tls]) == 0
+    assert json.loads(capsys.readouterr().out) == {"endpoint": address, "model": "tiny", "outputs": {"probabilities": [1, 3]}}
+    assert endpoint_check.main([address, "--model", "tiny", *tls]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
 
 
 def test_the_gateway_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
