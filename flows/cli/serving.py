@@ -95,9 +95,11 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--ssl``, ``--ca-cert`` and ``--cert/--key`` (mutual TLS) of a command that calls a service."""
-    parser.add_argument("--ssl", action="store_true", help="Use TLS, trusting the system's root certificates.")
+def add_tls_arguments(parser: argparse.ArgumentParser, system_roots: bool = True) -> None:
+    """``--ca-cert`` and ``--cert/--key`` (mutual TLS) of a command that calls a service; ``--ssl`` too (TLS with the
+    system's roots) when ``system_roots``."""
+    if system_roots:
+        parser.add_argument("--ssl", action="store_true", help="Use TLS, trusting the system's root certificates.")
     parser.add_argument(
         "--ca-cert", type=Path, metavar="PEM", help="Use TLS, trusting the CA certificate(s) in this file (implies --ssl)."
     )
@@ -114,7 +116,7 @@ def tls_options(args: argparse.Namespace) -> dict:
     for option, path in (("--ca-cert", args.ca_cert), ("--cert", args.cert), ("--key", args.key)):
         if path is not None and not path.is_file():
             raise UsageError(f"{option} {path}: no such file")
-    return {"use_ssl": args.ssl, "ca_cert": args.ca_cert, "cert": args.cert, "key": args.key}
+    return {"use_ssl": getattr(args, "ssl", False), "ca_cert": args.ca_cert, "cert": args.cert, "key": args.key}
 
 
 def access_token(token_on_command_line: str | None, token_file: Path | None) -> str | None:

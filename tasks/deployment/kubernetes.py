@@ -6,9 +6,9 @@ devices is a chain of segments, each handing its tensors to the next one's Servi
 - a Deployment of FPGA-node pods that run as a non-root user with a read-only root file system, no
   privilege escalation, every capability dropped, the runtime's seccomp profile and no service
   account token; CPU and memory requests and limits scaled by the emulated devices the segment
-  holds; startup, readiness and liveness probes on gRPC health (a plaintext health-only port: the
-  kubelet's gRPC probes speak no TLS); a rolling update that never takes a serving pod away before
-  its replacement is ready;
+  holds; startup, readiness and liveness probes on gRPC health (at the entry, which serves TLS, a
+  plaintext health-only port: the kubelet's gRPC probes speak no TLS); a rolling update that never
+  takes a serving pod away before its replacement is ready;
 - the entry segment serves TLS (mutual TLS with a client Secret) and checks API keys, certificate
   and keys mounted from Secrets as files, never environment variables or arguments;
 - a Service, a HorizontalPodAutoscaler on CPU, a PodDisruptionBudget, and a NetworkPolicy that
@@ -219,22 +219,24 @@ def _node_pod(
 ) -> dict:
     entrypoint, arguments = node_command(position, next_hop, settings.image_grpc_port, device, devices if devices > 1 else None)
     volumes, mounts = _writable_volumes()
-    environment = [{"name": "FPGAFLOW_SERVER_HEALTH_PORT", "value": str(settings.kubernetes_health_port)}]
-    if entry:
+    ports = [{"name": PORT_NAME, "containerPort": settings.image_grpc_port, "protocol": "TCP"}]
+    environment: list[dict] = []
+    health_port = settings.image_grpc_port  # an inner segment speaks plaintext: health on its gRPC port
+    if entry:  # TLS: health on a plaintext port of its own, for the kubelet
+        health_port = settings.kubernetes_health_port
+        ports.append({"name": HEALTH_PORT_NAME, "containerPort": health_port, "protocol": "TCP"})
         secret_volumes, secret_mounts, secret_environment = _entry_security(settings)
-        volumes, mounts, environment = volumes + secret_volumes, mounts + secret_mounts, environment + secret_environment
-    probe = {"grpc": {"port": settings.kubernetes_health_port}}
+        volumes, mounts = volumes + secret_volumes, mounts + secret_mounts
+        environment = [{"name": "FPGAFLOW_SERVER_HEALTH_PORT", "value": str(health_port)}, *secret_environment]
+    probe = {"grpc": {"port": health_port}}
     container: dict = {"name": CONTAINER, "image": image, "imagePullPolicy": settings.kubernetes_image_pull_policy}
     if entrypoint is not None:
         container["command"] = entrypoint
     container.update(
         {
             "args": arguments,
-            "env": environment,
-            "ports": [
-                {"name": PORT_NAME, "containerPort": settings.image_grpc_port, "protocol": "TCP"},
-                {"name": HEALTH_PORT_NAME, "containerPort": settings.kubernetes_health_port, "protocol": "TCP"},
-            ],
+            **({"env": environment} if environment else {}),
+            "ports": ports,
             "startupProbe": {**probe, "periodSeconds": STARTUP_PERIOD_SECONDS, "failureThreshold": STARTUP_FAILURES},
             "readinessProbe": {**probe, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
             "livenessProbe": {**probe, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},

@@ -149,7 +149,10 @@ def test_a_split_model_is_a_chain_of_deployments_each_handing_on_to_the_next_ser
     assert "--devices" not in first.args and second.args[second.args.index("--devices") + 1] == "3"
     assert second.resources.requests["cpu"] == str(3 * int(settings.kubernetes_cpu_request))
     assert second.resources.limits["memory"] == "6Gi" and deployments[1].metadata.annotations["fpgaflow/devices-per-pod"] == "3"
-    assert {v.name for v in first.env} > {v.name for v in second.env}  # TLS and keys at the entry only
+    assert {v.name for v in first.env} >= {"FPGAFLOW_SERVER_TLS_CERT_FILE", "FPGAFLOW_SERVER_API_KEYS_FILE"}
+    assert second.env is None and len(second.volume_mounts) == 2  # TLS and keys at the entry only: state and /tmp here
+    assert first.readiness_probe.grpc.port == settings.kubernetes_health_port  # the entry's plaintext health port
+    assert second.readiness_probe.grpc.port == settings.image_grpc_port  # an inner segment: plaintext, health on gRPC
     inner_policy = next(m for m in manifests if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == "fpgaflow-deep-s2")
     assert inner_policy["spec"]["ingress"][0]["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "fpgaflow-deep"}}}
