@@ -35,6 +35,7 @@ from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.settings import PipelineSettings
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"  # set by the Job controller on its pods (Kubernetes >= 1.27)
 Report = Callable[[str], None]
 
 
@@ -71,23 +72,22 @@ def _refused(manifest: dict, error: ApiException) -> KubernetesApplyFailed:
     return KubernetesApplyFailed(f"the Kubernetes API refused {what}: {error.status} {error.reason}: {error.body}")
 
 
-def server_side_apply(client: k8s.ApiClient, manifest: dict) -> None:
-    """One object, server-side applied by field manager ``fpgaflow``."""
+def server_side_apply(client: k8s.ApiClient, manifest: dict):
+    """One object, server-side applied by field manager ``fpgaflow``; the object as the API server holds it now."""
     name = manifest["metadata"]["name"]
     try:
         if manifest["kind"] == "Namespace":
-            k8s.CoreV1Api(client).patch_namespace(
+            return k8s.CoreV1Api(client).patch_namespace(
                 name, manifest, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY_CONTENT_TYPE
             )
-        else:
-            _patchers(client)[manifest["kind"]](
-                name,
-                manifest["metadata"]["namespace"],
-                manifest,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY_CONTENT_TYPE,
-            )
+        return _patchers(client)[manifest["kind"]](
+            name,
+            manifest["metadata"]["namespace"],
+            manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY_CONTENT_TYPE,
+        )
     except ApiException as error:
         raise _refused(manifest, error) from None
 
@@ -165,7 +165,7 @@ def run_smoke_job(client: k8s.ApiClient, job: dict, settings: PipelineSettings, 
     except ApiException as error:
         if error.status != 404:
             raise _refused(job, error) from None
-    server_side_apply(client, job)
+    uid = server_side_apply(client, job).metadata.uid  # pods of an earlier run of the Job may linger: select this one's
     report(f"smoke test: Job {name} scores an image through the entry Service")
     deadline = time.monotonic() + settings.kubernetes_rollout_timeout_seconds
     while True:
@@ -178,7 +178,9 @@ def run_smoke_job(client: k8s.ApiClient, job: dict, settings: PipelineSettings, 
             )
         time.sleep(settings.kubernetes_poll_seconds)
     pod_names = [
-        pod.metadata.name for pod in core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items if pod.metadata
+        pod.metadata.name
+        for pod in core.list_namespaced_pod(namespace, label_selector=f"{JOB_UID_LABEL}={uid}").items
+        if pod.metadata
     ]
     log = core.read_namespaced_pod_log(str(pod_names[-1]), namespace) if pod_names else ""
     last_line = log.strip().splitlines()[-1] if log.strip() else ""
