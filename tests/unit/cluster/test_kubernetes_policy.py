@@ -44,11 +44,31 @@ def rendered(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def checkov_report(rendered):
+    """checkov started over the rendered manifests now (it runs while the schema validation does); a function that
+    waits for its JSON report."""
+    if not CHECKOV.is_file():
+        pytest.fail(f"checkov is not installed at {CHECKOV}: run scripts/setup")
+    command = [str(CHECKOV), "-d", str(rendered), "--framework", "kubernetes", "--compact", "-o", "json", "--skip-download"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=rendered)
+
+    def report() -> str:
+        stdout, stderr = process.communicate(timeout=300)
+        assert stdout.strip(), f"checkov printed no report: {stderr[-2000:]}"
+        return stdout
+
+    yield report
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
 def documents(root: Path) -> list[dict]:
     return [document for path in sorted(root.rglob("*.yaml")) for document in yaml.safe_load_all(path.read_text())]
 
 
-def test_every_manifest_is_valid_against_the_kubernetes_openapi_schema_strictly(rendered):
+def test_every_manifest_is_valid_against_the_kubernetes_openapi_schema_strictly(rendered, checkov_report):
     version = kubernetes_validate.latest_version()
     manifests = documents(rendered)
     assert {m["kind"] for m in manifests} >= {"Namespace", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "Job"}
@@ -62,22 +82,9 @@ def test_every_manifest_is_valid_against_the_kubernetes_openapi_schema_strictly(
     assert problems == []
 
 
-def test_checkov_finds_no_failed_check_and_every_skip_names_its_reason(rendered):
-    if not CHECKOV.is_file():
-        pytest.fail(f"checkov is not installed at {CHECKOV}: run scripts/setup")
-    command = [
-        str(CHECKOV),
-        "-d",
-        str(rendered),
-        "--framework",
-        "kubernetes",
-        "--compact",
-        "-o",
-        "json",
-        "--skip-download",
-    ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=rendered)
-    report = json.loads(finished.stdout)
+def test_checkov_finds_no_failed_check_and_every_skip_names_its_reason(rendered, checkov_report):
+    stdout = checkov_report()
+    report = json.loads(stdout)
     results, summary = report["results"], report["summary"]
     failed = [f"{check['check_id']} {check['check_name']} in {check['resource']}" for check in results.get("failed_checks", [])]
     assert failed == [] and summary["parsing_errors"] == 0
