@@ -14,10 +14,13 @@ from fpgaflow.tasks.operations.steps import emit_model_degraded_task, monitor_en
 
 
 @flow(name="monitor", log_prints=True)
-def monitor(endpoint: str, data_dir: str, model_name: str, threshold: float | None = None) -> dict:
+def monitor(
+    endpoint: str, data_dir: str, model_name: str, threshold: float | None = None, tls: dict[str, str] | None = None
+) -> dict:
     """``endpoint`` is the gateway or node (``HOST:PORT``), ``data_dir`` a folder per class, ``threshold``
-    an accuracy (default: the ``monitor_min_accuracy`` setting). Artifact ``monitor-accuracy``: per-class table."""
-    result = monitor_endpoint_task(endpoint, Path(data_dir), model_name, threshold)
+    an accuracy (default: the ``monitor_min_accuracy`` setting), ``tls`` the paths of the client's CA, certificate
+    and key (``ca_cert``, ``cert``, ``key``). Artifact ``monitor-accuracy``: per-class table."""
+    result = monitor_endpoint_task(endpoint, Path(data_dir), model_name, threshold, tls=tls)
     print(result_description(result))
     event_id = emit_model_degraded_task(result) if result.degraded else None
     if result.degraded and event_id is None:

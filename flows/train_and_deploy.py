@@ -199,7 +199,7 @@ def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = Non
     summary["image"] = image
     if image is None:
         summary["image_reason"] = image_reason
-    if deployed.applied:
+    if deployed.applied and not deployed.smoke:  # kubernetes smoke-tests inside the cluster (a Job): in the summary
         held_out = kind.smoke_images(Path(intake.split_path))[: get_pipeline_settings().smoke_test_images]
         summary["smoke_test"] = smoke_test_task(kind, deployed.endpoint, service_dir, held_out).summary()
     return summary

@@ -47,6 +47,7 @@ from fpgaflow.fpga_runtime.protocol import (
     TF_PREDICT,
     bearer,
 )
+from fpgaflow.fpga_runtime.tls import channel_credentials
 
 log = logging.getLogger(__name__)
 RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -59,7 +60,9 @@ class PredictionClient:
 
     ``timeout`` is the deadline of each attempt in seconds; ``retries`` the extra attempts after
     UNAVAILABLE or DEADLINE_EXCEEDED, waiting ``backoff``, 2 x ``backoff``, ... (at most
-    ``max_backoff``) seconds between them.
+    ``max_backoff``) seconds between them. TLS: ``use_ssl`` with the system's roots, or ``ca_cert`` (a PEM
+    file; ``root_certificates`` its bytes) to trust; ``cert`` and ``key`` present a client certificate
+    (mutual TLS). Any of the three files turns TLS on.
     """
 
     def __init__(
@@ -76,6 +79,9 @@ class PredictionClient:
         backoff: float = 1.0,
         max_backoff: float = 30.0,
         root_certificates: bytes | None = None,
+        ca_cert: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if timeout <= 0:
@@ -83,14 +89,17 @@ class PredictionClient:
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, got {retries}")
         self.target = f"{address}:{port}"
-        self.use_ssl = use_ssl
+        tls_files = (ca_cert, cert, key)
+        self.use_ssl = use_ssl or any(path is not None for path in tls_files)
+        self.client_certificate = cert is not None
+        paths = [Path(path) if path is not None else None for path in tls_files]
+        self._credentials = channel_credentials(*paths, root_certificates=root_certificates) if self.use_ssl else None
         self.service_name = service_name
         self.channel_shutdown_timeout = channel_shutdown_timeout
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._root_certificates = root_certificates
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -229,10 +238,19 @@ class PredictionClient:
             return self._channel
 
     def _open_channel(self) -> grpc.Channel:
-        if self.use_ssl:
-            credentials = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
-            return grpc.secure_channel(self.target, credentials, options=self._options)
+        if self._credentials is not None:
+            return grpc.secure_channel(self.target, self._credentials, options=self._options)
         return grpc.insecure_channel(self.target, options=self._options)
+
+    def _connection_hint(self, status: grpc.StatusCode) -> str:
+        """What a refused connection may mean, from the client's side of TLS (the server does not say why)."""
+        if status is not grpc.StatusCode.UNAVAILABLE:
+            return ""
+        if not self.use_ssl:
+            return " (if the server speaks TLS, connect with TLS: --ca-cert or --ssl)"
+        if not self.client_certificate:
+            return " (if the server requires mutual TLS, present a client certificate: --cert and --key)"
+        return " (check that --ca-cert signed the server's certificate and the server's CA signed --cert)"
 
     def _call(self, method: str, request, response_type, timeout: float | None):
         deadline = self.timeout if timeout is None else timeout
@@ -247,7 +265,9 @@ class PredictionClient:
             except grpc.RpcError as error:
                 status, details = error.code(), error.details() or ""
                 if status not in RETRIED or attempt >= self.retries:
-                    raise PredictionError(status, f"{method} on {self.target}: {details}") from None
+                    raise PredictionError(
+                        status, f"{method} on {self.target}: {details}{self._connection_hint(status)}"
+                    ) from None
                 wait = min(self.max_backoff, self.backoff * 2**attempt)
                 attempt += 1
                 log.warning(

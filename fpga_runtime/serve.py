@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"listening on {_address(host, bound_port)}", flush=True)
     for executor in server.data_plane.executors():
         print(executor.describe(), flush=True)
+    if server.health_port is not None:
+        print(f"health on {_address(host, server.health_port)} (plaintext, gRPC health only)", flush=True)
     if server.metrics_port is not None:
         print(f"metrics on http://{_address(host, server.metrics_port)}/metrics", flush=True)
     stop_requested.wait()

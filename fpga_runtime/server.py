@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fpgaflow.fpga_runtime import kserve, tfserving
+from fpgaflow.fpga_runtime.cluster.security import node_api_keys, node_credentials
 from fpgaflow.fpga_runtime.dataplane import DataPlane
 from fpgaflow.fpga_runtime.errors import FpgaflowError
 from fpgaflow.fpga_runtime.metrics import ServerMetrics
@@ -58,7 +59,9 @@ class ModelServer:
         self.data_plane = DataPlane(on_timing=self.metrics.stage_observer)
         self.metrics.watch_devices(self.data_plane.device_stats)
         self.health = health.HealthServicer()
-        keys = self.settings.server_api_keys
+        keys = node_api_keys(self.settings)
+        credentials = node_credentials(self.settings)
+        self.tls = credentials is not None
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.settings.server_workers, thread_name_prefix="fpgaflow-grpc"),
             handlers=[
@@ -70,10 +73,16 @@ class ModelServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.host = address.rsplit(":", 1)[0]
-        try:
-            self.port = self._server.add_insecure_port(address)
-        except RuntimeError as error:
-            raise FpgaflowError(f"cannot listen on {address}: {error}") from None
+        self.port = _listen(self._server, address, credentials)
+        self._health_server: grpc.Server | None = None
+        self.health_port: int | None = None
+        if self.settings.server_health_port is not None:
+            self._health_server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fpgaflow-health"),
+                options=grpc_options(self.settings.server_max_message_bytes),
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = _listen(self._health_server, f"{self.host}:{self.settings.server_health_port}", None)
         self._metrics_port_wanted = metrics_port
         self.metrics_port: int | None = None
         self._pending: list[tuple[Path, str | Path | None, int | None]] = []
@@ -99,6 +108,8 @@ class ModelServer:
         if self._metrics_port_wanted is not None:
             self.metrics_port = self.metrics.serve_http(self.host, self._metrics_port_wanted)
         self._server.start()
+        if self._health_server is not None:
+            self._health_server.start()
         threading.Thread(target=self._load_pending, name="fpgaflow-load", daemon=True).start()
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
@@ -116,6 +127,8 @@ class ModelServer:
         grace = self.settings.server_shutdown_grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
         drained = self._server.stop(grace)
+        if self._health_server is not None:
+            self._health_server.stop(grace)
         stopped = threading.Event()
 
         def release_when_drained() -> None:
@@ -142,6 +155,15 @@ class ModelServer:
 
     def _publish_readiness(self) -> None:
         publish_readiness(self.data_plane.ready(), self.health, self.metrics)
+
+
+def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as error:
+        raise FpgaflowError(f"cannot listen on {address}: {error}") from None
 
 
 def create_server(

@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     )
     cluster_nodes: int = Field(default=2, ge=1, description="Nodes (emulated FPGAs, one model each) a new cluster has.")
     cluster_gateway_host: str = Field(
-        default="127.0.0.1", description="Interface the cluster gateway binds (loopback by default)."
+        default="127.0.0.1",
+        description="Interface the cluster gateway binds (loopback by default); any other needs TLS "
+        "(gateway_tls_cert_file and gateway_tls_key_file), else the gateway refuses to start.",
     )
     cluster_gateway_port: int = Field(
         default=8500, ge=0, le=65535, description="gRPC port of the cluster gateway (TF Serving's default); 0 picks a free port."
@@ -120,6 +122,28 @@ class Settings(BaseSettings):
         "Two keys allow rotating one while clients still use the other (health checks stay open).",
     )
 
+    server_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) a node serves TLS with; set together with server_tls_key_file. "
+        "Unset = plaintext gRPC (the kubernetes target mounts both from a Secret).",
+    )
+    server_tls_key_file: Path | None = Field(default=None, description="PEM private key of server_tls_cert_file.")
+    server_tls_client_ca_file: Path | None = Field(
+        default=None, description="PEM CA a node requires client certificates to be signed by (mutual TLS); unset = none asked."
+    )
+    server_api_keys_file: Path | None = Field(
+        default=None,
+        description="File of API keys a node accepts, one per line ('#' comments); adds to server_api_keys "
+        "(the kubernetes target mounts it from a Secret).",
+    )
+    server_health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Plaintext port answering gRPC health only, for probes that cannot speak TLS (the kubelet's); "
+        "unset = health is answered on the gRPC port alone.",
+    )
+
     client_token: str = Field(
         default="",
         description="API key `fpgaflow score` sends as 'authorization: Bearer <key>' (FPGAFLOW_CLIENT_TOKEN); "
@@ -134,6 +158,10 @@ class Settings(BaseSettings):
     )
     gateway_tls_key_file: Path | None = Field(
         default=None, description="PEM private key of gateway_tls_cert_file (readable by the gateway's user only)."
+    )
+    gateway_tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA the gateway requires client certificates to be signed by (mutual TLS); unset = none asked.",
     )
     gateway_api_keys_file: Path | None = Field(
         default=None,

@@ -167,9 +167,44 @@ class PipelineSettings(Settings):
     kubeconfig: Path | None = Field(
         default=None, description="kubeconfig the kubernetes target applies manifests with; unset = ~/.kube/config when present."
     )
-    kubernetes_namespace: str = Field(default="default", description="Namespace the kubernetes target deploys into.")
-    kubernetes_cpu_request: str = Field(default="1", description="CPU request of one FPGA-node container.")
-    kubernetes_memory_request: str = Field(default="2Gi", description="Memory request (and limit) of one FPGA-node container.")
+    kubernetes_namespace: str = Field(
+        default="fpgaflow",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace the kubernetes target deploys into (rendered with the restricted Pod Security level).",
+    )
+    kubernetes_cpu_request: str = Field(default="1", description="CPU request of a pod per emulated device it holds.")
+    kubernetes_cpu_limit: str = Field(default="2", description="CPU limit of a pod per emulated device it holds.")
+    kubernetes_memory_request: str = Field(
+        default="2Gi", description="Memory request (and limit) of a pod per emulated device it holds."
+    )
+    kubernetes_image_pull_policy: str = Field(
+        default="Always",
+        pattern="^(Always|IfNotPresent|Never)$",
+        description="imagePullPolicy of the pods; IfNotPresent for an image loaded into the nodes by hand.",
+    )
+    kubernetes_tls_secret: str = Field(
+        default="fpgaflow-tls",
+        description="kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) the entry pods serve TLS with, mounted as files; "
+        "its certificate names the entry Service (NAME.NAMESPACE.svc) and ca.crt signed it.",
+    )
+    kubernetes_client_tls_secret: str = Field(
+        default="",
+        description="kubernetes.io/tls Secret of a client certificate (tls.crt, tls.key) and the CA that signs clients "
+        "(ca.crt): set, the entry pods require mutual TLS and the smoke test presents this certificate; empty = server TLS only.",
+    )
+    kubernetes_api_keys_secret: str = Field(
+        default="fpgaflow-api-keys",
+        description="Secret whose item 'api-keys' holds the keys the entry pods accept, one per line, mounted as a file.",
+    )
+    kubernetes_health_port: int = Field(
+        default=8510, ge=1, le=65535, description="Plaintext gRPC-health-only port of the pods, for the kubelet's probes."
+    )
+    kubernetes_rollout_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="How long the apply waits for the rollout, and then for the smoke test."
+    )
+    kubernetes_poll_seconds: float = Field(
+        default=2.0, gt=0, description="How often the apply asks the API server how the rollout and the smoke test go."
+    )
     kubernetes_max_replicas: int = Field(
         default=8,
         ge=1,

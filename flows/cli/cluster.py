@@ -63,6 +63,12 @@ def register(subparsers) -> None:
         help="Default: the running cluster's target, else the cluster_target setting.",
     )
     deploy.add_argument("--image", help="Serving image to run (docker, kubernetes); default: build it.")
+    deploy.add_argument(
+        "--render",
+        type=Path,
+        metavar="DIR",
+        help="With --target kubernetes: write the manifests into DIR and stop (no cluster, no image build).",
+    )
     deploy.add_argument("--base-image", help="Base image when the serving image is built (default: the image_base setting).")
     deploy.add_argument("--device", help="Device profile of a cluster this command starts (default: the device_profile setting).")
     deploy.add_argument("--json", action="store_true")
@@ -171,6 +177,7 @@ def _deploy(args: argparse.Namespace) -> int:
             image=args.image,
             base_image=args.base_image,
             device=args.device,
+            render_dir=args.render,
         )
     except PipelineStepError as error:
         print(f"fpgaflow deploy: {error}", file=sys.stderr)
@@ -187,10 +194,13 @@ def _deploy(args: argparse.Namespace) -> int:
         )
     else:
         split = f", split across {result.devices} devices each" if result.devices > 1 else ""
+        verb = "deployed" if result.applied else "rendered"
         print(
-            f"deployed {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
+            f"{verb} {result.model} version {result.version} on {result.target}: {result.replicas} replica(s){split}; "
             f"endpoint {result.endpoint}"
         )
+        if result.smoke:
+            print(f"smoke test through the Service: {json.dumps(result.smoke)}")
         if not result.applied:
             print(f"not applied: {result.reason}")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fpgaflow.flows.cli import UsageError
 from fpgaflow.flows.cli.run import add_label_arguments, add_quiet_argument, labels_of
+from fpgaflow.flows.cli.serving import add_tls_arguments, tls_options
 
 
 def register(subparsers) -> None:
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
         "--threshold", type=float, help="Lowest acceptable accuracy, 0-1 (default: setting monitor_min_accuracy)."
     )
     monitor.add_argument("--json", action="store_true", help="End with one JSON line summarising the check.")
+    add_tls_arguments(monitor, system_roots=False)
     monitor.set_defaults(handler=_monitor)
 
     retrain = subparsers.add_parser(
@@ -85,7 +87,8 @@ def _monitor(args: argparse.Namespace) -> int:
         raise UsageError(f"holdout folder {args.data_dir} does not exist or is not a folder")
     from fpgaflow.flows.monitor import monitor
 
-    summary = monitor(args.endpoint, str(args.data_dir), args.model, args.threshold)
+    tls = {name: str(path) for name, path in tls_options(args).items() if isinstance(path, Path)}
+    summary = monitor(args.endpoint, str(args.data_dir), args.model, args.threshold, tls=tls or None)
     _report(summary, args.json)
     return 1 if summary["degraded"] else 0
 

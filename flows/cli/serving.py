@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         "FPGAFLOW_CLIENT_TOKEN).",
     )
     score.add_argument("--token", help=argparse.SUPPRESS)
-    score.add_argument("--ssl", action="store_true", help="Use TLS with the system's root certificates.")
+    add_tls_arguments(score)
     score.add_argument("--timeout", type=float, default=10.0, help="Deadline of each attempt, seconds (default 10).")
     score.add_argument("--retries", type=int, default=5, help="Retries on UNAVAILABLE or DEADLINE_EXCEEDED (default 5).")
     score.add_argument(
@@ -74,11 +74,11 @@ def _score(args: argparse.Namespace) -> int:
     client = PredictionClient(
         host.strip("[]"),
         int(port),
-        use_ssl=args.ssl,
         access_token=access_token(args.token, args.token_file),
         service_name=args.model,
         timeout=args.timeout,
         retries=args.retries,
+        **tls_options(args),
     )
     if args.out is not None and not (args.detect and len(args.images) == 1):
         raise UsageError("--out needs --detect and exactly one image")
@@ -93,6 +93,30 @@ def _score(args: argparse.Namespace) -> int:
             for name, probability in client.top_k(probabilities, k=TOP_K):
                 print(f"  {probability:8.4f}  {name}")
     return 0
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser, system_roots: bool = True) -> None:
+    """``--ca-cert`` and ``--cert/--key`` (mutual TLS) of a command that calls a service; ``--ssl`` too (TLS with the
+    system's roots) when ``system_roots``."""
+    if system_roots:
+        parser.add_argument("--ssl", action="store_true", help="Use TLS, trusting the system's root certificates.")
+    parser.add_argument(
+        "--ca-cert", type=Path, metavar="PEM", help="Use TLS, trusting the CA certificate(s) in this file (implies --ssl)."
+    )
+    parser.add_argument("--cert", type=Path, metavar="PEM", help="Client certificate for mutual TLS (with --key).")
+    parser.add_argument("--key", type=Path, metavar="PEM", help="Private key of --cert (a file readable by you only).")
+
+
+def tls_options(args: argparse.Namespace) -> dict:
+    """The client's TLS keywords from :func:`add_tls_arguments`; a file that is missing is a usage error."""
+    from fpgaflow.flows.cli import UsageError
+
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together: a client certificate needs its private key")
+    for option, path in (("--ca-cert", args.ca_cert), ("--cert", args.cert), ("--key", args.key)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    return {"use_ssl": getattr(args, "ssl", False), "ca_cert": args.ca_cert, "cert": args.cert, "key": args.key}
 
 
 def access_token(token_on_command_line: str | None, token_file: Path | None) -> str | None:

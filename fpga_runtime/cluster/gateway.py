@@ -29,6 +29,7 @@ from fpgaflow.fpga_runtime.rpc import ApiKeyInterceptor, unary_handler
 from fpgaflow.fpga_runtime.server import grpc_options, publish_readiness
 from fpgaflow.fpga_runtime.service import ServiceDefinition
 from fpgaflow.fpga_runtime.settings import Settings, get_settings
+from fpgaflow.fpga_runtime.tls import is_loopback
 
 log = logging.getLogger(__name__)
 # A call without a deadline reports one far in the future; beyond this, the forwarding default applies.
@@ -138,6 +139,13 @@ class Gateway:
         self.api_keys = ApiKeyInterceptor(accepted_api_keys(self.settings))
         credentials = server_credentials(self.settings)
         self.tls = credentials is not None
+        self.host = address.rsplit(":", 1)[0]
+        if not self.tls and not is_loopback(self.host):
+            raise FpgaflowError(
+                f"the gateway refuses to listen on {self.host} without TLS: only loopback may be served in plaintext; "
+                "set gateway_tls_cert_file and gateway_tls_key_file (FPGAFLOW_GATEWAY_TLS_CERT_FILE, "
+                "FPGAFLOW_GATEWAY_TLS_KEY_FILE), or bind 127.0.0.1"
+            )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.settings.server_workers, thread_name_prefix="fpgaflow-gateway"),
             handlers=[self._tf_serving_handler(), self._kserve_handler()],
@@ -145,7 +153,6 @@ class Gateway:
             options=grpc_options(self.settings.server_max_message_bytes),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        self.host = address.rsplit(":", 1)[0]
         try:
             if credentials is None:
                 self.port = self._server.add_insecure_port(address)

@@ -1,4 +1,4 @@
-"""The gateway's security settings made real: API keys from settings and a key file, TLS credentials.
+"""The security settings of the gateway and of a node made real: API keys from settings and a key file, TLS credentials.
 
 The key file holds one key per line (primary first, then secondary; blank lines and ``#`` lines
 are skipped). Rotating a key: write the new pair to the file (keep the key clients still use as
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from fpgaflow.fpga_runtime import tls
 from fpgaflow.fpga_runtime.errors import FpgaflowError
 from fpgaflow.fpga_runtime.settings import Settings
 
@@ -50,28 +51,30 @@ def read_api_keys(path: Path) -> tuple[str, ...]:
 
 def accepted_api_keys(settings: Settings) -> tuple[str, ...]:
     """The keys the gateway accepts: ``server_api_keys`` and those of ``gateway_api_keys_file``."""
-    keys = list(settings.server_api_keys)
-    if settings.gateway_api_keys_file is not None:
-        keys += [key for key in read_api_keys(settings.gateway_api_keys_file) if key not in keys]
+    return _keys(settings.server_api_keys, settings.gateway_api_keys_file)
+
+
+def node_api_keys(settings: Settings) -> tuple[str, ...]:
+    """The keys a node accepts: ``server_api_keys`` and those of ``server_api_keys_file`` (a mounted Secret)."""
+    return _keys(settings.server_api_keys, settings.server_api_keys_file)
+
+
+def _keys(listed: tuple[str, ...], keys_file: Path | None) -> tuple[str, ...]:
+    keys = list(listed)
+    if keys_file is not None:
+        keys += [key for key in read_api_keys(keys_file) if key not in keys]
     return tuple(keys)
 
 
-def _read_pem(path: Path, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise FpgaflowError(f"cannot read the gateway's TLS {what} {path}: {error.strerror}") from None
-    if b"-----BEGIN " not in data:
-        raise FpgaflowError(f"the gateway's TLS {what} {path} is not PEM")
-    return data
-
-
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials of the gateway from its certificate and key files; None when neither is set."""
-    certificate, key = settings.gateway_tls_cert_file, settings.gateway_tls_key_file
-    if certificate is None and key is None:
-        return None
-    if certificate is None or key is None:
-        missing = "gateway_tls_cert_file" if certificate is None else "gateway_tls_key_file"
-        raise FpgaflowError(f"TLS needs both a certificate and a key file: {missing} is not set")
-    return grpc.ssl_server_credentials([(_read_pem(key, "key"), _read_pem(certificate, "certificate"))])
+    """TLS credentials of the gateway from its certificate, key and (mutual TLS) client CA files; None when unset."""
+    return tls.server_credentials(
+        settings.gateway_tls_cert_file, settings.gateway_tls_key_file, settings.gateway_tls_client_ca_file, "gateway"
+    )
+
+
+def node_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials of a node (its ``server_tls_*`` settings); None when unset."""
+    return tls.server_credentials(
+        settings.server_tls_cert_file, settings.server_tls_key_file, settings.server_tls_client_ca_file, "server"
+    )

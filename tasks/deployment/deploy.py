@@ -13,7 +13,7 @@ from pathlib import Path
 from fpgaflow.fpga_runtime.cluster.daemon import gateway_running, running_state
 from fpgaflow.fpga_runtime.cluster.launchers import LAUNCHERS
 from fpgaflow.fpga_runtime.service import load_service
-from fpgaflow.tasks.deployment.targets import TARGETS, DeployFailed, DeployResult
+from fpgaflow.tasks.deployment.targets import KUBERNETES, TARGETS, DeployFailed, DeployResult
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
@@ -42,8 +42,12 @@ def deploy(
     base_image: str | None = None,
     device: str | None = None,
     settings: PipelineSettings | None = None,
+    render_dir: Path | None = None,
 ) -> DeployResult:
-    """Deploy ``reference`` with ``replicas`` replicas; a model already deployed is scaled or rolled over to it."""
+    """Deploy ``reference`` with ``replicas`` replicas; a model already deployed is scaled or rolled over to it.
+
+    ``render_dir`` (kubernetes target only): write the manifests there and touch no cluster.
+    """
     settings = settings or get_pipeline_settings()
     if replicas < 1:
         raise DeployFailed(f"replicas must be at least 1, got {replicas}")
@@ -52,4 +56,8 @@ def deploy(
         target = running_state(settings).target if gateway_running(settings) else settings.cluster_target
     if target not in TARGETS:
         raise DeployFailed(f"a cluster runs on the targets {sorted(LAUNCHERS)}, not {target!r}")
+    if render_dir is not None:
+        if target != KUBERNETES.name:
+            raise DeployFailed(f"--render writes Kubernetes manifests: it needs --target kubernetes, not {target}")
+        return KUBERNETES.deploy(service_dir, replicas, image, base_image, device, settings, render_dir=render_dir)
     return TARGETS[target].deploy(service_dir, replicas, image, base_image, device, settings)

@@ -46,10 +46,11 @@ class DeployResult:
     nodes: list[list[str]] = field(default_factory=list)
     applied: bool = True
     reason: str = ""
+    smoke: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """The keys the deploy step adds to ``fpgaflow run --json``."""
-        summary = {
+        summary: dict[str, object] = {
             "endpoint": self.endpoint,
             "image": self.image,
             "target": self.target,
@@ -60,6 +61,8 @@ class DeployResult:
             summary["image_reason"] = self.image_reason
         if not self.applied:
             summary["deploy_reason"] = self.reason
+        if self.smoke:
+            summary["smoke_test"] = self.smoke
         return summary
 
 
@@ -173,15 +176,33 @@ class KubernetesTarget:
         base_image: str | None,
         device: str | None,
         settings: PipelineSettings,
+        render_dir: Path | None = None,
     ) -> DeployResult:
-        from fpgaflow.tasks.deployment.kubernetes import deploy_to_kubernetes
+        """Render the manifests (into ``render_dir`` only, building no image, when given); else apply them too."""
+        from fpgaflow.fpga_runtime.placement.fit import SegmentDevices
+        from fpgaflow.tasks.deployment.kubernetes_deploy import deploy_to_kubernetes
         from fpgaflow.tasks.packaging.image_build import default_tag
 
         device = device or settings.device_profile
         fit = fit_to_device(service_dir, device, settings)
         service = load_service(fit.service_dir)
-        image, image_reason = serving_image(fit.service_dir, image, base_image, settings)
-        result = deploy_to_kubernetes(service, image or default_tag(service), replicas, device, settings)
+        # one device per segment unless a segment holds a layer cut over several (then ask each segment's graph)
+        one_each = fit.devices == fit.parts
+        devices = (1,) * fit.parts if one_each else SegmentDevices().per_segment(service, fit.service_dir, device)
+        image_reason = ""
+        if render_dir is not None:
+            image = image or default_tag(service)
+        else:
+            image, image_reason = serving_image(fit.service_dir, image, base_image, settings)
+        result = deploy_to_kubernetes(
+            service,
+            image or default_tag(service),
+            replicas,
+            device,
+            settings,
+            devices_per_segment=devices,
+            render_dir=render_dir,
+        )
         applied = result.applied and image is not None
         reason = result.reason or (f"not applied: {image_reason}" if image is None else "")
         return DeployResult(
@@ -194,10 +215,12 @@ class KubernetesTarget:
             image=image,
             image_reason=image_reason,
             parts=fit.parts,
-            devices=fit.devices,
+            devices=sum(devices),
             applied=applied,
             reason=reason,
+            smoke=result.smoke,
         )
 
 
-TARGETS: dict[str, DeploymentTarget] = {**{name: ClusterTarget(name) for name in LAUNCHERS}, "kubernetes": KubernetesTarget()}
+KUBERNETES = KubernetesTarget()
+TARGETS: dict[str, DeploymentTarget] = {**{name: ClusterTarget(name) for name in LAUNCHERS}, KUBERNETES.name: KUBERNETES}

@@ -44,11 +44,13 @@ def monitor_endpoint(
     threshold: float | None = None,
     access_token: str | None = None,
     settings: PipelineSettings | None = None,
+    tls: dict[str, str] | None = None,
 ) -> MonitorResult:
     """Score every decodable image of ``data_dir`` (folder per class) against ``endpoint``.
 
     ``model_name`` selects the model on a gateway (empty: the server's only model); ``threshold``
-    defaults to the ``monitor_min_accuracy`` setting. Holdout classes the model does not know count
+    defaults to the ``monitor_min_accuracy`` setting; ``tls`` the client's TLS files by keyword
+    (``ca_cert``, ``cert``, ``key``: paths). Holdout classes the model does not know count
     as wrong answers, and are named in the error when none of the classes is known.
     """
     settings = settings or get_pipeline_settings()
@@ -60,7 +62,19 @@ def monitor_endpoint(
     images, skipped = folder_images(data_dir)
     if not images:
         raise PipelineStepError(f"{data_dir} holds no decodable images in class folders to score")
-    with PredictionClient(host, port, access_token=access_token, service_name=model_name) as client:
+    tls_files = {name: Path(path) for name, path in (tls or {}).items() if path}
+    unknown = sorted(set(tls_files) - {"ca_cert", "cert", "key"})
+    if unknown:
+        raise PipelineStepError(f"tls takes the files ca_cert, cert and key, not {unknown}")
+    with PredictionClient(
+        host,
+        port,
+        access_token=access_token,
+        service_name=model_name,
+        ca_cert=tls_files.get("ca_cert"),
+        cert=tls_files.get("cert"),
+        key=tls_files.get("key"),
+    ) as client:
         class_names = client.class_names()
         unknown = sorted({image.label for image in images} - set(class_names))
         if len(unknown) == len({image.label for image in images}):

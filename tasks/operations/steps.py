@@ -34,9 +34,14 @@ def decide_task(candidate: VersionScore, champion: VersionScore | None, candidat
 
 @task(name="score-holdout", cache_policy=NO_CACHE)
 def monitor_endpoint_task(
-    endpoint: str, data_dir: Path, model_name: str = "", threshold: float | None = None, access_token: str | None = None
+    endpoint: str,
+    data_dir: Path,
+    model_name: str = "",
+    threshold: float | None = None,
+    access_token: str | None = None,
+    tls: dict[str, str] | None = None,
 ) -> MonitorResult:
-    result = monitor_endpoint(endpoint, data_dir, model_name, threshold, access_token)
+    result = monitor_endpoint(endpoint, data_dir, model_name, threshold, access_token, tls=tls)
     publish_table("monitor-accuracy", result.report.table(), result_description(result))
     return result
 
