@@ -11,7 +11,6 @@ line is the result.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from fpgaflow.tasks.deployment.kubernetes import (
     write_manifests,
 )
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.progress import say
 from fpgaflow.tasks.settings import PipelineSettings
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -212,8 +212,8 @@ def kubeconfig_path(settings: PipelineSettings) -> Path:
 
 
 def report_progress(line: str) -> None:
-    """Progress of an apply on stderr (stdout stays the command's result)."""
-    print(f"kubernetes: {line}", file=sys.stderr, flush=True)
+    """Progress of an apply, said like every long step's (stdout stays the command's result)."""
+    say(f"kubernetes: {line}")
 
 
 def deploy_to_kubernetes(
