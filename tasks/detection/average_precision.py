@@ -118,7 +118,9 @@ def mean_average_precision(
     """mAP over the classes that have ground truth, and the per-class table."""
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} images with detections but {len(truths)} with ground truth")
-    per_class, curves = [], {}
+    per_class: list[dict] = []
+    curves: dict[str, PrecisionRecallCurve] = {}
+    defined: list[float] = []
     for index, name in enumerate(class_names):
         curve = precision_recall_curve(detections, truths, index, iou_threshold)
         ap = average_precision(curve.recall, curve.precision) if curve.ground_truth else None
@@ -131,9 +133,9 @@ def mean_average_precision(
                 "ap": ap,
             }
         )
-        if curve.ground_truth:
+        if ap is not None:
             curves[name] = curve
-    defined = [row["ap"] for row in per_class if row["ap"] is not None]
+            defined.append(ap)
     return MeanAveragePrecision(float(np.mean(defined)) if defined else float("nan"), per_class, curves, list(detections))
 
 
