@@ -113,7 +113,7 @@ def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = Non
     mlflow_run_id = cached(start_pipeline_run_task, key, "mlflow-run")(config, intake.dataset_fingerprint, weights.note)
     cached(log_data_lineage_task, key, "log-data")(mlflow_run_id, Path(intake.report_path), Path(intake.split_path))
     trained = cached(train_task, key, "train")(
-        kind, splits, intake.class_names, intake.dataset_fingerprint, config, run_dir / "train"
+        kind, splits, intake.class_names, intake.dataset_fingerprint, config, run_dir / "train", mlflow_run_id
     )
     evaluation = trained.evaluation
     cached(log_training_task, key, "log-training")(
@@ -121,7 +121,7 @@ def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = Non
         trained.history,
         evaluation.metrics,
         evaluation.per_class,
-        Path(evaluation.confusion_matrix_png) if evaluation.confusion_matrix_png else None,
+        [Path(picture) for picture in evaluation.pictures],
         trained.featurizer,
     )
     summary.update(trained.summary())
@@ -201,5 +201,6 @@ def train_and_deploy(config: PipelineConfig, weights: WeightsChoice | None = Non
         summary["image_reason"] = image_reason
     if deployed.applied and not deployed.smoke:  # kubernetes smoke-tests inside the cluster (a Job): in the summary
         held_out = kind.smoke_images(Path(intake.split_path))[: get_pipeline_settings().smoke_test_images]
-        summary["smoke_test"] = smoke_test_task(kind, deployed.endpoint, service_dir, held_out).summary()
+        smoke = smoke_test_task(kind, deployed.endpoint, service_dir, held_out, mlflow_run_id, run_dir / "smoke-test")
+        summary["smoke_test"] = smoke.summary()
     return summary

@@ -10,6 +10,24 @@ from prefect.context import FlowRunContext, TaskRunContext
 
 KEY_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
+# The artifact of each step of `train_and_deploy`, in the order the steps run, for classifiers and detectors alike.
+PIPELINE_ARTIFACTS = (
+    "data-validation",
+    "mlflow-run",
+    "featurizer",
+    "training-epochs",
+    "evaluation",
+    "test-metrics-per-class",
+    "model-registration",
+    "onnx-parity",
+    "numerics",
+    "service-definition",
+    "model-card",
+    "image-build",
+    "deployment",
+    "smoke-test",
+)
+
 
 def in_prefect_run() -> bool:
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None

@@ -16,6 +16,9 @@ from pydantic import Field, field_validator, model_validator
 from fpgaflow.fpga_runtime.numerics import FORMATS
 from fpgaflow.fpga_runtime.settings import Settings
 
+# Where `fpgaflow ui mlflow|prefect` serves each UI on 127.0.0.1 unless told another port.
+DEFAULT_UI_PORTS = {"mlflow": 5000, "prefect": 4200}
+
 
 class PipelineSettings(Settings):
     progress: bool = Field(
@@ -115,6 +118,16 @@ class PipelineSettings(Settings):
 
     # -- MLflow tracking and registry, ONNX conversion, service packaging -----------------
     mlflow_experiment: str = Field(default="fpgaflow", description="MLflow experiment every pipeline run is logged to.")
+    mlflow_ui_url: str = Field(
+        default="",
+        description="Where the Prefect artifacts' links open the MLflow UI; empty: an http(s) tracking server itself, "
+        "else `fpgaflow ui mlflow` at its default port.",
+    )
+    prefect_ui_url: str = Field(
+        default="",
+        description="Where the MLflow run's and the model card's flow-run links open the Prefect UI; empty: Prefect's "
+        "PREFECT_UI_URL, else `fpgaflow ui prefect` at its default port.",
+    )
     mlflow_http_retries: int = Field(
         default=2,
         ge=0,

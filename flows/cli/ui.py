@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from types import FrameType
 
 from fpgaflow.flows.cli import UsageError
+from fpgaflow.tasks.settings import DEFAULT_UI_PORTS
 
 HOST = "127.0.0.1"
-DEFAULT_PORTS = {"mlflow": 5000, "prefect": 4200}
+
 READY_TIMEOUT_SECONDS = 180.0
 POLL_SECONDS = 0.25
 
@@ -74,6 +75,8 @@ def prefect_ui(port: int) -> UiServer:
     apply_prefect_defaults()  # PREFECT_HOME inside the fpgaflow home: the database embedded runs write to
     base = f"http://{HOST}:{port}"
     environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    # The UI's own pages call the API at PREFECT_UI_API_URL, which would otherwise name the default port.
+    environment["PREFECT_UI_API_URL"] = f"{base}/api"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
     return UiServer(command, environment, f"{base}/api/health", base)
 
@@ -113,7 +116,7 @@ def wait_until_ready(process: subprocess.Popen, server: UiServer, timeout: float
 
 
 def _ui(args: argparse.Namespace) -> int:
-    port = DEFAULT_PORTS[args.which] if args.port is None else args.port
+    port = DEFAULT_UI_PORTS[args.which] if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     server = UIS[args.which](port or free_port())

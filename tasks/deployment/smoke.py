@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -13,6 +15,20 @@ from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
 from fpgaflow.tasks.operations.scoring import LabelledImage, OfflineService
 
+T = TypeVar("T")
+
+
+def timed(call: Callable[..., T], *arguments: object) -> tuple[T, float]:
+    """The result of ``call(*arguments)`` and how long it took, in milliseconds."""
+    start = time.perf_counter()
+    result = call(*arguments)
+    return result, (time.perf_counter() - start) * 1000
+
+
+def latency_caption(latencies_ms: Sequence[float]) -> str:
+    values = np.asarray(latencies_ms, np.float64)
+    return f"latency p50 {np.percentile(values, 50):.1f} ms, p90 {np.percentile(values, 90):.1f} ms"
+
 
 class SmokeResult(BaseModel):
     endpoint: str
@@ -21,6 +37,7 @@ class SmokeResult(BaseModel):
     top1_agreement: float
     accuracy: float
     rows: list[dict]
+    latencies_ms: list[float]  # of each request, as the client saw it
 
     def summary(self) -> dict:
         return {
@@ -45,7 +62,8 @@ def smoke_test(
     with OfflineService(service_dir) as offline, PredictionClient(host, port, access_token=api_key) as client:
         service = offline.service
         expected = offline.outputs(encoded)[service.default_output]
-        served = np.stack([client.score_image(data) for data in encoded])
+        answers = [timed(client.score_image, data) for data in encoded]
+    served = np.stack([answer for answer, _ in answers])
     names = service.class_names
     rows = [
         {
@@ -61,6 +79,7 @@ def smoke_test(
         endpoint=endpoint,
         images=len(images),
         rows=rows,
+        latencies_ms=[milliseconds for _, milliseconds in answers],
         max_abs_diff=float(np.max(np.abs(served - expected))),
         top1_agreement=float(np.mean(served.argmax(axis=1) == expected.argmax(axis=1))),
         accuracy=float(np.mean([row["served"] == row["label"] for row in rows])),

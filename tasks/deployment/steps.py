@@ -10,9 +10,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.tasks.artifacts import publish_markdown, publish_table
+from fpgaflow.tasks.charts import LATENCY_HISTOGRAM_FILE, plot_latency_histogram
 from fpgaflow.tasks.deployment.deploy import deploy
+from fpgaflow.tasks.deployment.smoke import latency_caption
 from fpgaflow.tasks.deployment.split import SplitResult, fit_to_device
 from fpgaflow.tasks.deployment.targets import DeployResult
+from fpgaflow.tasks.registry.client import artifact_links
+from fpgaflow.tasks.registry.runs import ARTIFACT_SMOKE_TEST_DIR, artifact_path, log_file
 from fpgaflow.tasks.settings import get_pipeline_settings
 
 if TYPE_CHECKING:
@@ -21,14 +25,22 @@ if TYPE_CHECKING:
 
 
 @task(name="smoke-test", cache_policy=NO_CACHE)
-def smoke_test_task(kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence) -> SmokeOutcome:
+def smoke_test_task(
+    kind: ModelKind, endpoint: str, service_dir: Path, images: Sequence, mlflow_run_id: str, output_dir: Path
+) -> SmokeOutcome:
+    """The kind's smoke test; its latency histogram goes into ``output_dir`` and the MLflow run, linked from the artifact."""
     keys = get_pipeline_settings().server_api_keys
     result = kind.smoke_test(endpoint, service_dir, images, api_key=keys[0] if keys else None)
+    histogram = plot_latency_histogram(
+        result.latencies_ms, f"{result.images} requests to {endpoint}", Path(output_dir) / LATENCY_HISTOGRAM_FILE
+    )
+    log_file(mlflow_run_id, histogram, ARTIFACT_SMOKE_TEST_DIR)
     publish_table(
         "smoke-test",
         result.rows,
         f"{result.images} held-out images through {endpoint}: max abs diff {result.max_abs_diff:.2g}, "
-        f"{kind.smoke_caption(result)}",
+        f"{kind.smoke_caption(result)}, {latency_caption(result.latencies_ms)}\n\n"
+        + artifact_links(mlflow_run_id, [artifact_path(histogram, ARTIFACT_SMOKE_TEST_DIR)]),
     )
     return result
 

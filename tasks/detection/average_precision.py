@@ -52,6 +52,8 @@ class ImageDetections:
 class MeanAveragePrecision:
     map50: float  # NaN when no class has ground truth
     per_class: list[dict]  # class, ap (None without ground truth), ground_truth, detections, true_positives
+    curves: dict[str, PrecisionRecallCurve] = field(default_factory=dict)  # by class name, classes with ground truth
+    detections: list[ImageDetections] = field(default_factory=list)  # what was evaluated, one entry per image
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -63,10 +65,20 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
 
 
-def class_average_precision(
+@dataclass(frozen=True)
+class PrecisionRecallCurve:
+    """One class's detections ranked by score: recall and precision after each, and what they were counted from."""
+
+    recall: np.ndarray
+    precision: np.ndarray
+    ground_truth: int  # non-difficult boxes of the class
+    true_positives: int
+
+
+def precision_recall_curve(
     detections: Sequence[ImageDetections], truths: Sequence[GroundTruth], class_index: int, iou_threshold: float = IOU_THRESHOLD
-) -> dict:
-    """AP of one class over a set of images (``detections[i]`` and ``truths[i]`` describe image ``i``)."""
+) -> PrecisionRecallCurve:
+    """The precision-recall curve of one class over a set of images (``detections[i]`` and ``truths[i]`` describe image ``i``)."""
     records = []  # (score, image, box)
     for image, found in enumerate(detections):
         for position in np.flatnonzero(np.asarray(found.classes) == class_index):
@@ -92,12 +104,9 @@ def class_average_precision(
         outcomes.append(0)
     hits = np.asarray(outcomes, np.float64)
     true_positives = np.cumsum(hits)
-    row = {"class_index": class_index, "ground_truth": counted, "detections": len(hits), "true_positives": int(hits.sum())}
-    if counted == 0:
-        return {**row, "ap": None}
-    recall = true_positives / counted
+    recall = true_positives / counted if counted else np.zeros_like(true_positives)
     precision = true_positives / np.maximum(np.arange(1, len(hits) + 1), 1)
-    return {**row, "ap": average_precision(recall, precision)}
+    return PrecisionRecallCurve(recall, precision, counted, int(hits.sum()))
 
 
 def mean_average_precision(
@@ -109,12 +118,25 @@ def mean_average_precision(
     """mAP over the classes that have ground truth, and the per-class table."""
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} images with detections but {len(truths)} with ground truth")
-    per_class = []
+    per_class: list[dict] = []
+    curves: dict[str, PrecisionRecallCurve] = {}
+    defined: list[float] = []
     for index, name in enumerate(class_names):
-        row = class_average_precision(detections, truths, index, iou_threshold)
-        per_class.append({"class": name, **{key: value for key, value in row.items() if key != "class_index"}})
-    defined = [row["ap"] for row in per_class if row["ap"] is not None]
-    return MeanAveragePrecision(float(np.mean(defined)) if defined else float("nan"), per_class)
+        curve = precision_recall_curve(detections, truths, index, iou_threshold)
+        ap = average_precision(curve.recall, curve.precision) if curve.ground_truth else None
+        per_class.append(
+            {
+                "class": name,
+                "ground_truth": curve.ground_truth,
+                "detections": len(curve.recall),
+                "true_positives": curve.true_positives,
+                "ap": ap,
+            }
+        )
+        if ap is not None:
+            curves[name] = curve
+            defined.append(ap)
+    return MeanAveragePrecision(float(np.mean(defined)) if defined else float("nan"), per_class, curves, list(detections))
 
 
 def detections_of(outputs: dict[str, np.ndarray]) -> list[ImageDetections]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from fpgaflow.fpga_runtime.client import PredictionClient
 from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT, CLASSES_OUTPUT, DETECTION_OUTPUTS, NUM_DETECTIONS_OUTPUT, SCORES_OUTPUT
+from fpgaflow.tasks.deployment.smoke import timed
 from fpgaflow.tasks.detection.parity import detection_parity
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
@@ -28,6 +29,7 @@ class DetectionSmokeResult(BaseModel):
     max_abs_diff: float
     agreement: float
     rows: list[dict]
+    latencies_ms: list[float]  # of each request, as the client saw it
 
     def summary(self) -> dict:
         return {"images": self.images, "max_abs_diff": self.max_abs_diff, "agreement": self.agreement}
@@ -51,11 +53,14 @@ def detection_smoke_test(
     rows: list[dict] = []
     largest = 0.0
     agreements: list[float] = []
+    latencies: list[float] = []
     with OfflineService(service_dir) as offline, PredictionClient(host, port, access_token=api_key) as client:
         for path in images:
             data = Path(path).read_bytes()
             expected = {name: value for name, value in offline.outputs([data]).items() if name in DETECTION_OUTPUTS}
-            served = _as_outputs(client.detect_image(data), expected[SCORES_OUTPUT].shape[1])
+            found, milliseconds = timed(client.detect_image, data)
+            latencies.append(milliseconds)
+            served = _as_outputs(found, expected[SCORES_OUTPUT].shape[1])
             parity = detection_parity(expected, served)
             assert parity.top1_agreement is not None, "detection parity always measures the agreement"
             largest, agreements = max(largest, parity.max_abs_diff), agreements + [parity.top1_agreement]
@@ -69,7 +74,12 @@ def detection_smoke_test(
                 }
             )
     result = DetectionSmokeResult(
-        endpoint=endpoint, images=len(images), max_abs_diff=largest, agreement=float(np.mean(agreements)), rows=rows
+        endpoint=endpoint,
+        images=len(images),
+        max_abs_diff=largest,
+        agreement=float(np.mean(agreements)),
+        rows=rows,
+        latencies_ms=latencies,
     )
     if result.max_abs_diff > tolerance or result.agreement < 1.0:
         raise PipelineStepError(

@@ -18,6 +18,12 @@ from fpgaflow.tasks.detection.export import DetectorFiles, export_detector
 from fpgaflow.tasks.detection.geometry import DetectorInfo
 from fpgaflow.tasks.detection.head_training import train_detector_heads
 from fpgaflow.tasks.detection.model import build_detector
+from fpgaflow.tasks.detection.pictures import (
+    PRECISION_RECALL_FILE,
+    SAMPLE_DETECTIONS_FILE,
+    draw_sample_detections,
+    plot_precision_recall,
+)
 from fpgaflow.tasks.detection.training import evaluate_detector, train_detector
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.files import write_text_atomic
@@ -36,7 +42,7 @@ class DetectionEvaluation:
     per_class: list[dict]  # class, ap (None without ground truth), ground_truth, detections, true_positives
     class_names: list[str]
     per_class_csv: str | None = None
-    confusion_matrix_png: str | None = field(default=None)  # detectors have none; kept so steps can treat both alike
+    pictures: list[str] = field(default_factory=list)  # precision-recall curves and sample detections (PNGs)
 
 
 @dataclass
@@ -102,24 +108,37 @@ def detection_train_step(
     output_dir = Path(output_dir)
     table = pd.DataFrame(result.per_class)
     csv = write_text_atomic(output_dir / EVALUATION_DIR / PER_CLASS_FILE, table.to_csv(index=False))
+    pictures = [
+        plot_precision_recall(result.curves, output_dir / EVALUATION_DIR / PRECISION_RECALL_FILE),
+        draw_sample_detections(
+            list(test["path"]), result.detections, class_names, output_dir / EVALUATION_DIR / SAMPLE_DETECTIONS_FILE
+        ),
+    ]
     evaluation = DetectionEvaluation(
         metrics={"map50": result.map50, "map50_untrained": untrained.map50},
         per_class=result.per_class,
         class_names=list(class_names),
         per_class_csv=str(csv),
+        pictures=[str(path) for path in pictures],
     )
     files = export_detector(trained.detector, class_names, detection, output_dir / MODEL_DIR)
     return DetectionTrainingOutcome(trained.detector.info, trained.history, evaluation, files, trained.trained_blocks)
 
 
-def training_markdown(outcome: DetectionTrainingOutcome) -> str:
-    info, metrics = outcome.featurizer, outcome.evaluation.metrics
+def detector_markdown(outcome: DetectionTrainingOutcome) -> str:
+    info = outcome.featurizer
     lines = [
         f"# {info.name} at {info.input_size}x{info.input_size}, weights `{info.weights}`",
         f"- {info.feature_maps} feature maps {list(info.map_sizes)}, {info.prior_count} default boxes, width {info.width:g}",
         f"- {info.parameter_count:,} parameters, {info.mac_count / 1e9:.3f} GMAC per image",
         f"- trained VGG blocks: {', '.join(outcome.trained_blocks) or 'none (head mode)'}; {len(outcome.history)} epochs",
-        f"- test mAP@0.5 {metrics['map50']:.4f} (untrained {metrics['map50_untrained']:.4f})",
         f"- model files: `{outcome.model_files.directory}`",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_markdown(outcome: DetectionTrainingOutcome) -> str:
+    metrics = outcome.evaluation.metrics
+    lines = ["# Test split", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.4f} |" for key, value in metrics.items()]
     return "\n".join(lines) + "\n"

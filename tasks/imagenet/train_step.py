@@ -48,13 +48,13 @@ def imagenet_train_step(
         per_class=top_k_rows(paths, probabilities, class_names),
         confusion_matrix=[],
         class_names=list(class_names),
-        confusion_matrix_png=None,
+        pictures=[],
     )
     files = export_model(featurizer, head, class_names, Path(output_dir) / MODEL_DIR)
     return TrainingOutcome(featurizer.info, [], evaluation, files, False)
 
 
-def publish_imagenet_training(outcome: TrainingOutcome) -> None:
+def publish_imagenet_training(outcome: TrainingOutcome, mlflow_run_id: str) -> None:
     publish_markdown(
         "featurizer",
         featurizer_markdown(outcome.featurizer) + "\nWith its Keras ImageNet top (1,000 classes); nothing was trained.\n",

@@ -12,6 +12,7 @@ from fpgaflow.tasks.numerics.accuracy import evaluate_numerics
 from fpgaflow.tasks.operations.scoring import split_images
 from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names
 from fpgaflow.tasks.registry.registration import register_trained_model
+from fpgaflow.tasks.registry.run_metrics import evaluation_picture_links
 from fpgaflow.tasks.training.train_step import TrainingOutcome, evaluation_markdown, featurizer_markdown, train_step
 
 
@@ -19,13 +20,16 @@ def _intake_caption(result: IntakeResult) -> str:
     return f"{result.num_images} images, {result.num_classes} classes, fingerprint {result.dataset_fingerprint[:16]}"
 
 
-def _publish_training(outcome: TrainingOutcome) -> None:
+def _publish_training(outcome: TrainingOutcome, mlflow_run_id: str) -> None:
+    evaluation = outcome.evaluation
     publish_markdown("featurizer", featurizer_markdown(outcome.featurizer), "architecture, sizes and MACs")
     publish_table("training-epochs", outcome.history, f"{len(outcome.history)} epochs of the head")
-    publish_markdown("evaluation", evaluation_markdown(outcome), "test-split metrics and confusion matrix")
-    publish_table(
-        "test-metrics-per-class", outcome.evaluation.per_class, "precision, recall, F1 and AUC per class on the test split"
+    publish_markdown(
+        "evaluation",
+        evaluation_markdown(outcome) + "\n" + evaluation_picture_links(mlflow_run_id, evaluation.pictures),
+        f"test accuracy {evaluation.metrics['accuracy']:.4f}; confusion matrix and per-class metrics pictures",
     )
+    publish_table("test-metrics-per-class", evaluation.per_class, "precision, recall, F1 and AUC per class on the test split")
 
 
 def _smoke_caption(result: SmokeResult) -> str:

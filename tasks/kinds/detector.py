@@ -18,9 +18,15 @@ from fpgaflow.tasks.detection.intake import (
 from fpgaflow.tasks.detection.numerics import evaluate_detector_numerics
 from fpgaflow.tasks.detection.registration import register_trained_detector
 from fpgaflow.tasks.detection.smoke import DetectionSmokeResult, detection_smoke_test
-from fpgaflow.tasks.detection.train_step import DetectionTrainingOutcome, detection_train_step, training_markdown
+from fpgaflow.tasks.detection.train_step import (
+    DetectionTrainingOutcome,
+    detection_train_step,
+    detector_markdown,
+    evaluation_markdown,
+)
 from fpgaflow.tasks.kinds.protocol import ModelKind
 from fpgaflow.tasks.packaging.tensor_names import detector_tensor_names
+from fpgaflow.tasks.registry.run_metrics import evaluation_picture_links
 
 
 def _intake_caption(result: DetectionIntakeResult) -> str:
@@ -30,9 +36,16 @@ def _intake_caption(result: DetectionIntakeResult) -> str:
     )
 
 
-def _publish_training(outcome: DetectionTrainingOutcome) -> None:
-    publish_markdown("training-summary", training_markdown(outcome), "detector, training and test mAP")
-    publish_table("test-average-precision-per-class", outcome.evaluation.per_class, "AP@0.5 per class on the test split")
+def _publish_training(outcome: DetectionTrainingOutcome, mlflow_run_id: str) -> None:
+    evaluation = outcome.evaluation
+    publish_markdown("featurizer", detector_markdown(outcome), "architecture, sizes and MACs")
+    publish_table("training-epochs", outcome.history, f"{len(outcome.history)} epochs of the detector")
+    publish_markdown(
+        "evaluation",
+        evaluation_markdown(outcome) + "\n" + evaluation_picture_links(mlflow_run_id, evaluation.pictures),
+        f"test mAP@0.5 {evaluation.metrics['map50']:.4f}; precision-recall curves and sample detections pictures",
+    )
+    publish_table("test-metrics-per-class", evaluation.per_class, "AP@0.5 per class on the test split")
 
 
 def _smoke_caption(result: DetectionSmokeResult) -> str:

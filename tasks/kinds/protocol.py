@@ -48,7 +48,7 @@ class ModelKind:
     smoke_images: Callable[[str | Path], Sequence]  # the held-out images of the split manifest the smoke test sends
     # (splits, class_names, dataset_fingerprint, config, output_dir): train, evaluate on the test split, export
     train: Callable[[pd.DataFrame, Sequence[str], str, PipelineConfig, Path], TrainedOutcome]
-    publish_training: Callable[[Any], None]  # the train step's artifacts
+    publish_training: Callable[[Any, str], None]  # (outcome, mlflow_run_id): the train step's artifacts
     # (run_id, model_name, fpga_model_path, cpu_model_path, class_names, *, tensor_names=...)
     register: Callable[..., RegisteredVersion]
     # (fpga_model_path, cpu_model_path, held_out_images, output_dir): ONNX stages and their parity report

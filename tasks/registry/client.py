@@ -8,7 +8,7 @@ not answer into :class:`TrackingUnavailable` naming it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 import mlflow
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
+from fpgaflow.tasks.settings import DEFAULT_UI_PORTS, PipelineSettings, get_pipeline_settings
 from mlflow import MlflowClient
 
 REMOTE_TRACKING_SCHEMES = ("http", "https", "databricks")
@@ -124,13 +124,24 @@ def ensure_experiment(client: MlflowClient, settings: PipelineSettings) -> str:
 
 
 def mlflow_ui_url(settings: PipelineSettings | None = None) -> str:
-    """Where people open the MLflow UI: the tracking server itself, or `fpgaflow ui mlflow`'s default."""
+    """Where people open the MLflow UI: the configured URL, the tracking server itself, or `fpgaflow ui mlflow`'s default."""
     settings = settings or get_pipeline_settings()
     uri = settings.mlflow_tracking_uri
-    return uri.rstrip("/") if urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    if settings.mlflow_ui_url:
+        return settings.mlflow_ui_url.rstrip("/")
+    return uri.rstrip("/") if urlsplit(uri).scheme in ("http", "https") else f"http://127.0.0.1:{DEFAULT_UI_PORTS['mlflow']}"
 
 
 @talks_to_mlflow
 def run_url(run_id: str, settings: PipelineSettings | None = None) -> str:
     run = mlflow_client(settings).get_run(run_id)
     return f"{mlflow_ui_url(settings)}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def artifact_links(run_id: str, artifact_paths: Sequence[str], settings: PipelineSettings | None = None) -> str:
+    """Markdown lines naming each artifact path of the run, each linked to that artifact in the MLflow UI."""
+    if not artifact_paths:
+        return ""
+    base = run_url(run_id, settings)
+    lines = [f"- [`{path}`]({base}/artifactPath/{path})" for path in artifact_paths]
+    return f"In MLflow run `{run_id}`:\n\n" + "\n".join(lines) + "\n"

@@ -40,6 +40,8 @@ class ModelCard(BaseModel):
     name: str
     version: str
     dataset_fingerprint: str = ""
+    flow_run_id: str = ""  # the Prefect flow run that produced the version
+    flow_run_url: str = ""  # its page in the Prefect UI
     split_sizes: Mapping[str, int] = {}
     class_names: tuple[str, ...] = ()
     featurizer: str = "unknown"
@@ -57,6 +59,9 @@ class ModelCard(BaseModel):
 
     def _data(self) -> list[str]:
         lines = [f"- dataset fingerprint: `{self.dataset_fingerprint or 'unknown'}`"]
+        if self.flow_run_id:
+            run = f"[`{self.flow_run_id}`]({self.flow_run_url})" if self.flow_run_url else f"`{self.flow_run_id}`"
+            lines.append(f"- produced by Prefect flow run {run}")
         if self.split_sizes:
             lines.append(
                 "- images per split: " + ", ".join(f"{split} {count}" for split, count in sorted(self.split_sizes.items()))

@@ -35,7 +35,14 @@ from fpgaflow.tasks.registry.catalog import user_tags
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.model_card import Gate, ModelCard
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, evaluation_metrics
-from fpgaflow.tasks.registry.runs import FEATURIZER_PARAM_PREFIX, TAG_DATASET_FINGERPRINT, TAG_WEIGHTS, split_sizes
+from fpgaflow.tasks.registry.runs import (
+    FEATURIZER_PARAM_PREFIX,
+    TAG_DATASET_FINGERPRINT,
+    TAG_FLOW_RUN_ID,
+    TAG_FLOW_RUN_URL,
+    TAG_WEIGHTS,
+    split_sizes,
+)
 from fpgaflow.tasks.registry.version_state import (
     TAG_DESCRIPTION,
     TAG_FEATURIZER,
@@ -286,6 +293,8 @@ def model_card_from_run(
         description=version_tags.get(TAG_DESCRIPTION, ""),
         labels=user_tags(version_tags),
         dataset_fingerprint=run.data.tags.get(TAG_DATASET_FINGERPRINT, ""),
+        flow_run_id=run.data.tags.get(TAG_FLOW_RUN_ID, ""),
+        flow_run_url=run.data.tags.get(TAG_FLOW_RUN_URL, ""),
         split_sizes=split_sizes(params),
         class_names=class_names,
         featurizer=params.get("featurizer", "unknown"),

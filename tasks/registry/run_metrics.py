@@ -15,9 +15,15 @@ from pydantic_core import to_jsonable_python
 
 from fpgaflow.tasks.conversion.onnx_stages import ConversionReport
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
+from fpgaflow.tasks.registry.client import artifact_links, mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.model_card import Gate
-from fpgaflow.tasks.registry.runs import ARTIFACT_CONVERSION_REPORT, ARTIFACT_EVALUATION_DIR, FEATURIZER_PARAM_PREFIX, log_file
+from fpgaflow.tasks.registry.runs import (
+    ARTIFACT_CONVERSION_REPORT,
+    ARTIFACT_EVALUATION_DIR,
+    FEATURIZER_PARAM_PREFIX,
+    artifact_path,
+    log_file,
+)
 from fpgaflow.tasks.settings import PipelineSettings
 from mlflow import MlflowClient
 
@@ -106,11 +112,11 @@ def log_training(
     metrics: Mapping[str, Any],
     *,
     per_class: Any = None,
-    confusion_matrix: Path | None = None,
+    pictures: Sequence[Path] = (),
     featurizer_info: Any = None,
     settings: PipelineSettings | None = None,
 ) -> None:
-    """Training curves (step = epoch), test metrics (``test_`` prefix) and evaluation artifacts."""
+    """Training curves (step = epoch), test metrics (``test_`` prefix) and evaluation artifacts (the pictures too)."""
     client = mlflow_client(settings)
     timestamp = int(time.time() * 1000)
     evaluation = [
@@ -120,8 +126,8 @@ def log_training(
     _log_metrics(client, run_id, history_metrics(history) + evaluation)
     if per_class is not None:
         client.log_dict(run_id, to_jsonable_python(per_class), f"{ARTIFACT_EVALUATION_DIR}/per_class.json")
-    if confusion_matrix is not None:
-        log_file(run_id, confusion_matrix, ARTIFACT_EVALUATION_DIR, settings)
+    for picture in pictures:
+        log_file(run_id, Path(picture), ARTIFACT_EVALUATION_DIR, settings)
     if featurizer_info is not None:
         info = to_jsonable_python(featurizer_info)
         if not isinstance(info, dict):
@@ -131,6 +137,11 @@ def log_training(
         client.log_dict(run_id, info, f"{ARTIFACT_EVALUATION_DIR}/featurizer.json")
         scalars = {key: value for key, value in info.items() if isinstance(value, (str, int, float, bool))}
         client.log_batch(run_id, params=[Param(f"{FEATURIZER_PARAM_PREFIX}{key}", str(value)) for key, value in scalars.items()])
+
+
+def evaluation_picture_links(run_id: str, pictures: Sequence[str | Path], settings: PipelineSettings | None = None) -> str:
+    """Markdown naming where :func:`log_training` puts each picture in the run, linked to it in the MLflow UI."""
+    return artifact_links(run_id, [artifact_path(picture, ARTIFACT_EVALUATION_DIR) for picture in pictures], settings)
 
 
 @talks_to_mlflow

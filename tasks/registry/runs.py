@@ -33,7 +33,7 @@ from mlflow.entities import Param
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.registry.client import ensure_experiment, mlflow_client, talks_to_mlflow
-from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
+from fpgaflow.tasks.settings import DEFAULT_UI_PORTS, PipelineSettings, get_pipeline_settings
 
 TAG_MODEL_NAME = "fpgaflow.model_name"
 
@@ -74,6 +74,9 @@ ARTIFACT_MODEL_CARD = "model_card.md"
 ARTIFACT_SERVICE_DIR = "service"
 
 
+ARTIFACT_SMOKE_TEST_DIR = "smoke-test"
+
+
 def git_commit(directory: Path | None = None) -> str | None:
     """The commit checked out in ``directory`` (default: the working directory), if it is a git work tree."""
     try:
@@ -91,18 +94,24 @@ def git_commit(directory: Path | None = None) -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def prefect_flow_run() -> tuple[str | None, str | None]:
-    """(flow run id, UI URL) of the Prefect flow run this code runs in; (None, None) outside a flow.
-
-    The URL is known only when a Prefect UI is configured (``PREFECT_UI_URL``, set for a real server).
-    """
-    from prefect.runtime import flow_run
+def prefect_ui_url(settings: PipelineSettings | None = None) -> str:
+    """Where people open the Prefect UI: the configured URL, Prefect's ``PREFECT_UI_URL`` (a real server), or
+    `fpgaflow ui prefect` at its default port (the embedded runs' database)."""
     from prefect.settings import PREFECT_UI_URL
+
+    settings = settings or get_pipeline_settings()
+    url = settings.prefect_ui_url or PREFECT_UI_URL.value() or f"http://127.0.0.1:{DEFAULT_UI_PORTS['prefect']}"
+    return str(url).rstrip("/")
+
+
+def prefect_flow_run() -> tuple[str | None, str | None]:
+    """(flow run id, its page in the Prefect UI) of the Prefect flow run this code runs in; (None, None) outside a flow."""
+    from prefect.runtime import flow_run
 
     run_id = flow_run.id
     if run_id is None:
         return None, None
-    return str(run_id), flow_run.ui_url if PREFECT_UI_URL.value() else None
+    return str(run_id), f"{prefect_ui_url()}/runs/flow-run/{run_id}"
 
 
 def lineage_tags(model_name: str, dataset_fingerprint: str) -> dict[str, str]:
@@ -163,13 +172,19 @@ def start_pipeline_run(
     return run.info.run_id
 
 
+def artifact_path(path: str | Path, artifact_dir: str | None) -> str:
+    """Where :func:`log_file` puts ``path`` among the run's artifacts."""
+    name = Path(path).name
+    return f"{artifact_dir}/{name}" if artifact_dir else name
+
+
 def log_file(run_id: str, path: Path, artifact_dir: str | None, settings: PipelineSettings | None = None) -> str:
     """Log one file into the run's artifacts; returns its artifact path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cannot log {path} to MLflow run {run_id}: no such file")
     mlflow_client(settings).log_artifact(run_id, str(path), artifact_dir)
-    return f"{artifact_dir}/{path.name}" if artifact_dir else path.name
+    return artifact_path(path, artifact_dir)
 
 
 def split_counts(split_manifest: Path) -> dict[str, int]:

@@ -81,12 +81,10 @@ def log_training_task(
     history: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, Any],
     per_class: Any = None,
-    confusion_matrix: Path | None = None,
+    pictures: Sequence[Path] = (),
     featurizer_info: Any = None,
 ) -> None:
-    log_training(
-        run_id, history, metrics, per_class=per_class, confusion_matrix=confusion_matrix, featurizer_info=featurizer_info
-    )
+    log_training(run_id, history, metrics, per_class=per_class, pictures=pictures, featurizer_info=featurizer_info)
 
 
 log_numerics_task = task(name="log-numerics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)(log_numerics)

@@ -1,5 +1,6 @@
 """Evaluation on the test split: accuracy, macro precision/recall/F1, one-vs-rest AUC, per-class table,
-confusion matrix (numbers and a PNG). Everything returned is plain data, ready for the registry step.
+confusion matrix (numbers and a PNG), per-class precision/recall/F1 (a PNG). Everything returned is plain
+data, ready for the registry step.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from fpgaflow.tasks.charts import new_figure, save_png
 from fpgaflow.tasks.errors import PipelineStepError
 
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+PER_CLASS_METRICS_FILE = "per_class_metrics.png"
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Evaluation:
     per_class: list[dict]  # one row per class: class, precision, recall, f1, auc, support
     confusion_matrix: list[list[int]]  # rows = true class, columns = predicted class, in class_names order
     class_names: list[str]
-    confusion_matrix_png: str | None  # path of the image, when an output directory was given
+    pictures: list[str]  # the confusion matrix and per-class metrics PNGs, when an output directory was given
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,21 +81,20 @@ def evaluate_predictions(
         for i, name in enumerate(class_names)
     ]
     matrix = confusion_matrix(labels, predicted, labels=every_class)
-    png = None
+    pictures = []
     if output_dir is not None:
-        png = str(plot_confusion_matrix(matrix, class_names, Path(output_dir) / CONFUSION_MATRIX_FILE))
-    return Evaluation(metrics, per_class, matrix.astype(int).tolist(), list(class_names), png)
+        pictures = [
+            str(plot_confusion_matrix(matrix, class_names, Path(output_dir) / CONFUSION_MATRIX_FILE)),
+            str(plot_per_class_metrics(per_class, Path(output_dir) / PER_CLASS_METRICS_FILE)),
+        ]
+    return Evaluation(metrics, per_class, matrix.astype(int).tolist(), list(class_names), pictures)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
     """The confusion matrix as a PNG (counts in the cells, true class down, predicted class across)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     matrix = np.asarray(matrix)
     side = max(4.0, 0.5 * len(class_names) + 2)
-    figure = Figure(figsize=(side + 1, side))
-    FigureCanvasAgg(figure)
+    figure = new_figure(side + 1, side)
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axes)
@@ -104,7 +106,22 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, column), value in np.ndenumerate(matrix):
         axes.text(column, row, str(value), ha="center", va="center", color="white" if value > threshold else "black")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    return path
+    return save_png(figure, path)
+
+
+def plot_per_class_metrics(per_class: Sequence[dict], path: Path) -> Path:
+    """Precision, recall and F1 of each class as grouped bars (rows of :attr:`Evaluation.per_class`)."""
+    names = [str(row["class"]) for row in per_class]
+    measures = ("precision", "recall", "f1")
+    figure = new_figure(max(6.0, 0.6 * len(names) + 2), 4)
+    axes = figure.add_subplot()
+    positions = np.arange(len(names))
+    width = 0.8 / len(measures)
+    for offset, measure in enumerate(measures):
+        axes.bar(positions + (offset - 1) * width, [row[measure] for row in per_class], width, label=measure)
+    axes.set_xticks(positions, labels=names, rotation=45, ha="right")
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("class")
+    axes.set_ylabel("test split")
+    axes.legend(loc="lower right")
+    return save_png(figure, path)

@@ -145,6 +145,4 @@ def evaluation_markdown(outcome: TrainingOutcome) -> str:
         f"| **{name}** | " + " | ".join(str(count) for count in row) + " |"
         for name, row in zip(names, evaluation.confusion_matrix)
     ]
-    if evaluation.confusion_matrix_png:
-        lines += ["", f"Image: `{evaluation.confusion_matrix_png}` (also in the MLflow run)"]
     return "\n".join(lines) + "\n"

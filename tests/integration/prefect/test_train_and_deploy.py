@@ -4,33 +4,20 @@ pipeline run is the costly part, so the re-run follows the first run in the same
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from fpgaflow.flows.train_and_deploy import train_and_deploy
 from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.tasks.artifacts import PIPELINE_ARTIFACTS
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.operations.monitoring import parse_endpoint
 from fpgaflow.tasks.registry.client import mlflow_client
 from fpgaflow.tasks.registry.runs import TAG_FLOW_RUN_ID
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, TAG_INPUT_TENSORS, TAG_OUTPUT_TENSORS
-from tests.fixtures.prefect_runs import artifacts_of
-
-STEP_ARTIFACTS = {
-    "data-validation",
-    "mlflow-run",
-    "featurizer",
-    "training-epochs",
-    "evaluation",
-    "test-metrics-per-class",
-    "model-registration",
-    "numerics",
-    "service-definition",
-    "model-card",
-    "image-build",
-    "deployment",
-    "smoke-test",
-}
+from tests.fixtures.prefect_runs import artifacts_of, assert_pictures_linked_and_logged
 
 
 def small_config(data_dir, until="deploy") -> PipelineConfig:
@@ -66,7 +53,15 @@ def test_train_and_deploy_tracks_every_step_serves_and_a_rerun_reuses_cached_ste
     summary = state.result()
     flow_run_id = state.state_details.flow_run_id
 
-    assert set(artifacts_of(flow_run_id)) >= STEP_ARTIFACTS
+    artifacts = artifacts_of(flow_run_id)
+    assert set(artifacts) == set(PIPELINE_ARTIFACTS)
+    assert "accuracy" in artifacts["evaluation"].data
+    assert {row["class"] for row in json.loads(artifacts["test-metrics-per-class"].data)} == {str(d) for d in range(10)}
+    assert_pictures_linked_and_logged(
+        artifacts,
+        summary["mlflow_run_id"],
+        {"evaluation": ["evaluation/confusion_matrix.png", "evaluation/per_class_metrics.png"]},
+    )
     assert summary["flow_run_id"] == str(flow_run_id)
     assert summary["validation_success"] and summary["num_classes"] == 10
     assert summary["metrics"]["accuracy"] > 0.3

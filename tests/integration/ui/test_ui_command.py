@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -59,6 +60,8 @@ def test_the_prefect_ui_answers_at_the_printed_url_until_the_command_stops(tmp_p
         url = printed_url(process)
         with urllib.request.urlopen(url + "/api/health", timeout=30) as response:
             assert "true" in response.read().decode()
+        with urllib.request.urlopen(url + "/ui-settings", timeout=30) as response:
+            assert json.load(response)["api_url"] == url + "/api"  # the UI's pages call this server, not port 4200
     finally:
         code = stop(process)
     assert code == 0

@@ -40,6 +40,10 @@ def test_hand_computed_ap_of_one_class():
     assert result.per_class == [
         {"class": "digit", "ground_truth": 2, "detections": 3, "true_positives": 2, "ap": pytest.approx(5 / 6)}
     ]
+    curve = result.curves["digit"]  # what the precision-recall picture draws
+    np.testing.assert_allclose(curve.recall, [1 / 2, 1 / 2, 1])
+    np.testing.assert_allclose(curve.precision, [1, 1 / 2, 2 / 3])
+    assert result.detections == detections
 
 
 def test_a_second_detection_of_a_claimed_object_is_a_false_positive():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,3 +154,6 @@ def test_full_mode_still_trains_end_to_end_from_the_images(data, tmp_path):
     assert outcome.trained_blocks == ["block5"]
     assert not (settings.home / "cache" / "detection-maps").exists()
     assert [set(record) >= {"loss", "val_loss", "val_map50"} for record in outcome.history] == [True]
+    pictures = [Path(picture) for picture in outcome.evaluation.pictures]  # what the evaluation artifact links
+    assert [picture.name for picture in pictures] == ["precision_recall.png", "sample_detections.png"]
+    assert all(picture.read_bytes().startswith(b"\x89PNG") for picture in pictures)

@@ -16,9 +16,12 @@ from fpgaflow.tasks.numerics.formats import (
     compare_formats,
     format_names,
     numerics_for,
+    prepare_format_file,
     prepare_model,
 )
-from fpgaflow.tasks.numerics.steps import gate_formats_task, prepare_format_task
+from fpgaflow.tasks.numerics.gate import gate_formats
+from fpgaflow.tasks.numerics.outcome import drop_limits
+from fpgaflow.tasks.settings import get_pipeline_settings
 from tests.fixtures.settings import reload_settings
 
 from .conftest import FEATURE_DIM
@@ -118,18 +121,18 @@ def test_format_names_put_the_reference_first():
         format_names(["msfp7"])
 
 
-def test_tasks_write_the_prepared_graph_and_gate_with_the_settings_limit(featurizer_path, images, tmp_path, monkeypatch):
-    output = prepare_format_task.fn(featurizer_path, "msfp9", tmp_path / "fpga_stage.msfp9.onnx", images, block_size=8)
+def test_the_prepared_graph_is_written_and_gated_with_the_settings_limit(featurizer_path, images, tmp_path, monkeypatch):
+    output = prepare_format_file(featurizer_path, "msfp9", tmp_path / "fpga_stage.msfp9.onnx", images, block_size=8)
     assert metadata(onnx.load(output)) == {FORMAT_METADATA_KEY: "msfp9", BLOCK_SIZE_METADATA_KEY: "8"}
     monkeypatch.setenv("FPGAFLOW_MAX_ACCURACY_DROP", "0.05")
     reload_settings()
-    results = gate_formats_task.fn({"fp32": 0.9, "int8": 0.86, "msfp8": 0.86})
+    results = gate_formats({"fp32": 0.9, "int8": 0.86, "msfp8": 0.86}, drop_limits(get_pipeline_settings()))
     assert results["int8"].passed and not results["msfp8"].passed  # msfp8 keeps its own limit, 2 points
     monkeypatch.setenv("FPGAFLOW_MAX_ACCURACY_DROP_BY_FORMAT", '{"msfp8": 0.05}')
     reload_settings()
-    assert gate_formats_task.fn({"fp32": 0.9, "msfp8": 0.86})["msfp8"].passed
+    assert gate_formats({"fp32": 0.9, "msfp8": 0.86}, drop_limits(get_pipeline_settings()))["msfp8"].passed
     with pytest.raises(PipelineStepError, match="does not exist"):
-        prepare_format_task.fn(tmp_path / "missing.onnx", "fp32", tmp_path / "out.onnx", images)
+        prepare_format_file(tmp_path / "missing.onnx", "fp32", tmp_path / "out.onnx", images)
 
 
 def test_compare_reports_parity_against_fp32(prepared, images):

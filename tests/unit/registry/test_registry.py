@@ -72,7 +72,7 @@ def run_pipeline_until_registration(settings, inputs, stage_files, preprocess_sp
         HISTORY,
         TEST_METRICS,
         per_class=[{"class": name, "f1": 0.8} for name in CLASS_NAMES],
-        confusion_matrix=inputs.confusion,
+        pictures=[inputs.confusion],
         featurizer_info={
             "name": "resnet50",
             "feature_dim": 8,

@@ -13,6 +13,7 @@ from fpgaflow.tasks.registry.model_card import MAX_DESCRIPTION_CHARS, Gate, Mode
 from fpgaflow.tasks.registry.run_metrics import FormatOutcome, coerce_outcomes, evaluation_metrics, history_metrics, numerics_gate
 from fpgaflow.tasks.registry.runs import flatten, git_commit, prefect_flow_run, split_counts, split_sizes
 from fpgaflow.tasks.settings import PipelineSettings
+from tests.fixtures.settings import reload_settings
 
 
 def test_flatten_nests_with_dots_and_joins_sequences():
@@ -125,13 +126,22 @@ def test_flow_run_id_and_ui_url_become_lineage_tags(monkeypatch):
 
     flow_run_id = "0b1c6f4e-7d0a-4c55-9a53-2f7e1d3c9b10"
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run_id)
-    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
-        assert prefect_flow_run() == (flow_run_id, None)
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):  # embedded: `fpgaflow ui prefect`
+        assert prefect_flow_run() == (flow_run_id, f"http://127.0.0.1:4200/runs/flow-run/{flow_run_id}")
     with temporary_settings({PREFECT_UI_URL: "http://prefect.internal:4200"}):
         tags = lineage_tags("pets", "ab" * 32)
     assert tags[TAG_FLOW_RUN_ID] == flow_run_id
-    assert tags[TAG_FLOW_RUN_URL] == f"http://prefect.internal:4200/flow-runs/flow-run/{flow_run_id}"
+    assert tags[TAG_FLOW_RUN_URL] == f"http://prefect.internal:4200/runs/flow-run/{flow_run_id}"
+    monkeypatch.setenv("FPGAFLOW_PREFECT_UI_URL", "http://127.0.0.1:4321/")
+    reload_settings()
+    assert prefect_flow_run()[1] == f"http://127.0.0.1:4321/runs/flow-run/{flow_run_id}"
     assert tags["fpgaflow.dataset_fingerprint"] == "ab" * 32
+
+
+def test_model_card_links_the_flow_run_that_produced_the_version():
+    url = "http://127.0.0.1:4200/runs/flow-run/0b1c"
+    card = ModelCard(name="pets", version="2", dataset_fingerprint="ab" * 32, flow_run_id="0b1c", flow_run_url=url)
+    assert f"- produced by Prefect flow run [`0b1c`]({url})" in card.markdown()
 
 
 def test_model_card_before_numerics_says_pending():

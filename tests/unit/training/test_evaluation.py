@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.training.evaluation import evaluate_predictions
+from fpgaflow.tasks.training.evaluation import CONFUSION_MATRIX_FILE, PER_CLASS_METRICS_FILE, evaluate_predictions
 
 CLASSES = ["cat", "dog", "fox"]
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
@@ -44,11 +45,14 @@ def test_metrics_match_scikit_learn_and_hand_counts(tmp_path):
     json.dumps(evaluation.to_dict(), allow_nan=False)  # plain data for the registry step
 
 
-def test_confusion_matrix_png(tmp_path):
+def test_confusion_matrix_and_per_class_metrics_pngs(tmp_path):
     evaluation = evaluate_predictions(PROBABILITIES, LABELS, CLASSES, tmp_path / "evaluation")
-    with Image.open(evaluation.confusion_matrix_png) as image:
-        assert image.format == "PNG" and image.width >= 300 and image.height >= 300
-    assert evaluate_predictions(PROBABILITIES, LABELS, CLASSES).confusion_matrix_png is None
+    assert [Path(path).name for path in evaluation.pictures] == [CONFUSION_MATRIX_FILE, PER_CLASS_METRICS_FILE]
+    for path in evaluation.pictures:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 300 and image.height >= 300
+            assert len(set(image.convert("RGB").getdata())) > 10  # drawn, not blank
+    assert evaluate_predictions(PROBABILITIES, LABELS, CLASSES).pictures == []
 
 
 def test_class_absent_from_the_test_split_has_no_auc_and_zero_recall():

@@ -52,7 +52,7 @@ def test_learns_well_above_chance(trained):
     summary = json.loads(json.dumps(outcome.summary()))
     assert summary["featurizer"] == {"name": "resnet50", "input_size": 64, "feature_dim": 2048}
     assert {"accuracy", "f1_macro", "auc_ovr"} <= set(summary["metrics"])
-    assert Path(outcome.evaluation.confusion_matrix_png).is_file()
+    assert all(Path(path).is_file() for path in outcome.evaluation.pictures)
     assert pickle.loads(pickle.dumps(outcome)) == outcome  # plain data: the flow persists it as a task result
 
 
