@@ -89,10 +89,14 @@ class TeamStack:
         cluster = self.postgres()
         if not cluster.initialised():
             cluster.initialise()
+        database_port = state.ports.get(POSTGRES)
         if not cluster.running():
             cluster.start(self._port(state, POSTGRES))
         state.processes[POSTGRES], state.ports[POSTGRES] = cluster.record()
         self.save_state(state)
+        if database_port not in (None, state.ports[POSTGRES]):  # its old port was taken: servers still on it restart
+            for service in SERVERS:
+                processes.stop_if_running(state.processes.get(service))
         cluster.ensure_databases(state.ports[POSTGRES], SERVERS)
         starting = []
         for service in SERVERS:
