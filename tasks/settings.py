@@ -33,6 +33,17 @@ class PipelineSettings(Settings):
         description="MLflow tracking URI; empty means SQLite inside the home directory.",
     )
 
+    # -- the team stack (fpgaflow team-stack): PostgreSQL under an MLflow and a Prefect server ------------
+    postgres_bin_dir: Path | None = Field(
+        default=None,
+        description="Folder of PostgreSQL's initdb, pg_ctl and postgres; unset = Debian's newest "
+        "/usr/lib/postgresql/<version>/bin, else the pg_ctl on PATH.",
+    )
+    postgres_user: str = Field(
+        default="postgres",
+        description="The unprivileged user PostgreSQL runs as when fpgaflow runs as root (PostgreSQL refuses root).",
+    )
+
     # -- data intake (validation thresholds) ---------------------------------------------
     min_image_width: int = Field(default=16, ge=1, description="Smallest accepted image width, pixels.")
     min_image_height: int = Field(default=16, ge=1, description="Smallest accepted image height, pixels.")

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "fpgaflow.flows.cli.operations",
     "fpgaflow.flows.cli.bench",
     "fpgaflow.flows.cli.ui",
+    "fpgaflow.flows.cli.team_stack",
 )
 
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from types import FrameType
 
 from fpgaflow.flows.cli import UsageError
+from fpgaflow.flows.team_stack.processes import HOST, answers, free_port
 from fpgaflow.tasks.settings import DEFAULT_UI_PORTS
-
-HOST = "127.0.0.1"
 
 READY_TIMEOUT_SECONDS = 180.0
 POLL_SECONDS = 0.25
@@ -35,12 +31,6 @@ class UiServer:
     environment: dict[str, str]
     health_url: str
     url: str
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def mlflow_ui(port: int) -> UiServer:
@@ -93,14 +83,6 @@ def register(subparsers) -> None:
         "--port", type=int, help="Port on 127.0.0.1 (default: 5000 for mlflow, 4200 for prefect; 0 picks a free one)."
     )
     ui.set_defaults(handler=_ui)
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def wait_until_ready(process: subprocess.Popen, server: UiServer, timeout: float = READY_TIMEOUT_SECONDS) -> None:

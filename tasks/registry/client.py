@@ -117,7 +117,13 @@ def ensure_experiment(client: MlflowClient, settings: PipelineSettings) -> str:
     """The id of the configured experiment, created (or restored from deletion) when needed."""
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
-        return client.create_experiment(settings.mlflow_experiment, artifact_location=experiment_artifact_location(settings))
+        try:
+            return client.create_experiment(settings.mlflow_experiment, artifact_location=experiment_artifact_location(settings))
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":  # another run against the same server created it first
+                raise
+            experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+            assert experiment is not None, "an experiment that already exists is found by its name"
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id

@@ -336,8 +336,11 @@ def numbers_of(client: MlflowClient, name: str) -> list[str]:
 
 
 def assert_only_complete_versions_hold_aliases(client: MlflowClient, name: str, settings: PipelineSettings) -> None:
-    """No alias on a version short of ``published`` with passed gates, and promote refuses such a version."""
-    for version in versions_of(client, name):
+    """No alias on a version short of ``published`` with passed gates, and promote refuses such a version.
+
+    Each version is read on its own: a search returns versions without their aliases."""
+    for found in versions_of(client, name):
+        version = client.get_model_version(name, found.version)
         if not gates_passed(version):
             assert version.aliases == [], f"version {version.version} ({version.tags.get(TAG_STATUS)}) holds {version.aliases}"
             with pytest.raises(PromotionRefused):

@@ -373,3 +373,15 @@ def test_a_retry_after_logging_the_model_reuses_it(chain, client, registry_setti
     registered = register_trained_model(run_id, "pets-retry", *stage_files, CLASS_NAMES, registry_settings)
     assert registered.source == f"models:/{model_id}"
     assert len(client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")) == 1
+
+
+def test_an_experiment_another_run_creates_first_is_used_not_an_error(registry_settings, client):
+    from fpgaflow.tasks.registry.client import ensure_experiment
+
+    settings = registry_settings.model_copy(update={"mlflow_experiment": "raced"})
+    created_by_the_other_run = client.create_experiment("raced")
+    answers = iter([None, client.get_experiment_by_name("raced")])
+    looked_up_before_the_other_run = SimpleNamespace(
+        get_experiment_by_name=lambda _name: next(answers), create_experiment=client.create_experiment
+    )
+    assert ensure_experiment(looked_up_before_the_other_run, settings) == created_by_the_other_run
