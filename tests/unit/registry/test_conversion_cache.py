@@ -38,7 +38,7 @@ def test_a_model_converted_before_is_copied_from_the_cache(tmp_path, monkeypatch
 
 
 def test_the_conversion_step_reuses_what_training_converted(stage_files, held_out_images, tmp_path, monkeypatch):
-    settings = PipelineSettings(home=tmp_path / "home")
+    settings = PipelineSettings(home=tmp_path / "home", build_cache_dir=tmp_path / "cache")  # not the session's
     fpga_path, cpu_path = stage_files
     trained = convert_keras_stage(
         load_keras_model(fpga_path), tmp_path / "train.onnx", FPGA_INPUT, FEATURES, settings.onnx_opset, onnx_cache_dir(settings)
