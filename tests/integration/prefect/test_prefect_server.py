@@ -198,7 +198,7 @@ def test_a_degraded_model_makes_the_trigger_start_retrain(server, deployments, t
         node.stop(0).wait()
 
     assert code == 1 and summary["degraded"] and summary["event_id"]
-    assert summary["accuracy"] == HOLDOUT_CORRECT / HOLDOUT_IMAGES
+    assert summary["score"] == HOLDOUT_CORRECT / HOLDOUT_IMAGES
     (event,) = events_named(server, MODEL_DEGRADED)
     assert event["id"] == summary["event_id"]
     assert event["resource"]["prefect.resource.id"] == "fpgaflow.model.tiny"
