@@ -328,12 +328,14 @@ def served_versions(loop, model: str) -> set[str]:
 
 def assert_retrained_under_load(server, deployments, loop, model: str, metric: str, trigger) -> None:
     """``trigger()`` emits the event; the worker's retrain gates and rolls out while the load sees no failure."""
+    from fpgaflow.fpga_runtime.client import PredictionClient
     from fpgaflow.tasks.registry.lookup import find_champion
     from tests.integration.cluster.conftest import Load
 
     earlier = {run["id"] for run in flow_runs_of(server, deployments["retrain"])}
     champion = find_champion(model, loop.settings)
-    with Load(loop.settings, model, max_requests=10**6) as load:
+    request = PredictionClient.detect_images if metric == "mAP@0.5" else PredictionClient.score_images
+    with Load(loop.settings, model, max_requests=10**6, request=request) as load:
         load.wait_for(3)
         trigger()
         flow_run = triggered_retrain(server, deployments, loop, model, earlier)
@@ -374,3 +376,46 @@ def test_new_images_make_the_worker_retrain_and_roll_out_a_classifier(server, de
         assert code == 0 and summary["changed"] and summary["event_id"], summary
 
     assert_retrained_under_load(server, deployments, loop, "loop-digits", "accuracy", drop_new_images_and_check)
+
+    # A monitor below its threshold takes the same path: an unknown class makes the holdout accuracy < 1.
+    holdout = tmp_path / "holdout"
+    write_sample_data(holdout, size=32, per_class=1)
+    (holdout / "unknown").mkdir()
+    (holdout / "unknown" / "a.jpg").write_bytes(next((holdout / "3").iterdir()).read_bytes())
+    gateway = served_gateway(loop)
+
+    def report_degraded():
+        arguments = ["monitor", str(holdout), "--endpoint", gateway, "--model", "loop-digits", "--threshold", "1.0"]
+        code, summary = fpgaflow(arguments, server, loop.home, loop.env)
+        assert code == 1 and summary["degraded"] and summary["metric"] == "accuracy" and summary["event_id"], summary
+
+    assert_retrained_under_load(server, deployments, loop, "loop-digits", "accuracy", report_degraded)
+
+
+def served_gateway(loop) -> str:
+    from tests.integration.cluster.conftest import status
+
+    return status(loop.settings)["gateway"]["address"]
+
+
+def test_new_images_make_the_worker_retrain_and_roll_out_a_detector(server, deployments, loop, tmp_path):
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
+
+    data_dir = tmp_path / "loop-boxes"
+    write_detection_sample_data(data_dir, count=24, digits=(0, 1, 7), seed=0)
+    first = first_champion(loop, server, data_dir, DETECTOR_PIPELINE, "loop-boxes")
+    assert first["metric"] == "mAP@0.5"
+    baseline = check_dataset(data_dir, loop.settings)
+    record_fingerprint(data_dir, baseline.fingerprint, baseline.num_images, loop.settings)
+    more = tmp_path / "more-boxes"
+    write_detection_sample_data(more, count=6, digits=(0, 1, 7), seed=1)
+
+    def drop_new_images_and_check():
+        for image in sorted((more / "images").iterdir()):
+            (data_dir / "images" / f"new-{image.name}").write_bytes(image.read_bytes())
+            annotation = more / "annotations" / f"{image.stem}.json"
+            (data_dir / "annotations" / f"new-{annotation.name}").write_bytes(annotation.read_bytes())
+        code, summary = fpgaflow(["check-data", str(data_dir), "--model", "loop-boxes"], server, loop.home, loop.env)
+        assert code == 0 and summary["changed"] and summary["event_id"], summary
+
+    assert_retrained_under_load(server, deployments, loop, "loop-boxes", "mAP@0.5", drop_new_images_and_check)
