@@ -353,31 +353,48 @@ def assert_retrained_under_load(server, deployments, loop, model: str, metric: s
         assert new_champion.version == champion.version and "already is the champion" in decision
 
 
-def test_new_images_make_the_worker_retrain_and_roll_out_a_classifier(server, deployments, loop, tmp_path):
+@pytest.fixture(scope="module")
+def digits_loop(server, loop, tmp_path_factory) -> Path:
+    """The classifier's data folder, its first champion serving on the cluster and its fingerprint recorded."""
     from fpgaflow.tasks.data.sample_data import write_sample_data
     from tests.integration.prefect.test_operations_flows import SMALL_PIPELINE
 
-    data_dir = tmp_path / "loop-digits"
+    data_dir = tmp_path_factory.mktemp("loop-data") / "loop-digits"
     write_sample_data(data_dir, size=32, per_class=12)
     first = first_champion(loop, server, data_dir, SMALL_PIPELINE, "loop-digits")
     assert first["metric"] == "accuracy"
     baseline = check_dataset(data_dir, loop.settings)
     record_fingerprint(data_dir, baseline.fingerprint, baseline.num_images, loop.settings)
+    return data_dir
+
+
+# A worker-run retrain starts a new process and trains, converts and rolls out: minutes on a loaded 2-core machine.
+LOOP_TIMEOUT = 1500
+
+
+@pytest.mark.timeout(LOOP_TIMEOUT)
+def test_new_images_make_the_worker_retrain_and_roll_out_a_classifier(server, deployments, loop, digits_loop, tmp_path):
+    from fpgaflow.tasks.data.sample_data import write_sample_data
+
     more = tmp_path / "more-digits"
     write_sample_data(more, size=32, per_class=14)
 
     def drop_new_images_and_check():
         for label in ("3", "8"):
-            for name in sorted(
-                {path.name for path in (more / label).iterdir()} - {path.name for path in (data_dir / label).iterdir()}
-            ):
-                (data_dir / label / name).write_bytes((more / label / name).read_bytes())
-        code, summary = fpgaflow(["check-data", str(data_dir), "--model", "loop-digits"], server, loop.home, loop.env)
+            known = {path.name for path in (digits_loop / label).iterdir()}
+            for name in sorted({path.name for path in (more / label).iterdir()} - known):
+                (digits_loop / label / name).write_bytes((more / label / name).read_bytes())
+        code, summary = fpgaflow(["check-data", str(digits_loop), "--model", "loop-digits"], server, loop.home, loop.env)
         assert code == 0 and summary["changed"] and summary["event_id"], summary
 
     assert_retrained_under_load(server, deployments, loop, "loop-digits", "accuracy", drop_new_images_and_check)
 
-    # A monitor below its threshold takes the same path: an unknown class makes the holdout accuracy < 1.
+
+@pytest.mark.timeout(LOOP_TIMEOUT)
+def test_a_degraded_monitor_makes_the_worker_retrain_the_classifier(server, deployments, loop, digits_loop, tmp_path):
+    from fpgaflow.tasks.data.sample_data import write_sample_data
+
+    # A class the model does not know makes the holdout accuracy less than 1.
     holdout = tmp_path / "holdout"
     write_sample_data(holdout, size=32, per_class=1)
     (holdout / "unknown").mkdir()
@@ -398,6 +415,7 @@ def served_gateway(loop) -> str:
     return status(loop.settings)["gateway"]["address"]
 
 
+@pytest.mark.timeout(LOOP_TIMEOUT)
 def test_new_images_make_the_worker_retrain_and_roll_out_a_detector(server, deployments, loop, tmp_path):
     from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
 
