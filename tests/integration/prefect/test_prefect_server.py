@@ -220,7 +220,7 @@ def test_a_degraded_model_makes_the_trigger_start_retrain(server, deployments, t
 # -- the loop, run by a process worker ------------------------------------------------------------
 
 RUN_SECONDS = 420  # one triggered retrain in the worker: a new process, training, conversion, rollout
-CLUSTER_NODES = 2  # a rollover starts the new version's node before it stops the old one
+CLUSTER_NODES = 3  # one node per model (a classifier, a detector), and one for a rollover to start beside it
 DETECTOR_PIPELINE = {
     "featurizer": "ssd_vgg",
     "weights": "none",
