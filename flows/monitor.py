@@ -1,5 +1,5 @@
-"""`monitor`: score a labelled holdout folder against the deployed service; emit
-`fpgaflow.model.degraded` when the accuracy falls below the threshold."""
+"""`monitor`: score a holdout folder against the deployed service by its kind's metric (accuracy, or mAP@0.5
+for a detector); emit `fpgaflow.model.degraded` when the score falls below the threshold."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from fpgaflow.tasks.operations.steps import emit_model_degraded_task, monitor_en
 def monitor(
     endpoint: str, data_dir: str, model_name: str, threshold: float | None = None, tls: dict[str, str] | None = None
 ) -> dict:
-    """``endpoint`` is the gateway or node (``HOST:PORT``), ``data_dir`` a folder per class, ``threshold``
-    an accuracy (default: the ``monitor_min_accuracy`` setting), ``tls`` the paths of the client's CA, certificate
-    and key (``ca_cert``, ``cert``, ``key``). Artifact ``monitor-accuracy``: per-class table."""
+    """``endpoint`` is the gateway or node (``HOST:PORT``), ``data_dir`` a folder per class for a classifier or
+    an annotated detection folder for a detector, ``threshold`` the lowest acceptable score (default: the
+    setting ``monitor_min_accuracy`` or ``monitor_min_map50``), ``tls`` the paths of the client's CA, certificate
+    and key (``ca_cert``, ``cert``, ``key``). Artifact ``monitor-quality``: per-class table."""
     result = monitor_endpoint_task(endpoint, Path(data_dir), model_name, threshold, tls=tls)
     print(result_description(result))
     event_id = emit_model_degraded_task(result) if result.degraded else None
@@ -29,7 +30,8 @@ def monitor(
         "model_name": model_name,
         "endpoint": endpoint,
         "data_dir": result.data_dir,
-        "accuracy": result.report.accuracy,
+        "metric": result.metric,
+        "score": result.score,
         "images": result.report.images,
         "threshold": result.threshold,
         "degraded": result.degraded,

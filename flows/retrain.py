@@ -1,5 +1,6 @@
-"""`retrain`: train a candidate on the current data, compare it with the champion on the same test split,
-promote and roll it out only if it is better (setting ``retrain_min_improvement``)."""
+"""`retrain`: train a candidate on the current data, compare it with the champion on the same test split by
+the kind's metric (accuracy, or mAP@0.5 for a detector), promote and roll it out only if it is better
+(setting ``retrain_min_improvement``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from fpgaflow.flows.deploy_model import deploy_model
 from fpgaflow.flows.train_and_deploy import train_and_deploy
 from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.data.steps import validate_data
-from fpgaflow.tasks.kinds import CLASSIFIER
-from fpgaflow.tasks.operations.scoring import split_images
+from fpgaflow.tasks.kinds import kind_of
 from fpgaflow.tasks.operations.steps import decide_task, retrain_config_task, score_version_task
 from fpgaflow.tasks.registry.steps import find_champion_task, promote_task, resolve_version_task
 
@@ -26,7 +26,7 @@ def retrain(
 ) -> dict:
     """Retrain ``model_name`` on ``data_dir`` (either may be empty: the model name defaults to the folder's
     name, the folder to the one the champion was trained on). The config is the YAML file ``config_path``
-    when given, else the champion's own. Artifact ``retrain-decision``: both versions' accuracy and why.
+    when given, else the champion's own. Artifact ``retrain-decision``: both versions' scores and why.
     ``roll_out`` deploys a promoted candidate to the config's target; ``tags`` and ``description`` label the
     version it registers."""
     config = retrain_config_task(data_dir, model_name, config_path)
@@ -35,18 +35,18 @@ def retrain(
             {**config.model_dump(), "tags": tags or config.tags, "description": description or config.description}
         )
     name = config.resolved_model_name
-    intake = validate_data(CLASSIFIER, config.data_dir)
+    kind = kind_of(config)
+    intake = validate_data(kind, config.data_dir)
     summary = train_and_deploy(config)
     candidate = resolve_version_task(name, str(summary["model_version"]))
     champion = find_champion_task(name)
-    images = split_images(intake.split_path)
-    candidate_score = score_version_task(candidate, images)
+    candidate_score = score_version_task(candidate, kind.quality, intake.split_path)
     if champion is None:
         champion_score = None
     elif champion.version == candidate.version:  # unchanged data and config: the cached run made no new version
         champion_score = candidate_score
     else:
-        champion_score = score_version_task(champion, images)
+        champion_score = score_version_task(champion, kind.quality, intake.split_path)
     decision = decide_task(candidate_score, champion_score, candidate.gates_passed)
     print(decision.reason)
     result = {
@@ -55,8 +55,9 @@ def retrain(
         "champion_version": champion.version if champion else None,
         "promoted": decision.promote,
         "reason": decision.reason,
-        "candidate_accuracy": candidate_score.report.accuracy,
-        "champion_accuracy": champion_score.report.accuracy if champion_score else None,
+        "metric": kind.quality.metric,
+        "candidate_score": candidate_score.report.value,
+        "champion_score": champion_score.report.value if champion_score else None,
         "training_flow_run_id": summary.get("flow_run_id"),
     }
     if decision.promote:

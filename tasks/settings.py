@@ -283,7 +283,8 @@ class PipelineSettings(Settings):
         default=0.0,
         ge=-1,
         le=1,
-        description="Test accuracy (a fraction) by which a retrained candidate must beat the champion, both scored "
+        description="Test quality (a fraction: accuracy for a classifier, mAP@0.5 for a detector) by which a "
+        "retrained candidate must beat the champion, both scored "
         "on the same current test split, to replace it: promoted only when candidate minus champion is greater "
         "than this. 0 = any strict improvement; a negative value also accepts a candidate that much worse.",
     )
@@ -291,7 +292,13 @@ class PipelineSettings(Settings):
         default=0.8,
         ge=0,
         le=1,
-        description="Holdout accuracy (a fraction) below which the monitor flow emits fpgaflow.model.degraded.",
+        description="Holdout accuracy (a fraction) below which the monitor flow emits fpgaflow.model.degraded for a classifier.",
+    )
+    monitor_min_map50: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Holdout mAP@0.5 (a fraction) below which the monitor flow emits fpgaflow.model.degraded for a detector.",
     )
     monitor_batch_size: int = Field(
         default=16, ge=1, description="Images per Predict request when the monitor flow scores a holdout folder."

@@ -28,14 +28,20 @@ def register(subparsers) -> None:
 
     monitor = subparsers.add_parser(
         "monitor",
-        help="Score a labelled holdout folder against a deployed model; emit fpgaflow.model.degraded "
-        "(and exit 1) when its accuracy is below the threshold.",
+        help="Score a holdout folder against a deployed model (accuracy for a classifier, mAP@0.5 for a "
+        "detector); emit fpgaflow.model.degraded (and exit 1) when the score is below the threshold.",
     )
-    monitor.add_argument("data_dir", type=Path, help="Holdout images, one folder per class.")
+    monitor.add_argument(
+        "data_dir",
+        type=Path,
+        help="Holdout images: one folder per class (classifier), or labels.txt, images/ and annotations/ (detector).",
+    )
     monitor.add_argument("--endpoint", required=True, metavar="HOST:PORT", help="Gateway or node address.")
     monitor.add_argument("--model", required=True, help="Model name (selects the model on a gateway).")
     monitor.add_argument(
-        "--threshold", type=float, help="Lowest acceptable accuracy, 0-1 (default: setting monitor_min_accuracy)."
+        "--threshold",
+        type=float,
+        help="Lowest acceptable score, 0-1 (default: setting monitor_min_accuracy, or monitor_min_map50 for a detector).",
     )
     monitor.add_argument("--json", action="store_true", help="End with one JSON line summarising the check.")
     add_tls_arguments(monitor, system_roots=False)
@@ -44,7 +50,7 @@ def register(subparsers) -> None:
     retrain = subparsers.add_parser(
         "retrain",
         help="Train a candidate on the current data; promote and roll it out only if it beats the champion "
-        "on the same test split.",
+        "on the same test split (accuracy for a classifier, mAP@0.5 for a detector).",
     )
     retrain.add_argument("data_dir", nargs="?", type=Path, help="Data folder (default: the champion's).")
     retrain.add_argument("--model", default="", help="Registered model name (default: the data folder's name).")
@@ -82,7 +88,7 @@ def _monitor(args: argparse.Namespace) -> int:
     except PipelineStepError as error:
         raise UsageError(f"--endpoint: {error}") from None
     if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise UsageError(f"--threshold must be an accuracy between 0 and 1, got {args.threshold}")
+        raise UsageError(f"--threshold must be a fraction between 0 and 1, got {args.threshold}")
     if not args.data_dir.is_dir():
         raise UsageError(f"holdout folder {args.data_dir} does not exist or is not a folder")
     from fpgaflow.flows.monitor import monitor

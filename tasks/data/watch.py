@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fpgaflow.tasks.data.manifest import build_manifest, dataset_fingerprint
+from fpgaflow.tasks.detection.intake import IMAGES_DIR, LABELS_FILE, scan_dataset
+from fpgaflow.tasks.detection.intake import dataset_fingerprint as detection_fingerprint
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import DATASET_UPDATED, dataset_resource, emit, folder_key
 from fpgaflow.tasks.files import write_text_atomic
@@ -83,14 +85,24 @@ def record_fingerprint(data_dir: Path, fingerprint: str, num_images: int, settin
 def check_dataset(data_dir: Path, settings: PipelineSettings | None = None) -> DatasetCheck:
     """Fingerprint ``data_dir`` (the intake manifest's fingerprint) and compare with the last one recorded."""
     data_dir = Path(data_dir).expanduser().resolve()
-    manifest = build_manifest(data_dir)
+    fingerprint, num_images = folder_fingerprint(data_dir)
     previous = last_fingerprint(data_dir, settings)
     return DatasetCheck(
         data_dir=str(data_dir),
-        fingerprint=dataset_fingerprint(manifest),
-        num_images=len(manifest),
+        fingerprint=fingerprint,
+        num_images=num_images,
         previous_fingerprint=previous.fingerprint if previous else None,
     )
+
+
+def folder_fingerprint(data_dir: Path) -> tuple[str, int]:
+    """The intake's fingerprint of a folder and its number of images: of the images and their annotations when
+    the folder is laid out as detection data (``labels.txt`` and ``images/``), else of a folder per class."""
+    if (data_dir / LABELS_FILE).is_file() and (data_dir / IMAGES_DIR).is_dir():
+        images, _ = scan_dataset(data_dir)
+        return detection_fingerprint(images), len(images)
+    manifest = build_manifest(data_dir)
+    return dataset_fingerprint(manifest), len(manifest)
 
 
 def dataset_updated_payload(check: DatasetCheck, model_name: str = "") -> dict:

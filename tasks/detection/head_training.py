@@ -30,6 +30,7 @@ from fpgaflow.tasks.detection.feature_maps import (
     map_cache_dir,
 )
 from fpgaflow.tasks.detection.geometry import conf_name, loc_name
+from fpgaflow.tasks.detection.ground_truth import load_ground_truth
 from fpgaflow.tasks.detection.loss import SsdLoss
 from fpgaflow.tasks.detection.model import Detector, describe
 from fpgaflow.tasks.detection.training import (
@@ -38,7 +39,6 @@ from fpgaflow.tasks.detection.training import (
     TrainedDetector,
     concatenated_heads,
     encode_targets,
-    load_ground_truth,
 )
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.settings import PipelineSettings

@@ -25,7 +25,8 @@ from fpgaflow.tasks.config import PipelineConfig
 from fpgaflow.tasks.conversion.onnx_stages import FPGA_STAGE_FILE
 from fpgaflow.tasks.detection.average_precision import ImageDetections, detections_of, mean_average_precision
 from fpgaflow.tasks.detection.conversion import FPGA_INPUT
-from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE, load_ground_truth
+from fpgaflow.tasks.detection.ground_truth import load_ground_truth
+from fpgaflow.tasks.detection.training import PREDICT_BATCH_SIZE
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.featurizers.features import load_images
 from fpgaflow.tasks.numerics.formats import format_names, prepare_format_file

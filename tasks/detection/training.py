@@ -13,19 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
 from fpgaflow.tasks.config import DetectionConfig, TrainingConfig
-from fpgaflow.tasks.detection.annotations import read_annotation
 from fpgaflow.tasks.detection.average_precision import GroundTruth, MeanAveragePrecision, detections_of, mean_average_precision
 from fpgaflow.tasks.detection.boxes import match
 from fpgaflow.tasks.detection.detect import detect
 from fpgaflow.tasks.detection.epoch_report import EpochReport
 from fpgaflow.tasks.detection.geometry import conf_name, flatten_heads, loc_name
+from fpgaflow.tasks.detection.ground_truth import load_ground_truth
 from fpgaflow.tasks.detection.loss import SsdLoss
 from fpgaflow.tasks.detection.model import BACKBONE_PREFIX, Detector, backbone_layers, describe
 from fpgaflow.tasks.errors import PipelineStepError
@@ -36,27 +35,6 @@ from fpgaflow.tasks.training.head import make_optimizer, seed_everything
 # SGD on a freshly initialised detector takes a few large steps early on; a clipped gradient norm keeps it stable.
 GLOBAL_CLIPNORM = 1.0
 PREDICT_BATCH_SIZE = 16
-
-
-def load_ground_truth(rows: pd.DataFrame, class_names: Sequence[str]) -> list[GroundTruth]:
-    """Each row's annotation as normalised ``[ymin, xmin, ymax, xmax]`` boxes and 0-based class indices."""
-    index = {name: position for position, name in enumerate(class_names)}
-    truths = []
-    for path in rows["annotation"]:
-        annotation = read_annotation(Path(path))
-        unknown = sorted({item.label for item in annotation.objects} - set(index))
-        if unknown:
-            raise PipelineStepError(f"{path} names labels {unknown} that are not among the class names {list(class_names)}")
-        scale = np.asarray([annotation.height, annotation.width] * 2, np.float32)
-        boxes = np.asarray([[item.box[1], item.box[0], item.box[3], item.box[2]] for item in annotation.objects], np.float32)
-        truths.append(
-            GroundTruth(
-                boxes=(boxes / scale).reshape(-1, 4),
-                classes=np.asarray([index[item.label] for item in annotation.objects], np.int64),
-                difficult=np.asarray([item.difficult for item in annotation.objects], bool),
-            )
-        )
-    return truths
 
 
 def encode_targets(truths: Sequence[GroundTruth], priors: np.ndarray, match_iou: float) -> np.ndarray:

@@ -18,6 +18,11 @@ from fpgaflow.tasks.kinds.protocol import ModelKind
 KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (CLASSIFIER, DETECTOR, IMAGENET_CLASSIFIER)}
 
 
+def kind_serving(task: str) -> ModelKind:
+    """The kind whose services answer ``task`` (a service's ``task``: classification or detection)."""
+    return DETECTOR if task == DETECTOR.service_task else CLASSIFIER
+
+
 def kind_of(config: PipelineConfig) -> ModelKind:
     """The kind of model ``config`` trains (its featurizer and classifier decide)."""
     if config.detects:

@@ -9,7 +9,7 @@ from fpgaflow.tasks.data.intake import IntakeResult, intake_dataset, load_splits
 from fpgaflow.tasks.deployment.smoke import SmokeResult, smoke_test
 from fpgaflow.tasks.kinds.protocol import ModelKind
 from fpgaflow.tasks.numerics.accuracy import evaluate_numerics
-from fpgaflow.tasks.operations.scoring import split_images
+from fpgaflow.tasks.operations.scoring import ACCURACY, split_images
 from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names
 from fpgaflow.tasks.registry.registration import register_trained_model
 from fpgaflow.tasks.registry.run_metrics import evaluation_picture_links
@@ -56,4 +56,5 @@ CLASSIFIER = ModelKind(
     evaluate_numerics=evaluate_numerics,
     smoke_test=smoke_test,
     smoke_caption=_smoke_caption,
+    quality=ACCURACY,
 )

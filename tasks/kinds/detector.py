@@ -16,6 +16,7 @@ from fpgaflow.tasks.detection.intake import (
     split_image_paths,
 )
 from fpgaflow.tasks.detection.numerics import evaluate_detector_numerics
+from fpgaflow.tasks.detection.quality import MEAN_AP
 from fpgaflow.tasks.detection.registration import register_trained_detector
 from fpgaflow.tasks.detection.smoke import DetectionSmokeResult, detection_smoke_test
 from fpgaflow.tasks.detection.train_step import (
@@ -72,4 +73,5 @@ DETECTOR = ModelKind(
     evaluate_numerics=evaluate_detector_numerics,
     smoke_test=detection_smoke_test,
     smoke_caption=_smoke_caption,
+    quality=MEAN_AP,
 )

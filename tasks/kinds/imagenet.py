@@ -12,7 +12,7 @@ from fpgaflow.tasks.imagenet.numerics import evaluate_agreement
 from fpgaflow.tasks.imagenet.smoke import imagenet_smoke_test, smoke_caption
 from fpgaflow.tasks.imagenet.train_step import imagenet_train_step, publish_imagenet_training
 from fpgaflow.tasks.kinds.protocol import ModelKind
-from fpgaflow.tasks.operations.scoring import split_images
+from fpgaflow.tasks.operations.scoring import ACCURACY, split_images
 from fpgaflow.tasks.packaging.tensor_names import classifier_tensor_names
 from fpgaflow.tasks.registry.registration import register_trained_model
 
@@ -36,4 +36,5 @@ IMAGENET_CLASSIFIER = ModelKind(
     smoke_test=imagenet_smoke_test,
     smoke_caption=smoke_caption,
     tensor_names=classifier_tensor_names,
+    quality=ACCURACY,
 )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fpgaflow.tasks.detection.smoke import DetectionSmokeResult
     from fpgaflow.tasks.detection.train_step import DetectionTrainingOutcome
     from fpgaflow.tasks.numerics.outcome import NumericsOutcome
+    from fpgaflow.tasks.operations.quality import QualityMeasure
     from fpgaflow.tasks.packaging.service_dir import ServiceTask
     from fpgaflow.tasks.registry.registration import RegisteredVersion
     from fpgaflow.tasks.training.train_step import TrainingOutcome
@@ -60,3 +61,4 @@ class ModelKind:
     # (endpoint, service_dir, images, api_key=None): the deployed service vs its definition run offline
     smoke_test: Callable[..., SmokeOutcome]
     smoke_caption: Callable[[Any], str]  # how the smoke-test artifact states the agreement of a result
+    quality: QualityMeasure  # how retrain and monitor score a version: accuracy or mAP@0.5

@@ -1,16 +1,22 @@
-"""Monitoring a deployed model: score a labelled holdout folder against its endpoint over gRPC, and emit
-``fpgaflow.model.degraded`` when the accuracy falls below the threshold."""
+"""Monitoring a deployed model: score a holdout folder against its endpoint over gRPC with the measure of the
+kind it serves (accuracy on a folder per class, mAP@0.5 on an annotated detection folder), and emit
+``fpgaflow.model.degraded`` when the score falls below the threshold."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaflow.fpga_runtime.client import PredictionClient
+from fpgaflow.fpga_runtime.protocol import BOXES_OUTPUT
+from fpgaflow.tasks.detection.quality import MeanAPReport
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED, emit, model_resource
-from fpgaflow.tasks.operations.scoring import AccuracyReport, folder_images, score_images, top1_names
+from fpgaflow.tasks.operations.quality import QualityMeasure
+from fpgaflow.tasks.operations.scoring import AccuracyReport
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 
@@ -21,12 +27,20 @@ class MonitorResult(BaseModel):
     model_name: str
     data_dir: str
     threshold: float
-    report: AccuracyReport
+    report: Annotated[AccuracyReport | MeanAPReport, Field(discriminator="metric")]
     skipped: tuple[str, ...]
 
     @property
+    def metric(self) -> str:
+        return self.report.metric
+
+    @property
+    def score(self) -> float:
+        return self.report.value
+
+    @property
     def degraded(self) -> bool:
-        return self.report.accuracy < self.threshold
+        return self.score < self.threshold
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -45,23 +59,24 @@ def monitor_endpoint(
     access_token: str | None = None,
     settings: PipelineSettings | None = None,
     tls: dict[str, str] | None = None,
+    *,
+    measure_of: Callable[[str], QualityMeasure],
 ) -> MonitorResult:
-    """Score every decodable image of ``data_dir`` (folder per class) against ``endpoint``.
+    """Score every decodable image of ``data_dir`` against ``endpoint`` with the served kind's measure: a
+    classifier's accuracy on a folder per class, a detector's mAP@0.5 on an annotated detection folder.
 
     ``model_name`` selects the model on a gateway (empty: the server's only model); ``threshold``
-    defaults to the ``monitor_min_accuracy`` setting; ``tls`` the client's TLS files by keyword
-    (``ca_cert``, ``cert``, ``key``: paths). Holdout classes the model does not know count
-    as wrong answers, and are named in the error when none of the classes is known.
+    defaults to the measure's setting (``monitor_min_accuracy``, ``monitor_min_map50``); ``tls`` the client's
+    TLS files by keyword (``ca_cert``, ``cert``, ``key``: paths); ``measure_of`` gives the measure of the kind
+    that serves a task (classification or detection).
     """
     settings = settings or get_pipeline_settings()
-    threshold = settings.monitor_min_accuracy if threshold is None else threshold
-    if not 0 <= threshold <= 1:
-        raise PipelineStepError(f"threshold must be an accuracy between 0 and 1, got {threshold}")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise PipelineStepError(f"threshold must be a fraction between 0 and 1, got {threshold}")
     host, port = parse_endpoint(endpoint)
     data_dir = Path(data_dir).expanduser().resolve()
-    images, skipped = folder_images(data_dir)
-    if not images:
-        raise PipelineStepError(f"{data_dir} holds no decodable images in class folders to score")
+    if not data_dir.is_dir():
+        raise PipelineStepError(f"holdout folder {data_dir} does not exist")
     tls_files = {name: Path(path) for name, path in (tls or {}).items() if path}
     unknown = sorted(set(tls_files) - {"ca_cert", "cert", "key"})
     if unknown:
@@ -75,31 +90,29 @@ def monitor_endpoint(
         cert=tls_files.get("cert"),
         key=tls_files.get("key"),
     ) as client:
-        class_names = client.class_names()
-        unknown = sorted({image.label for image in images} - set(class_names))
-        if len(unknown) == len({image.label for image in images}):
-            raise PipelineStepError(
-                f"none of the holdout classes {unknown} is a class of the served model ({', '.join(class_names)})"
-            )
-
-        def scorer(encoded: list[bytes]) -> list[str]:
-            return top1_names(client.score_images(encoded), class_names)
-
-        report = score_images(images, scorer, settings.monitor_batch_size)
+        measure = measure_of(served_task(client))
+        report, skipped = measure.score_endpoint(client, data_dir, settings.monitor_batch_size)
+    threshold = measure.default_threshold(settings) if threshold is None else threshold
     return MonitorResult(
         endpoint=endpoint,
         model_name=model_name,
         data_dir=str(data_dir),
         threshold=threshold,
-        report=report,
+        report=report,  # type: ignore[arg-type]
         skipped=tuple(skipped),
     )
+
+
+def served_task(client: PredictionClient) -> str:
+    """What the model behind ``client`` answers, by its signature: detection when it outputs boxes."""
+    return "detection" if BOXES_OUTPUT in client.signature().outputs else "classification"
 
 
 def degraded_payload(result: MonitorResult) -> dict:
     return {
         "model_name": result.model_name,
-        "accuracy": result.report.accuracy,
+        "metric": result.metric,
+        "score": result.score,
         "threshold": result.threshold,
         "data_dir": result.data_dir,
         "endpoint": result.endpoint,
@@ -117,6 +130,6 @@ def result_description(result: MonitorResult) -> str:
     verdict = "DEGRADED" if result.degraded else "ok"
     skipped = f", {len(result.skipped)} undecodable files skipped" if result.skipped else ""
     return (
-        f"{verdict}: accuracy {result.report.accuracy:.4f} on {result.report.images} holdout images "
+        f"{verdict}: {result.metric} {result.score:.4f} on {result.report.images} holdout images "
         f"(threshold {result.threshold:.4f}){skipped}"
     )

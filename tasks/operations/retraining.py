@@ -2,26 +2,31 @@
 and the rule that decides whether the candidate replaces the champion.
 
 The rule (setting ``retrain_min_improvement``): the candidate must have passed its gates, and its
-accuracy minus the champion's, both measured now on the current data's test split, must be greater
-than the setting. With no champion yet, a candidate that passed its gates becomes champion.
+quality minus the champion's, both measured now on the current data's test split with the kind's
+measure (accuracy for a classifier, mAP@0.5 for a detector), must be greater than the setting. With
+no champion yet, a candidate that passed its gates becomes champion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import get_origin
+from typing import Annotated, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fpgaflow.tasks.config import PipelineConfig, load_config
+from fpgaflow.tasks.detection.quality import MeanAPReport
 from fpgaflow.tasks.errors import PipelineStepError
-from fpgaflow.tasks.operations.scoring import AccuracyReport, LabelledImage, score_service_dir
+from fpgaflow.tasks.operations.quality import QualityMeasure
+from fpgaflow.tasks.operations.scoring import AccuracyReport
 from fpgaflow.tasks.registry.client import mlflow_client, talks_to_mlflow
 from fpgaflow.tasks.registry.lookup import ResolvedVersion, find_champion
 from fpgaflow.tasks.settings import PipelineSettings, get_pipeline_settings
 
 RETRAIN_UNTIL = "package"
+
+Report = Annotated[AccuracyReport | MeanAPReport, Field(discriminator="metric")]
 
 
 class VersionScore(BaseModel):
@@ -29,7 +34,7 @@ class VersionScore(BaseModel):
 
     name: str
     version: str
-    report: AccuracyReport
+    report: Report
 
 
 class RetrainDecision(BaseModel):
@@ -111,11 +116,14 @@ def retrain_config(
 # -- scoring and the decision ---------------------------------------------------------------------
 
 
-def score_version(version: ResolvedVersion, images: Sequence[LabelledImage], batch_size: int | None = None) -> VersionScore:
-    """Accuracy of a version's service definition (its ONNX stages, in this process) on ``images``."""
+def score_version(
+    version: ResolvedVersion, measure: QualityMeasure, split_path: str | Path, batch_size: int | None = None
+) -> VersionScore:
+    """The quality of a version's service definition (its ONNX stages, in this process) on the test split of
+    ``split_path``, by ``measure`` (the kind's)."""
     batch_size = batch_size or get_pipeline_settings().server_max_batch_size
-    report = score_service_dir(version.service_dir, images, batch_size)
-    return VersionScore(name=version.name, version=version.version, report=report)
+    report = measure.score_service(version.service_dir, split_path, batch_size)
+    return VersionScore(name=version.name, version=version.version, report=report)  # type: ignore[arg-type]
 
 
 def decide(
@@ -151,10 +159,10 @@ def decide(
     ours, theirs = candidate.report, champion.report
     if ours.images != theirs.images:
         raise ValueError(f"candidate and champion were scored on different image sets ({ours.images} vs {theirs.images} images)")
-    improvement = (ours.correct - theirs.correct) / ours.images
+    improvement = ours.improvement_over(theirs)
     measured = (
-        f"on the same {ours.images} test images {label} scores {ours.accuracy:.4f}, champion version "
-        f"{champion.version} {theirs.accuracy:.4f} ({improvement * 100:+.2f} points; required: more than "
+        f"on the same {ours.images} test images {label} scores {ours.metric} {ours.value:.4f}, champion version "
+        f"{champion.version} {theirs.value:.4f} ({improvement * 100:+.2f} points; required: more than "
         f"{min_improvement * 100:+.2f})"
     )
     if improvement > min_improvement:
@@ -165,18 +173,14 @@ def decide(
 def decision_markdown(decision: RetrainDecision) -> str:
     candidate, champion = decision.candidate, decision.champion
     verdict = "promote the candidate" if decision.promote else "keep the champion"
-    lines = [f"# Retrain decision: {verdict}", "", decision.reason, ""]
+    lines = [f"# Retrain decision: {verdict}", "", decision.reason, "", f"Measured: {candidate.report.metric}.", ""]
     header = f"| class | candidate v{candidate.version} |" + (f" champion v{champion.version} |" if champion else "")
     lines += [header, "|---|---|" + ("---|" if champion else "")]
-    theirs = {row.label: row for row in champion.report.per_class} if champion else {}
-    for row in candidate.report.per_class:
-        other = theirs.get(row.label)
-        cells = f"| {row.label} | {row.correct}/{row.images} ({row.accuracy:.3f}) |"
-        if champion:
-            cells += f" {other.correct}/{other.images} ({other.accuracy:.3f}) |" if other else " - |"
-        lines.append(cells)
-    total = f"| **all** | {candidate.report.correct}/{candidate.report.images} ({candidate.report.accuracy:.4f}) |"
+    theirs = champion.report.class_cells() if champion else {}
+    for label, cell in candidate.report.class_cells().items():
+        lines.append(f"| {label} | {cell} |" + (f" {theirs.get(label, '-')} |" if champion else ""))
+    total = f"| **all** | {candidate.report.total_cell()} |"
     if champion:
-        total += f" {champion.report.correct}/{champion.report.images} ({champion.report.accuracy:.4f}) |"
+        total += f" {champion.report.total_cell()} |"
     lines.append(total)
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
-"""Scoring labelled images and measuring accuracy, shared by retraining (ONNX stages in process) and
-monitoring (a deployed service over gRPC).
+"""The classifier's quality measure, top-1 accuracy on labelled images: retraining scores a service
+definition's ONNX stages in process, monitoring a deployed service over gRPC (:data:`ACCURACY`).
 
 A scorer takes a batch of encoded images and returns the predicted class name of each; accuracy is
 counted on class names, so two versions with different class lists are compared fairly (a class a
@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +23,10 @@ from fpgaflow.fpga_runtime.service import load_service
 from fpgaflow.tasks.data.intake import load_splits
 from fpgaflow.tasks.data.manifest import build_manifest
 from fpgaflow.tasks.errors import PipelineStepError
+from fpgaflow.tasks.operations.quality import QualityMeasure, QualityReport
+
+if TYPE_CHECKING:
+    from fpgaflow.fpga_runtime.client import PredictionClient
 
 BatchScorer = Callable[[list[bytes]], list[str]]
 
@@ -46,13 +51,29 @@ class AccuracyReport(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    metric: Literal["accuracy"] = "accuracy"
     images: int
     correct: int
     accuracy: float
     per_class: tuple[ClassAccuracy, ...]
 
+    @property
+    def value(self) -> float:
+        return self.accuracy
+
+    def improvement_over(self, other: QualityReport) -> float:
+        if not isinstance(other, AccuracyReport):
+            raise ValueError(f"accuracy cannot be compared with {other.metric}")
+        return (self.correct - other.correct) / self.images  # exact: counted, not a difference of rounded fractions
+
     def table(self) -> list[dict]:
         return [row.model_dump() for row in self.per_class]
+
+    def class_cells(self) -> dict[str, str]:
+        return {row.label: f"{row.correct}/{row.images} ({row.accuracy:.3f})" for row in self.per_class}
+
+    def total_cell(self) -> str:
+        return f"{self.correct}/{self.images} ({self.accuracy:.4f})"
 
 
 def accuracy_report(labels: Sequence[str], predictions: Sequence[str]) -> AccuracyReport:
@@ -155,3 +176,35 @@ def score_service_dir(service_dir: Path, images: Sequence[LabelledImage], batch_
             return top1_names(offline.outputs(encoded)[service.default_output], service.class_names)
 
         return score_images(images, scorer, batch_size)
+
+
+def score_split_by_accuracy(service_dir: Path, split_path: str | Path, batch_size: int) -> AccuracyReport:
+    return score_service_dir(service_dir, split_images(split_path), batch_size)
+
+
+def score_endpoint_by_accuracy(client: PredictionClient, data_dir: Path, batch_size: int) -> tuple[AccuracyReport, list[str]]:
+    """Accuracy of the model behind ``client`` on a folder-per-class holdout; holdout classes the model does
+    not know count as wrong answers, and are named in the error when none of the classes is known."""
+    images, skipped = folder_images(data_dir)
+    if not images:
+        raise PipelineStepError(f"{data_dir} holds no decodable images in class folders to score")
+    class_names = client.class_names()
+    holdout_classes = {image.label for image in images}
+    if not holdout_classes & set(class_names):
+        raise PipelineStepError(
+            f"none of the holdout classes {sorted(holdout_classes)} is a class of the served model ({', '.join(class_names)})"
+        )
+
+    def scorer(encoded: list[bytes]) -> list[str]:
+        return top1_names(client.score_images(encoded), class_names)
+
+    return score_images(images, scorer, batch_size), skipped
+
+
+ACCURACY = QualityMeasure(
+    metric="accuracy",
+    holdout_layout="one sub-folder of images per class",
+    default_threshold=lambda settings: settings.monitor_min_accuracy,
+    score_service=score_split_by_accuracy,
+    score_endpoint=score_endpoint_by_accuracy,
+)

@@ -1,4 +1,7 @@
-"""The operations' Prefect tasks: retraining (config, scores, decision) and monitoring (hold-out score, degradation event)."""
+"""The operations' Prefect tasks: retraining (config, scores, decision) and monitoring (hold-out score, degradation event).
+
+Artifacts: ``retrain-decision`` (both versions' scores by the kind's metric, and why) and ``monitor-quality``
+(the holdout score per class)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from fpgaflow.tasks.artifacts import publish_markdown, publish_table
+from fpgaflow.tasks.kinds import kind_serving
 from fpgaflow.tasks.operations.monitoring import MonitorResult, emit_model_degraded, monitor_endpoint, result_description
 from fpgaflow.tasks.operations.retraining import (
     RetrainDecision,
@@ -41,8 +45,16 @@ def monitor_endpoint_task(
     access_token: str | None = None,
     tls: dict[str, str] | None = None,
 ) -> MonitorResult:
-    result = monitor_endpoint(endpoint, data_dir, model_name, threshold, access_token, tls=tls)
-    publish_table("monitor-accuracy", result.report.table(), result_description(result))
+    result = monitor_endpoint(
+        endpoint,
+        data_dir,
+        model_name,
+        threshold,
+        access_token,
+        tls=tls,
+        measure_of=lambda task: kind_serving(task).quality,
+    )
+    publish_table("monitor-quality", result.report.table(), result_description(result))
     return result
 
 

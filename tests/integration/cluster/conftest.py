@@ -81,8 +81,16 @@ def assert_both_apis_answer(settings: PipelineSettings, model: str, images: list
 class Load:
     """Scores images through the gateway from a thread, without client retries, counting every failure."""
 
-    def __init__(self, settings: PipelineSettings, model: str, max_requests: int = 5000) -> None:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        model: str,
+        max_requests: int = 5000,
+        request: Callable[[PredictionClient, list[bytes]], object] = PredictionClient.score_images,
+    ) -> None:
+        """``request`` is the call each request makes (``PredictionClient.detect_images`` for a detector)."""
         self._client = gateway_client(settings, model)
+        self._request = request
         self._images = encoded_images(2)
         self._max = max_requests
         self._stop = threading.Event()
@@ -96,7 +104,7 @@ class Load:
             if self._stop.is_set():
                 break
             try:
-                self._client.score_images(self._images)
+                self._request(self._client, self._images)
                 outcome = None
             except Exception as error:  # every failure is what the test counts
                 outcome = str(error)

@@ -75,10 +75,10 @@ def test_monitor_scores_the_holdout_and_reports_a_degraded_model(prefect_harness
         node.stop(0).wait()
 
     healthy = healthy_state.result()
-    assert healthy["accuracy"] == degraded["accuracy"] == HOLDOUT_CORRECT / HOLDOUT_IMAGES
+    assert healthy["score"] == degraded["score"] == HOLDOUT_CORRECT / HOLDOUT_IMAGES
     assert (healthy["degraded"], healthy["event_id"]) == (False, None)
     assert degraded["degraded"] and degraded["event_id"]
-    table = json.loads(artifacts_of(run_id(healthy_state))["monitor-accuracy"].data)
+    table = json.loads(artifacts_of(run_id(healthy_state))["monitor-quality"].data)
     assert sum(row["images"] for row in table) == HOLDOUT_IMAGES
     assert sum(row["correct"] for row in table) == HOLDOUT_CORRECT
 
@@ -117,7 +117,7 @@ def test_retrain_promotes_rolls_out_then_keeps_the_champion(prefect_harness, loc
     watched = monitor(deployment["endpoint"], str(digits_dir), "digits", threshold=0.0)
     images, _ = folder_images(digits_dir)
     in_process = score_service_dir(resolve_version("digits", CHAMPION_ALIAS).service_dir, images, batch_size=32)
-    assert (watched["images"], watched["accuracy"]) == (in_process.images, in_process.accuracy)
+    assert (watched["images"], watched["score"]) == (in_process.images, in_process.accuracy)
     assert not watched["degraded"]
 
     # Unchanged data and the champion's own config: the same run, so the candidate is the champion.

@@ -21,6 +21,7 @@ from fpgaflow.fpga_runtime.server import create_server
 from fpgaflow.fpga_runtime.settings import Settings
 from fpgaflow.fpga_runtime.tls import channel_credentials
 from fpgaflow.tasks.operations.monitoring import monitor_endpoint
+from fpgaflow.tasks.operations.scoring import ACCURACY
 from tests.fixtures.certificates import make_certificates
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 from tests.integration.runtime.conftest import READY_TIMEOUT
@@ -132,7 +133,8 @@ def test_the_kubernetes_smoke_job_command_scores_through_mutual_tls_with_a_key_f
 def test_the_monitor_scores_its_holdout_over_mutual_tls(mutual_tls_node, service_dir, certificates, tmp_path):
     holdout = write_labelled_folder(tmp_path / "holdout", service_dir)
     tls = {"ca_cert": str(certificates.ca), "cert": str(certificates.client_cert), "key": str(certificates.client_key)}
-    result = monitor_endpoint(f"localhost:{mutual_tls_node.port}", holdout, "tiny", 0.5, access_token=KEY, tls=tls)
+    address = f"localhost:{mutual_tls_node.port}"
+    result = monitor_endpoint(address, holdout, "tiny", 0.5, access_token=KEY, tls=tls, measure_of=lambda task: ACCURACY)
     assert (result.report.images, result.report.correct) == (HOLDOUT_IMAGES, HOLDOUT_CORRECT)
 
 

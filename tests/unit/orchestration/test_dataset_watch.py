@@ -128,3 +128,25 @@ def test_event_resource_and_payload_carry_folder_and_fingerprint(data_dir):
     assert DATASET_UPDATED in check_markdown(check, "1234") and "`1234`" in check_markdown(check, "1234")
     assert "unchanged" in check_markdown(check.model_copy(update={"previous_fingerprint": check.fingerprint}), None)
     assert "first check" in check_markdown(check.model_copy(update={"previous_fingerprint": None}), None)
+
+
+def test_a_detection_folder_is_fingerprinted_by_its_images_and_annotations(tmp_path):
+    from dataclasses import replace
+
+    from fpgaflow.tasks.detection.annotations import read_annotation, write_json
+    from fpgaflow.tasks.detection.sample_data import write_detection_sample_data
+
+    data_dir = tmp_path / "boxes"
+    write_detection_sample_data(data_dir, count=3, digits=(1, 7), seed=0)
+    first = check_dataset(data_dir)
+    record_fingerprint(data_dir, first.fingerprint, first.num_images)
+    path = sorted((data_dir / "annotations").iterdir())[0]
+    annotation = read_annotation(path)
+    swapped = {"1": "7", "7": "1"}
+    objects = (replace(annotation.objects[0], label=swapped[annotation.objects[0].label]), *annotation.objects[1:])
+    write_json(path, replace(annotation, objects=objects))
+
+    relabelled = check_dataset(data_dir)
+
+    assert first.num_images == relabelled.num_images == 3
+    assert relabelled.changed and relabelled.fingerprint != first.fingerprint

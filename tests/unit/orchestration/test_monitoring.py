@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from fpgaflow.fpga_runtime.server import create_server
 from fpgaflow.tasks.errors import PipelineStepError
 from fpgaflow.tasks.events import MODEL_DEGRADED, MODEL_RESOURCE_PREFIX, RESOURCE_ID, model_resource
-from fpgaflow.tasks.operations.monitoring import (
-    degraded_payload,
-    emit_model_degraded,
-    monitor_endpoint,
-    parse_endpoint,
-    result_description,
-)
+from fpgaflow.tasks.operations import monitoring
+from fpgaflow.tasks.operations.monitoring import degraded_payload, emit_model_degraded, parse_endpoint, result_description
+from fpgaflow.tasks.operations.scoring import ACCURACY
 from fpgaflow.tasks.settings import PipelineSettings
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
 
 READY_TIMEOUT = 60
+monitor_endpoint = partial(monitoring.monitor_endpoint, measure_of={"classification": ACCURACY}.__getitem__)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,8 @@ def test_below_the_threshold_is_degraded_and_the_event_says_so(endpoint, holdout
     assert result.degraded
     assert degraded_payload(result) == {
         "model_name": "tiny",
-        "accuracy": HOLDOUT_CORRECT / HOLDOUT_IMAGES,
+        "metric": "accuracy",
+        "score": HOLDOUT_CORRECT / HOLDOUT_IMAGES,
         "threshold": 0.9,
         "data_dir": str(holdout_dir.resolve()),
         "endpoint": endpoint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -16,7 +17,7 @@ from fpgaflow.tasks.operations.retraining import (
     retrain_config,
     score_version,
 )
-from fpgaflow.tasks.operations.scoring import accuracy_report, folder_images
+from fpgaflow.tasks.operations.scoring import ACCURACY, accuracy_report, folder_images
 from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
 from fpgaflow.tasks.registry.runs import flatten
 from fpgaflow.tasks.registry.version_state import CHAMPION_ALIAS
@@ -162,9 +163,13 @@ def test_candidate_and_champion_are_scored_on_the_same_images(registry, tmp_path
     champion = find_champion("pets", settings)
     candidate = resolve_version("pets", candidate_version, settings)
     images, _ = folder_images(write_labelled_folder(tmp_path / "test", champion.service_dir, correct=6))
+    split_path = tmp_path / "splits.csv"
+    pd.DataFrame(
+        {"path": [str(image.path) for image in images], "label": [image.label for image in images], "split": "test"}
+    ).to_csv(split_path, index=False)
 
-    champion_score = score_version(champion, images)
-    candidate_score = score_version(candidate, images)
+    champion_score = score_version(champion, ACCURACY, split_path)
+    candidate_score = score_version(candidate, ACCURACY, split_path)
 
     assert (champion_score.report.correct, champion_score.report.images) == (6, 8)
     assert candidate_score.report == champion_score.report  # same weights (seed), same answers
