@@ -1,24 +1,15 @@
-"""check_data, monitor, retrain and deploy_model as real Prefect flow runs (the session's Prefect test
-harness), with their artifacts, the MLflow registry they change and a real local cluster they deploy to."""
+"""check_data and monitor as real Prefect flow runs (the session's Prefect test harness), with their
+artifacts and events. retrain runs as the worker runs it, against a real server: test_prefect_server.py."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-import yaml
-
 from fpgaflow.flows.check_data import check_data
 from fpgaflow.flows.monitor import monitor
-from fpgaflow.flows.retrain import retrain
-from fpgaflow.fpga_runtime.cluster.daemon import start_gateway, stop_cluster
 from fpgaflow.fpga_runtime.server import create_server
-from fpgaflow.tasks.operations.scoring import folder_images, score_service_dir
-from fpgaflow.tasks.registry.lookup import find_champion, resolve_version
-from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, CHAMPION_ALIAS
-from fpgaflow.tasks.settings import get_pipeline_settings
 from tests.fixtures.labelled_images import HOLDOUT_CORRECT, HOLDOUT_IMAGES, write_labelled_folder
-from tests.fixtures.prefect_runs import artifacts_of, child_flow_runs
+from tests.fixtures.prefect_runs import artifacts_of
 from tests.fixtures.tiny_service import encoded_images, write_tiny_service
 
 # ResNet-50 at 32 px from random weights: seconds to train, and in msfp9 its 23.5M weights fit one
@@ -32,7 +23,6 @@ SMALL_PIPELINE = {
     "max_accuracy_drop": 1.0,
     "training": {"hidden_units": 0, "epochs": 3},
 }
-CLUSTER_NODES = 2
 
 
 def run_id(state):
@@ -81,48 +71,3 @@ def test_monitor_scores_the_holdout_and_reports_a_degraded_model(prefect_harness
     table = json.loads(artifacts_of(run_id(healthy_state))["monitor-quality"].data)
     assert sum(row["images"] for row in table) == HOLDOUT_IMAGES
     assert sum(row["correct"] for row in table) == HOLDOUT_CORRECT
-
-
-@pytest.fixture
-def local_cluster(fpgaflow_home):
-    settings = get_pipeline_settings()
-    start_gateway(settings, nodes=CLUSTER_NODES, target="local", port=0)
-    try:
-        yield settings
-    finally:
-        stop_cluster(settings)
-
-
-def test_retrain_promotes_rolls_out_then_keeps_the_champion(prefect_harness, local_cluster, digits_dir, tmp_path):
-    config_path = tmp_path / "pipeline.yaml"
-    config_path.write_text(yaml.safe_dump(SMALL_PIPELINE))
-
-    first_state = retrain(str(digits_dir), config_path=str(config_path), return_state=True)
-    first = first_state.result()
-
-    assert first["promoted"] and first["champion_version"] is None
-    assert "no champion yet" in first["reason"]
-    champion = find_champion("digits")
-    assert champion.version == first["candidate_version"]
-    assert set(champion.aliases) == {CHAMPION_ALIAS, CANDIDATE_ALIAS}
-    deployment = first["deployment"]
-    assert (deployment["model_version"], deployment["target"], deployment["replicas"]) == (champion.version, "local", 1)
-    assert deployment["devices_per_replica"] == 1 and len(deployment["nodes"]) == 1
-    assert "retrain-decision" in artifacts_of(run_id(first_state))
-    subflows = child_flow_runs(run_id(first_state))
-    assert set(subflows) == {"train_and_deploy", "deploy_model"}
-    assert "deployment" in artifacts_of(subflows["deploy_model"].id)
-
-    # The deployed model answers through the gateway exactly as its stages score in process.
-    watched = monitor(deployment["endpoint"], str(digits_dir), "digits", threshold=0.0)
-    images, _ = folder_images(digits_dir)
-    in_process = score_service_dir(resolve_version("digits", CHAMPION_ALIAS).service_dir, images, batch_size=32)
-    assert (watched["images"], watched["score"]) == (in_process.images, in_process.accuracy)
-    assert not watched["degraded"]
-
-    # Unchanged data and the champion's own config: the same run, so the candidate is the champion.
-    second = retrain(model_name="digits")
-
-    assert not second["promoted"] and "deployment" not in second, second
-    assert second["candidate_version"] == second["champion_version"] == champion.version
-    assert "already is the champion" in second["reason"]

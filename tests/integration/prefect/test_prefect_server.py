@@ -342,6 +342,7 @@ def assert_retrained_under_load(server, deployments, loop, model: str, metric: s
         load.wait_for(3)
     decision = decision_of(server, flow_run["id"])
     new_champion = find_champion(model, loop.settings)
+    subflows = subflow_names(server, flow_run["id"])
 
     assert load.failures == [] and load.succeeded > 6
     assert f"Measured: {metric}." in decision
@@ -349,8 +350,16 @@ def assert_retrained_under_load(server, deployments, loop, model: str, metric: s
     if "promote the candidate" in decision:
         assert new_champion.version != champion.version
         assert served_versions(loop, model) == {new_champion.version}
+        assert subflows == {"train_and_deploy", "deploy_model"}
     else:
         assert new_champion.version == champion.version and "already is the champion" in decision
+        assert subflows == {"train_and_deploy"}
+
+
+def subflow_names(server, flow_run_id: str) -> set[str]:
+    body = {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}}
+    runs = server.api.post("/flow_runs/filter", json=body).json()
+    return {server.api.get(f"/flows/{run['flow_id']}").json()["name"] for run in runs}
 
 
 @pytest.fixture(scope="module")
