@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from fpgaflow.fpga_runtime.service import load_service
+from fpgaflow.tasks.artifacts import PIPELINE_ARTIFACTS
 from fpgaflow.tasks.data.sample_data import write_sample_data
 from fpgaflow.tasks.registry.runs import TAG_FLOW_RUN_ID, TAG_FLOW_RUN_URL
 from fpgaflow.tasks.registry.version_state import CANDIDATE_ALIAS, TAG_GATES, TAG_STATUS, VersionStatus
@@ -32,19 +33,7 @@ MODEL = "pets"
 RUN_SECONDS = 900
 # What a run up to `package` leaves, as with the embedded stores: MLflow run artifacts and Prefect artifact keys.
 RUN_ARTIFACTS = {"conversion", "data", "evaluation", "model_card.md", "service"}
-STEP_ARTIFACTS = {
-    "data-validation",
-    "mlflow-run",
-    "featurizer",
-    "training-epochs",
-    "evaluation",
-    "test-metrics-per-class",
-    "model-registration",
-    "onnx-parity",
-    "numerics",
-    "service-definition",
-    "model-card",
-}
+STEP_ARTIFACTS = set(PIPELINE_ARTIFACTS[: PIPELINE_ARTIFACTS.index("model-card") + 1])  # the steps up to package
 
 
 def team_stack(directory: Path, *arguments: str) -> subprocess.CompletedProcess:
