@@ -95,12 +95,17 @@ def server(tmp_path_factory):
         yield SimpleNamespace(api=api, env=env, log=log_path)
     finally:
         api.close()
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group ``process`` leads, SIGKILL if it has not ended within a minute."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def run(command: list[str], env: dict, cwd: Path = REPOSITORY) -> subprocess.CompletedProcess:
@@ -272,12 +277,7 @@ def loop(server, deployments, tmp_path_factory):
     try:
         yield SimpleNamespace(home=home, env=env, settings=settings, worker_log=log_path)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_group(worker)
         try:
             stop_cluster(settings)
         finally:
